@@ -1,0 +1,202 @@
+"""The `builder` command: build, doctor, graph, validate, toolchain, boot, why."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from builder.errors import BuildError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(func: F) -> F:
+    """BuildErrors become one line on stderr and exit status 1; tracebacks are for bugs."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BuildError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _variables(pairs: tuple[str, ...]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise BuildError(f"expected NAME=value, not {pair!r}")
+        result[name] = value
+    return result
+
+
+def _project(pairs: tuple[str, ...]) -> Any:
+    from builder.plan import Project, find_root
+
+    return Project(find_root(), _variables(pairs))
+
+
+@click.group()
+@click.version_option(package_name="builder")
+def main() -> None:
+    """Build Linux kernels, initramfs and boot images from recipes, in BuildKit."""
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--platform", "platform_spec", default=None, help="e.g. linux/amd64,linux/arm64 (default: host)")
+@click.option("--dry-run", is_flag=True, help="print the exact build commands without running them")
+@click.option("--no-cache", is_flag=True, help="build without the BuildKit cache")
+@click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value", help="a template variable")
+@friendly
+def build(targets: tuple[str, ...], platform_spec: str | None, dry_run: bool, no_cache: bool,
+          pairs: tuple[str, ...]) -> None:
+    """Build TARGETS (recipe names, e.g. kernel initramfs) through doit, so tracking is shared."""
+    from doit.cmd_base import ModuleTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    from builder.plan import find_root
+
+    root = find_root()
+    args = [*targets, *pairs]
+    if platform_spec:
+        args.append(f"PLATFORM={platform_spec}")
+    if no_cache:
+        args.append("NO_CACHE=1")
+    if dry_run:
+        args.append("DRY_RUN=1")
+    sys.path.insert(0, str(root))
+    import dodo  # the project's own task definitions
+
+    sys.exit(DoitMain(ModuleTaskLoader(dodo)).run(["run", *args]))
+
+
+@main.command()
+@click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value")
+@click.option("--platform", "platform_spec", default=None)
+@friendly
+def validate(pairs: tuple[str, ...], platform_spec: str | None) -> None:
+    """Parse and check every recipe for every platform (or the given ones)."""
+    from builder.platforms import PLATFORMS, parse_platforms
+
+    project = _project(pairs)
+    platforms = parse_platforms(platform_spec) if platform_spec else list(PLATFORMS.values())
+    for platform in platforms:
+        graph = project.graph(platform)
+        for recipe in graph.exported():
+            project.plan(recipe.name, platform).context  # renders: files and globs are checked too
+        click.echo(f"{platform.docker}: {len(graph.recipes)} recipes OK ({', '.join(sorted(graph.recipes))})")
+
+
+@main.command()
+@click.option("--platform", "platform_spec", default=None)
+@click.option("--dot", is_flag=True, help="Graphviz output")
+@click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value")
+@friendly
+def graph(platform_spec: str | None, dot: bool, pairs: tuple[str, ...]) -> None:
+    """Show the recipe dependency graph."""
+    from builder.platforms import host_platform, parse_platforms
+
+    project = _project(pairs)
+    platform = parse_platforms(platform_spec)[0] if platform_spec else host_platform()
+    g = project.graph(platform)
+    if dot:
+        click.echo(g.dot())
+        return
+    for name in sorted(g.recipes):
+        recipe = g.recipes[name]
+        deps = [d.stage or f"image {d.image}" for d in recipe.dependencies]
+        outs = ", ".join(f"out/{o}" for o in recipe.outputs)
+        click.echo(f"{name}" + (f" <- {', '.join(deps)}" if deps else "") + (f"  => {outs}" if outs else ""))
+
+
+@main.command()
+@friendly
+def doctor() -> None:
+    """Check the machine: engine, BuildKit, toolchain image, QEMU - each with its fix."""
+    from builder import backend, engine
+    from builder.variables import DEFAULTS, debian_mirror
+
+    problems = 0
+
+    def report(ok: bool, what: str, fix: str) -> None:
+        nonlocal problems
+        problems += not ok
+        click.echo(f"[{'ok' if ok else 'FAIL'}] {what}" + ("" if ok else f"\n       fix: {fix}"))
+
+    up, detail = engine.reachable()
+    report(up, f"Docker engine: {detail}" if up else f"Docker engine: {detail}", engine.ENGINE_HINT)
+    try:
+        kit = backend.detect()
+        report(True, f"BuildKit: {kit.kind} via {kit.docker}", "")
+    except BuildError as exc:
+        report(False, f"BuildKit: {exc.message}", "apt-get install docker.io, or install docker-buildx")
+    if up:
+        ref = DEFAULTS["TOOLCHAIN"]
+        found = engine.image_id(ref)
+        report(found is not None, f"toolchain image {ref}: {found or 'absent'}", "builder toolchain ensure")
+    mirror = debian_mirror(DEFAULTS["DEBIAN_SUITE"])
+    report(mirror is not None, f"Debian mirror from apt sources: {mirror or 'none'}",
+           "add a bookworm source to /etc/apt/sources.list.d/ or set DEBIAN_MIRROR=URL")
+    for binary, package in (("qemu-system-x86_64", "qemu-system-x86"), ("qemu-system-aarch64", "qemu-system-arm"),
+                            ("debootstrap", "debootstrap")):
+        path = shutil.which(binary)
+        report(path is not None, f"{binary}: {path or 'absent'}", f"apt-get install {package}")
+    sys.exit(1 if problems else 0)
+
+
+@main.group()
+def toolchain() -> None:
+    """The toolchain image (debootstrap -> docker import)."""
+
+
+@toolchain.command("ensure")
+@click.option("--ref", default=None, help="image reference (default: the TOOLCHAIN variable's default)")
+@click.option("--mirror", default=None, help="Debian mirror URL (default: from apt sources)")
+@click.option("--force", is_flag=True, help="re-create even when present")
+@friendly
+def toolchain_ensure(ref: str | None, mirror: str | None, force: bool) -> None:
+    """Create the toolchain image when it is absent."""
+    from builder import toolchain as tc
+    from builder.variables import DEFAULTS
+
+    image = tc.ensure(ref or DEFAULTS["TOOLCHAIN"], mirror=mirror, force=force)
+    click.echo(image)
+
+
+@toolchain.command("packages")
+@click.option("--ref", default=None)
+@friendly
+def toolchain_packages(ref: str | None) -> None:
+    """Print the toolchain's exact package list (name=version)."""
+    from builder import toolchain as tc
+    from builder.variables import DEFAULTS
+
+    click.echo(tc.packages(ref or DEFAULTS["TOOLCHAIN"]), nl=False)
+
+
+@main.command()
+@click.argument("arch", default=None, required=False)
+@click.option("--timeout", default=300, show_default=True, help="seconds before QEMU is stopped")
+@friendly
+def boot(arch: str | None, timeout: int) -> None:
+    """Boot out/vmlinuz-ARCH + out/initramfs-ARCH.xz in QEMU (TCG) and wait for the boot marker."""
+    from builder import qemu
+    from builder.plan import find_root
+    from builder.platforms import host_platform, parse_platforms
+
+    platform = parse_platforms(arch)[0] if arch else host_platform()
+    out = find_root() / "out"
+    result = qemu.boot(platform, out / f"vmlinuz-{platform.arch}", out / f"initramfs-{platform.arch}.xz",
+                       timeout=timeout, console=Path(out.parent / ".builder" / "logs" / f"boot-{platform.arch}.log"))
+    click.echo(f"booted: release={result.release} machine={result.machine} in {result.seconds:.1f}s")

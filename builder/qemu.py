@@ -1,0 +1,95 @@
+"""Boot a kernel + initramfs in QEMU under TCG, read the serial console, always end QEMU."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import BuildError
+from builder.platforms import AMD64, ARM64, Platform
+
+MARKER = re.compile(r"BUILDER-BOOT-OK release=(?P<release>\S+) machine=(?P<machine>\S+)")
+
+
+@dataclass(frozen=True)
+class BootResult:
+    release: str
+    machine: str
+    seconds: float
+    console: str
+    powered_off: bool  # QEMU ended by itself after the guest powered off
+
+
+def command(platform: Platform, kernel: Path, initrd: Path, *, memory: int = 512,
+            append: str = "") -> list[str]:
+    """The QEMU command line: direct kernel boot, TCG (KVM hangs on these machines), serial on stdio."""
+    common = ["-accel", "tcg", "-m", str(memory), "-nographic", "-no-reboot",
+              "-kernel", str(kernel), "-initrd", str(initrd)]
+    if platform == AMD64:
+        return ["qemu-system-x86_64", "-M", "q35", *common, "-append", f"console=ttyS0 panic=-1 {append}".strip()]
+    if platform == ARM64:
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", *common,
+                "-append", f"console=ttyAMA0 panic=-1 {append}".strip()]
+    raise BuildError(f"no QEMU machine known for {platform.docker}")
+
+
+def boot(platform: Platform, kernel: Path, initrd: Path, *, timeout: float = 300,
+         console: Path | None = None) -> BootResult:
+    """Boot and wait for the marker. QEMU is killed on every path out of here."""
+    for path in (kernel, initrd):
+        if not path.is_file():
+            raise BuildError(f"{path} does not exist", hint=f"build it first: doit kernel initramfs "
+                                                               f"PLATFORM={platform.docker}")
+    argv = command(platform, kernel, initrd)
+    if shutil.which(argv[0]) is None:
+        raise BuildError(f"{argv[0]} is not installed", hint="run ./setup.sh")
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    buffer = b""
+    found: re.Match[str] | None = None
+    powered_off = False
+    found_at = 0.0
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            deadline = start + timeout
+            while time.monotonic() < deadline:
+                if found and proc.poll() is not None:
+                    powered_off = True
+                    break
+                if found and time.monotonic() > found_at + 30:  # no ACPI/PSCI poweroff: stop it ourselves
+                    break
+                for _ in sel.select(timeout=0.5):
+                    chunk = proc.stdout.read() or b""
+                    buffer += chunk
+                if not found:
+                    found = MARKER.search(buffer.decode(errors="replace"))
+                    if found:
+                        found_at = time.monotonic()
+                if not found and proc.poll() is not None:
+                    buffer += proc.stdout.read() or b""
+                    found = MARKER.search(buffer.decode(errors="replace"))
+                    if not found:
+                        break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    text = buffer.decode(errors="replace").replace("\r\n", "\n")
+    if console is not None:
+        console.parent.mkdir(parents=True, exist_ok=True)
+        console.write_text(text)
+    if not found:
+        last = " | ".join(line for line in text.strip().splitlines()[-3:])
+        why = f"QEMU exited with {proc.returncode}" if time.monotonic() - start < timeout else f"{timeout:.0f}s passed"
+        raise BuildError(f"{platform.arch} did not boot to the marker ({why}); last console lines: {last}",
+                         where=str(console) if console else None)
+    return BootResult(found["release"], found["machine"], time.monotonic() - start, text, powered_off)

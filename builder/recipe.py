@@ -1,0 +1,268 @@
+"""The recipe schema (pkg.yaml-like) and its loader: jinja2 text -> YAML -> validated objects.
+
+Parsing happens once; every later stage trusts these objects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from builder import yamlfile
+from builder.errors import RecipeError
+
+RECIPE_FILE = "pkg.yaml"
+PHASES = ("prepare", "build", "install", "test")
+HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha512": re.compile(r"^[0-9a-f]{128}$")}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _relative(value: str, what: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or not value.strip():
+        raise ValueError(f"{what} must be a relative path inside the build, not {value!r}")
+    return value
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/") or ".." in PurePosixPath(value).parts:
+        raise ValueError(f"expected an absolute path without '..', not {value!r}")
+    return value
+
+
+class Source(_Model):
+    """A file fetched on the host, verified, and placed at ``destination`` in the build directory."""
+
+    url: str
+    destination: str
+    sha256: str
+    sha512: str
+
+    @field_validator("destination")
+    @classmethod
+    def _dest(cls, v: str) -> str:
+        return _relative(v, "destination")
+
+    @field_validator("sha256", "sha512")
+    @classmethod
+    def _digest(cls, v: str, info: Any) -> str:
+        if not HEX[info.field_name].match(v):
+            size = 64 if info.field_name == "sha256" else 128
+            raise ValueError(f"expected {size} lowercase hex digits")
+        return v
+
+    @property
+    def filename(self) -> str:
+        return PurePosixPath(self.url.split("?", 1)[0]).name
+
+
+class Dependency(_Model):
+    """Another recipe's output (``stage``) or an image, copied into the build stage."""
+
+    stage: str | None = None
+    image: str | None = None
+    from_: str = Field("/", alias="from")
+    to: str = "/"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Dependency:
+        if (self.stage is None) == (self.image is None):
+            raise ValueError("a dependency names exactly one of 'stage' or 'image'")
+        _absolute(self.from_)
+        _absolute(self.to)
+        return self
+
+
+class Step(_Model):
+    """Shell scripts run in order: prepare, build, install, test."""
+
+    prepare: list[str] = []
+    build: list[str] = []
+    install: list[str] = []
+    test: list[str] = []
+
+    @field_validator(*PHASES, mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def phases(self) -> list[tuple[str, str]]:
+        return [(phase, script) for phase in PHASES for script in getattr(self, phase)]
+
+
+class Finalize(_Model):
+    """Copy ``from`` (in the build stage) to ``to`` (in the recipe's output)."""
+
+    from_: str = Field(alias="from")
+    to: str = "/"
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        return _absolute(v)
+
+
+class FileSpec(_Model):
+    """Project files (a glob relative to the project root) given to the build under /pkg."""
+
+    src: str
+    dest: str
+
+    @field_validator("src")
+    @classmethod
+    def _src(cls, v: str) -> str:
+        return _relative(v, "src")
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, v: str) -> str:
+        return _relative(v, "dest")
+
+
+class Recipe(_Model):
+    """One recipe, rendered for one platform and validated."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str = ""
+    variant: Literal["toolchain", "scratch"] = "toolchain"
+    shell: str = "/bin/sh"
+    platforms: list[str] | None = None
+    dependencies: list[Dependency] = []
+    sources: list[Source] = []
+    files: list[FileSpec] = []
+    env: dict[str, str] = {}
+    steps: list[Step] = []
+    finalize: list[Finalize] = []
+    outputs: list[str] = []
+
+    _path: Path = PrivateAttr()
+    _lines: dict[Any, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: (str(x).lower() if isinstance(x, bool) else str(x)) if x is not None else x
+                    for k, x in v.items()}
+        return v
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if "/" in name or name.startswith(".") or not name:
+                raise ValueError(f"an output is a plain file name in out/, not {name!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.variant == "scratch" and self.steps:
+            raise ValueError("variant 'scratch' has no shell, so it cannot have steps")
+        if self.outputs and not self.finalize:
+            raise ValueError("a recipe with outputs needs 'finalize' to say where they come from")
+        return self
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def where(self, *key: Any) -> str:
+        """``file:line`` of a key path such as ('sources', 0, 'sha256')."""
+        line = yamlfile.line_of(self._lines, tuple(key))
+        return f"{self._path}:{line}" if line else str(self._path)
+
+
+def _template_env() -> jinja2.Environment:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+def render_template(text: str, variables: Mapping[str, str], filename: str) -> str:
+    """Render recipe text with jinja2; undefined variables are errors naming the line."""
+    try:
+        return _template_env().from_string(text).render(**variables)
+    except jinja2.TemplateSyntaxError as exc:
+        raise RecipeError(f"template error: {exc.message}", where=f"{filename}:{exc.lineno}") from None
+    except jinja2.UndefinedError as exc:
+        line = _template_line(exc)
+        where = f"{filename}:{line}" if line else filename
+        raise RecipeError(f"template error: {exc.message}", where=where,
+                          hint="define it in recipes/vars.yaml or on the command line (NAME=value)") from None
+
+
+def _template_line(exc: BaseException) -> int | None:
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def load_recipe(path: Path, variables: Mapping[str, str], display: str | None = None) -> Recipe:
+    """Load ``path`` rendered with ``variables``. Every problem is a RecipeError with file:line."""
+    name = display or str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe: {exc.strerror}", where=name) from None
+    rendered = render_template(text, variables, name)
+    data, lines = yamlfile.load(rendered, name)
+    if not isinstance(data, dict):
+        raise RecipeError("a recipe must be a YAML mapping", where=f"{name}:1")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, lines, name) from None
+    recipe._path = Path(name)
+    recipe._lines = lines
+    return recipe
+
+
+def _explain(exc: ValidationError, lines: dict[Any, int], filename: str) -> RecipeError:
+    """The first validation error, as one line naming the file, line and key."""
+    err = exc.errors()[0]
+    loc = tuple(_yaml_key(part) for part in err["loc"])
+    line = yamlfile.line_of(lines, loc)
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(_yaml_key(f) for f in parent.model_fields) if parent else ""
+        message = f"unknown key {key!r}" + (f"; expected one of: {allowed}" if allowed else "")
+    elif err["type"] == "missing":
+        message = f"missing required key {key!r}"
+    else:
+        message = f"{key}: {err['msg'].removeprefix('Value error, ')}"
+    return RecipeError(message, where=f"{filename}:{line}" if line else filename)
+
+
+def _yaml_key(part: Any) -> Any:
+    return "from" if part == "from_" else part
+
+
+_CHILDREN: dict[str, type[_Model]] = {
+    "dependencies": Dependency, "sources": Source, "steps": Step, "finalize": Finalize, "files": FileSpec,
+}
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[_Model] | None:
+    if not loc:
+        return Recipe
+    if isinstance(loc[0], str) and loc[0] in _CHILDREN and len(loc) == 2:
+        return _CHILDREN[loc[0]]
+    return None
+
+
+def find_recipe_files(recipes_root: Path) -> list[Path]:
+    """Every pkg.yaml under ``recipes_root``, in a stable order."""
+    return sorted(recipes_root.rglob(RECIPE_FILE))
+

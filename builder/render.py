@@ -1,0 +1,171 @@
+"""A target on one platform rendered into a BuildKit build: a Dockerfile and a build context.
+
+The context is held in memory with a digest per file, so the up-to-date check can hash the exact
+build inputs without writing anything; it is written to disk only when a build runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from builder.errors import RecipeError
+from builder.graph import Graph
+from builder.recipe import Recipe
+
+LIB = "lib/builder.sh"
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """One file of the build context: inline bytes, or a host file known by its sha256."""
+
+    digest: str
+    origin: str  # what a user knows this file as: a project path, a URL, "rendered"
+    data: bytes | None = None
+    host_source: int | None = None  # index into recipe.sources when fetched from the cache
+    recipe: str = ""
+    mode: int = 0o644
+
+
+@dataclass
+class BuildContext:
+    target: str  # the Dockerfile stage to export
+    dockerfile: str
+    files: dict[str, ContextFile] = field(default_factory=dict)
+
+    def add(self, path: str, data: bytes, origin: str, mode: int = 0o644) -> None:
+        self.files[path] = ContextFile(hashlib.sha256(data).hexdigest(), origin, data=data, mode=mode)
+
+    def inputs(self) -> dict[str, str]:
+        """Every input of the build by name -> sha256, the Dockerfile included."""
+        named = {"Dockerfile": hashlib.sha256(self.dockerfile.encode()).hexdigest()}
+        named.update({path: f.digest for path, f in self.files.items()})
+        return dict(sorted(named.items()))
+
+    def write(self, directory: Path, source_paths: Mapping[tuple[str, int], Path]) -> None:
+        """Materialize the context. ``source_paths`` maps (recipe, source index) to verified files."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "Dockerfile").write_text(self.dockerfile)
+        for rel, item in sorted(self.files.items()):
+            dest = directory / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if item.data is not None:
+                dest.write_bytes(item.data)
+            else:
+                assert item.host_source is not None
+                origin = source_paths[(item.recipe, item.host_source)]
+                try:
+                    os.link(origin, dest)
+                except OSError:
+                    dest.write_bytes(origin.read_bytes())
+            os.chmod(dest, item.mode)
+
+
+def stage_name(recipe: Recipe) -> str:
+    return "r-" + recipe.name.replace(".", "-")
+
+
+def _template() -> jinja2.Template:
+    text = resources.files("builder").joinpath("templates/Dockerfile.j2").read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, autoescape=False)
+    return env.from_string(text)
+
+
+def render(
+    graph: Graph,
+    target: str,
+    *,
+    project_root: Path,
+    variables_for: Mapping[str, Mapping[str, str]],
+    build_env: Mapping[str, str],
+) -> BuildContext:
+    """Render ``target`` and its dependency closure. ``variables_for`` maps recipe name -> variables."""
+    context = BuildContext(target=stage_name(graph[target]), dockerfile="")
+    context.add(LIB, resources.files("builder").joinpath("scripts/builder.sh").read_bytes(), "builder library")
+    stages = []
+    for recipe in graph.closure(target):
+        variables = variables_for[recipe.name]
+        stages.append(_stage(graph, recipe, context, project_root, variables["TOOLCHAIN"], build_env))
+    context.dockerfile = _template().render(stages=stages, lib=LIB)
+    return context
+
+
+def _stage(
+    graph: Graph,
+    recipe: Recipe,
+    context: BuildContext,
+    project_root: Path,
+    toolchain: str,
+    build_env: Mapping[str, str],
+) -> dict[str, object]:
+    prefix = recipe.name
+    copies = []
+    deps = dict(graph.stage_dependencies(recipe))
+    for index, dep in enumerate(recipe.dependencies):
+        source = stage_name(deps[index]) if dep.stage is not None else dep.image
+        copies.append({"source": source, "from": dep.from_, "to": dep.to})
+
+    for index, src in enumerate(recipe.sources):
+        context.files[f"{prefix}/sources/{src.destination}"] = ContextFile(
+            digest=src.sha256, origin=src.url, host_source=index, recipe=recipe.name)
+
+    for index, spec in enumerate(recipe.files):
+        matches = sorted(p for p in project_root.glob(spec.src) if p.is_file())
+        is_glob = any(c in spec.src for c in "*?[")
+        if not matches and not is_glob:
+            raise RecipeError(f"files.{index}.src: no such file {spec.src!r} in the project",
+                              where=recipe.where("files", index, "src"))
+        into_dir = spec.dest.endswith("/") or is_glob
+        if not into_dir and len(matches) != 1:
+            raise RecipeError(f"files.{index}: {spec.src!r} matches {len(matches)} files; end dest with '/'",
+                              where=recipe.where("files", index))
+        for path in matches:
+            rel = path.relative_to(project_root).as_posix()
+            dest = f"{spec.dest.rstrip('/')}/{path.name}" if into_dir else spec.dest
+            context.add(f"{prefix}/files/{dest}", path.read_bytes(), rel)
+
+    env = {**build_env, **recipe.env}
+    env_script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    context.add(f"{prefix}/steps/env.sh", env_script.encode(), f"{recipe.where()} env")
+
+    runs = []
+    number = 0
+    for step_index, step in enumerate(recipe.steps):
+        for phase, script in step.phases():
+            name = f"{number:02d}-{phase}.sh"
+            number += 1
+            body = (
+                "set -eu\n"
+                "(set -o pipefail) 2>/dev/null && set -o pipefail\n"
+                ". /.builder/steps/env.sh\n"
+                f". /.builder/{LIB}\n"
+                "umask 022\n"
+                "cd /build\n"
+                f"echo '==> {recipe.name}: {phase} (steps.{step_index})'\n"
+                f"{script.rstrip()}\n"
+            )
+            context.add(f"{prefix}/steps/{name}", body.encode(), f"{recipe.where('steps', step_index, phase)}")
+            runs.append(json.dumps([recipe.shell, f"/.builder/steps/{name}"]))
+
+    return {
+        "name": stage_name(recipe),
+        "recipe": recipe.name,
+        "scratch": recipe.variant == "scratch",
+        "base": toolchain,
+        "copies": copies,
+        "has_sources": bool(recipe.sources),
+        "has_files": bool(recipe.files),
+        "prefix": prefix,
+        "runs": runs,
+        "finalize": [{"from": f.from_, "to": f.to} for f in recipe.finalize],
+    }

@@ -1,0 +1,164 @@
+"""Layered template variables: defaults -> per-directory vars.yaml -> command line -> platform."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from builder import yamlfile
+from builder.errors import RecipeError
+from builder.platforms import Platform
+
+VARS_FILE = "vars.yaml"
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+DEFAULTS: dict[str, str] = {
+    # The toolchain image every build stage starts FROM; a site with a registry can use its own.
+    "TOOLCHAIN": "builder-toolchain:bookworm",
+    "DEBIAN_SUITE": "bookworm",
+    "KBUILD_BUILD_USER": "builder",
+    "KBUILD_BUILD_HOST": "builder",
+    "NO_CACHE": "0",
+}
+
+# Variables that say where things are fetched from, not what is built: they never cause a rebuild.
+LOCATION_VARIABLES = frozenset({"DEBIAN_MIRROR", "SOURCE_MIRROR"})
+
+APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+
+
+def debian_mirror(suite: str, sources: tuple[Path, ...] = APT_SOURCES) -> str | None:
+    """The first Debian archive URL this machine's apt uses for ``suite`` (main component).
+
+    Read at run time so no mirror host is ever written into the project.
+    """
+    for entry in _apt_entries(sources):
+        uris, suites, components = entry
+        if suite in suites and "main" in components:
+            for uri in uris:
+                if uri.startswith(("http://", "https://", "file:")):
+                    return uri.rstrip("/")
+    return None
+
+
+def _apt_entries(sources: tuple[Path, ...]) -> list[tuple[list[str], list[str], list[str]]]:
+    files: list[Path] = []
+    for place in sources:
+        if place.is_dir():
+            files += sorted(p for p in place.iterdir() if p.suffix in (".list", ".sources"))
+        elif place.is_file():
+            files.append(place)
+    entries = []
+    for file in files:
+        try:
+            text = file.read_text(errors="replace")
+        except OSError:
+            continue
+        if file.suffix == ".sources":
+            for stanza in re.split(r"\n\s*\n", text):
+                fields: dict[str, str] = {}
+                for line in stanza.splitlines():
+                    if line.startswith("#") or ":" not in line or line[0].isspace():
+                        continue
+                    key, _, value = line.partition(":")
+                    fields[key.strip().lower()] = value.strip()
+                if "deb" in fields.get("types", "").split():
+                    entries.append(
+                        (fields.get("uris", "").split(), fields.get("suites", "").split(),
+                         fields.get("components", "").split())
+                    )
+        else:
+            for line in text.splitlines():
+                words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
+                if len(words) >= 4 and words[0] == "deb":
+                    entries.append(([words[1]], [words[2]], words[3:]))
+    return entries
+
+
+def load_vars_file(path: Path) -> dict[str, str]:
+    """A vars.yaml: a flat mapping of variable names to scalar values."""
+    data, lines = yamlfile.load(path.read_text(), str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError("expected a mapping of variable names to values", where=f"{path}:1")
+    result = {}
+    for key, value in data.items():
+        where = f"{path}:{lines.get((key,), 1)}"
+        if not isinstance(key, str) or not NAME.match(key):
+            raise RecipeError(f"invalid variable name {key!r}; expected letters, digits and _", where=where)
+        if isinstance(value, (dict, list)) or value is None:
+            raise RecipeError(f"variable {key} must be a string or number", where=where)
+        result[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return result
+
+
+def directory_layers(recipes_root: Path, recipe_dir: Path) -> dict[str, str]:
+    """vars.yaml files from ``recipes_root`` down to ``recipe_dir``, nearer ones winning."""
+    merged: dict[str, str] = {}
+    rel = recipe_dir.resolve().relative_to(recipes_root.resolve())
+    current = recipes_root
+    for part in ("", *rel.parts):
+        current = current / part if part else current
+        candidate = current / VARS_FILE
+        if candidate.is_file():
+            merged.update(load_vars_file(candidate))
+    return merged
+
+
+def command_line_layer(cli: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Command-line variables; SOURCE_DATE_EPOCH from the environment counts as one (reprotest, CI)."""
+    layer = {}
+    if "SOURCE_DATE_EPOCH" in environ:
+        layer["SOURCE_DATE_EPOCH"] = environ["SOURCE_DATE_EPOCH"]
+    layer.update(cli)
+    return layer
+
+
+def resolve(
+    *,
+    recipes_root: Path,
+    recipe_dir: Path,
+    cli: Mapping[str, str],
+    platform: Platform,
+    host: Platform,
+) -> dict[str, str]:
+    """All layers merged for one recipe directory and platform, then checked."""
+    merged = dict(DEFAULTS)
+    mirror = debian_mirror(merged["DEBIAN_SUITE"])
+    if mirror:
+        merged["DEBIAN_MIRROR"] = mirror
+    merged.update(directory_layers(recipes_root, recipe_dir))
+    merged.update(command_line_layer(cli))
+    merged.update(platform.variables(host))
+    _check_epoch(merged)
+    return merged
+
+
+def _check_epoch(variables: dict[str, str]) -> None:
+    value = variables.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        raise RecipeError("SOURCE_DATE_EPOCH is not set", where=f"recipes/{VARS_FILE}",
+                          hint="set it there, on the command line or in the environment")
+    if not value.isdigit():
+        raise RecipeError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, not {value!r}")
+
+
+def build_environment(variables: Mapping[str, str]) -> dict[str, str]:
+    """The reproducibility environment every build step gets, whatever the recipe says."""
+    epoch = int(variables["SOURCE_DATE_EPOCH"])
+    return {
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "KBUILD_BUILD_TIMESTAMP": time.strftime("%a %b %e %H:%M:%S UTC %Y", time.gmtime(epoch)),
+        "KBUILD_BUILD_USER": variables["KBUILD_BUILD_USER"],
+        "KBUILD_BUILD_HOST": variables["KBUILD_BUILD_HOST"],
+        "KBUILD_BUILD_VERSION": "1",
+        "KCONFIG_NOTIMESTAMP": "1",
+        "LC_ALL": "C",
+        "LANG": "C",
+        "TZ": "UTC",
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    }
