@@ -10,6 +10,7 @@ NO_CACHE=1, SOURCE_MIRROR=/path, DRY_RUN=1).
 """
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from doit import doit_cmd
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent
 DOIT_CONFIG = doit_config(ROOT)
 
 
-def task_recipes():
+def task_recipes() -> Iterator[dict[str, object]]:
     variables = dict(doit_cmd._CMDLINE_VARS or {})
     platform_spec = variables.pop("PLATFORM", None) or host_platform().docker
     dry_run = variables.pop("DRY_RUN", "0") not in ("0", "", "no", "false")

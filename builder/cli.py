@@ -94,7 +94,7 @@ def validate(pairs: tuple[str, ...], platform_spec: str | None) -> None:
     for platform in platforms:
         graph = project.graph(platform)
         for recipe in graph.exported():
-            project.plan(recipe.name, platform).context  # renders: files and globs are checked too
+            _ = project.plan(recipe.name, platform).context  # rendering checks files and globs too
         click.echo(f"{platform.docker}: {len(graph.recipes)} recipes OK ({', '.join(sorted(graph.recipes))})")
 
 
@@ -200,3 +200,27 @@ def boot(arch: str | None, timeout: int) -> None:
     result = qemu.boot(platform, out / f"vmlinuz-{platform.arch}", out / f"initramfs-{platform.arch}.xz",
                        timeout=timeout, console=Path(out.parent / ".builder" / "logs" / f"boot-{platform.arch}.log"))
     click.echo(f"booted: release={result.release} machine={result.machine} in {result.seconds:.1f}s")
+
+
+@main.command()
+@click.argument("targets", nargs=-1)
+@click.option("--platform", "platform_spec", default=None, help="default: host platform")
+@click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value")
+@friendly
+def why(targets: tuple[str, ...], platform_spec: str | None, pairs: tuple[str, ...]) -> None:
+    """Say, input by input, why each task would rebuild (or that it is up to date)."""
+    from builder.platforms import host_platform, parse_platforms
+    from builder.tasks import DEP_FILE
+    from builder.why import explain, stored_values
+
+    project = _project(pairs)
+    platforms = parse_platforms(platform_spec) if platform_spec else [host_platform()]
+    for platform in platforms:
+        graph = project.graph(platform)
+        names = targets or tuple(r.name for r in graph.exported())
+        for name in names:
+            plan = project.plan(name, platform)
+            verdict = explain(plan, stored_values(project.root / DEP_FILE, plan.label))
+            click.echo(f"{verdict.label}: {'up to date' if verdict.up_to_date else 'would rebuild'}")
+            for reason in verdict.reasons:
+                click.echo(f"    {reason}")

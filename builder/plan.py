@@ -131,6 +131,11 @@ class Plan:
         named = dict(self.context.inputs())
         for ref in self.toolchains:
             named[f"{TOOLCHAIN_INPUT} {ref}"] = engine.require_image(ref)
+        for recipe in self.graph.closure(self.recipe.name):
+            for index, dep in enumerate(recipe.dependencies):
+                if dep.image is not None:
+                    named[f"image {dep.image}"] = engine.require_image(
+                        dep.image, variable=f"{recipe.where('dependencies', index, 'image')}")
         return named
 
     @property

@@ -8,16 +8,31 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jinja2
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from builder import yamlfile
 from builder.errors import RecipeError
 
 RECIPE_FILE = "pkg.yaml"
 PHASES = ("prepare", "build", "install", "test")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Set by the framework in every build step (variables.build_environment); a recipe may not override them.
+PROTECTED_ENV = frozenset({
+    "SOURCE_DATE_EPOCH", "KBUILD_BUILD_TIMESTAMP", "KBUILD_BUILD_USER", "KBUILD_BUILD_HOST",
+    "KBUILD_BUILD_VERSION", "KCONFIG_NOTIMESTAMP", "LC_ALL", "LANG", "TZ",
+})
 HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha512": re.compile(r"^[0-9a-f]{128}$")}
 
 
@@ -36,6 +51,15 @@ def _absolute(value: str) -> str:
     if not value.startswith("/") or ".." in PurePosixPath(value).parts:
         raise ValueError(f"expected an absolute path without '..', not {value!r}")
     return value
+
+
+def _env_name(key: str) -> str:
+    if not ENV_NAME.match(key):
+        raise ValueError(f"invalid environment variable name {key!r}")
+    if key in PROTECTED_ENV:
+        raise ValueError(f"{key} is set by the framework for reproducibility; set the variable "
+                         "instead (recipes/vars.yaml or the command line)")
+    return key
 
 
 class Source(_Model):
@@ -138,7 +162,7 @@ class Recipe(_Model):
     dependencies: list[Dependency] = []
     sources: list[Source] = []
     files: list[FileSpec] = []
-    env: dict[str, str] = {}
+    env: dict[Annotated[str, AfterValidator(_env_name)], str] = {}
     steps: list[Step] = []
     finalize: list[Finalize] = []
     outputs: list[str] = []
@@ -230,7 +254,9 @@ def load_recipe(path: Path, variables: Mapping[str, str], display: str | None = 
 
 def _explain(exc: ValidationError, lines: dict[Any, int], filename: str) -> RecipeError:
     """The first validation error, as one line naming the file, line and key."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # a misspelled key shows up as both "missing" and "extra": name the misspelling
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(_yaml_key(part) for part in err["loc"])
     line = yamlfile.line_of(lines, loc)
     key = ".".join(str(part) for part in loc) or "(top level)"

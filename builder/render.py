@@ -71,7 +71,7 @@ class BuildContext:
 
 
 def stage_name(recipe: Recipe) -> str:
-    return "r-" + recipe.name.replace(".", "-")
+    return "r-" + recipe.name
 
 
 def _template() -> jinja2.Template:
@@ -119,6 +119,7 @@ def _stage(
         context.files[f"{prefix}/sources/{src.destination}"] = ContextFile(
             digest=src.sha256, origin=src.url, host_source=index, recipe=recipe.name)
 
+    has_files = False
     for index, spec in enumerate(recipe.files):
         matches = sorted(p for p in project_root.glob(spec.src) if p.is_file())
         is_glob = any(c in spec.src for c in "*?[")
@@ -133,6 +134,7 @@ def _stage(
             rel = path.relative_to(project_root).as_posix()
             dest = f"{spec.dest.rstrip('/')}/{path.name}" if into_dir else spec.dest
             context.add(f"{prefix}/files/{dest}", path.read_bytes(), rel)
+            has_files = True
 
     env = {**build_env, **recipe.env}
     env_script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
@@ -164,7 +166,7 @@ def _stage(
         "base": toolchain,
         "copies": copies,
         "has_sources": bool(recipe.sources),
-        "has_files": bool(recipe.files),
+        "has_files": has_files,
         "prefix": prefix,
         "runs": runs,
         "finalize": [{"from": f.from_, "to": f.to} for f in recipe.finalize],

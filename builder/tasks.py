@@ -123,7 +123,7 @@ def acquire_run_lock(root: Path) -> None:
         return
     state = root / ".builder"
     state.mkdir(parents=True, exist_ok=True)
-    handle = open(state / "run.lock", "a+")
+    handle = open(state / "run.lock", "a+")  # noqa: SIM115 - held for the life of the process
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

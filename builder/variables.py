@@ -65,7 +65,8 @@ def _apt_entries(sources: tuple[Path, ...]) -> list[tuple[list[str], list[str], 
                         continue
                     key, _, value = line.partition(":")
                     fields[key.strip().lower()] = value.strip()
-                if "deb" in fields.get("types", "").split():
+                enabled = fields.get("enabled", "yes").lower() not in ("no", "false", "0")
+                if enabled and "deb" in fields.get("types", "").split():
                     entries.append(
                         (fields.get("uris", "").split(), fields.get("suites", "").split(),
                          fields.get("components", "").split())
@@ -143,7 +144,7 @@ def _check_epoch(variables: dict[str, str]) -> None:
     if value is None:
         raise RecipeError("SOURCE_DATE_EPOCH is not set", where=f"recipes/{VARS_FILE}",
                           hint="set it there, on the command line or in the environment")
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise RecipeError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, not {value!r}")
 
 

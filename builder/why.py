@@ -1,0 +1,55 @@
+""""Why did this rebuild?" - the stored inputs of a task's last build against the current ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.outputs import sha256_file
+from builder.plan import Plan
+
+
+@dataclass(frozen=True)
+class Verdict:
+    label: str
+    up_to_date: bool
+    reasons: list[str]
+
+
+def stored_values(dep_file: Path, task: str) -> dict[str, Any]:
+    """What doit stored for ``task`` after its last successful run ({} if never)."""
+    if not dep_file.exists():
+        return {}
+    from doit.dependency import Dependency, SqliteDB
+
+    db = Dependency(SqliteDB, str(dep_file))
+    try:
+        return dict(db.get_values(task) or {})
+    finally:
+        db.close()
+
+
+def explain(plan: Plan, stored: dict[str, Any]) -> Verdict:
+    """Input by input: what changed since the last build, and whether the outputs are intact."""
+    if not stored.get("inputs"):
+        return Verdict(plan.label, False, ["never built here"])
+    before: dict[str, str] = stored["inputs"]
+    now = plan.inputs
+    reasons = []
+    for name in sorted(set(before) | set(now)):
+        origin = plan.origin(name)
+        shown = f"{name} ({origin})" if origin != name else name
+        if name not in before:
+            reasons.append(f"new input: {shown}")
+        elif name not in now:
+            reasons.append(f"input removed: {shown}")
+        elif before[name] != now[name]:
+            reasons.append(f"changed: {shown}  {before[name][:12]} -> {now[name][:12]}")
+    for name, sha in (stored.get("outputs") or {}).items():
+        path = plan.project.out_dir / name
+        if not path.is_file():
+            reasons.append(f"output missing: out/{name}")
+        elif sha256_file(path) != sha:
+            reasons.append(f"output modified since it was built: out/{name}")
+    return Verdict(plan.label, not reasons, reasons)

@@ -1,0 +1,101 @@
+"""Shared helpers for the real tests: they drive the project the way a user does (doit, builder)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
+COPY_IGNORE = shutil.ignore_patterns("out", ".builder", ".doit.db*", ".git", "__pycache__", ".pytest_cache",
+                                     "*.egg-info", ".ruff_cache", ".mypy_cache")
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        return self.stdout + self.stderr
+
+    def last_line(self) -> str:
+        lines = [line for line in self.text.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        return errors[-1] if errors else (lines[-1] if lines else "")
+
+    def ran(self, task: str) -> bool:
+        return f".  {task}" in self.stdout
+
+    def skipped(self, task: str) -> bool:
+        return f"-- {task}" in self.stdout
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str] | None, timeout: float) -> Result:
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def doit(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> Result:
+    return _run([sys.executable, "-m", "doit", *args], cwd, env, timeout)
+
+
+def builder(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:
+    return _run([sys.executable, "-m", "builder", *args], cwd, env, timeout)
+
+
+def copy_project(dest: Path) -> Path:
+    """A copy of the project in another directory, without outputs or build state."""
+    shutil.copytree(ROOT, dest, ignore=COPY_IGNORE)
+    return dest
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """name -> sha256 of every file under ``directory`` (to prove out/ was left as it was)."""
+    if not directory.exists():
+        return {}
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def sums(out: Path) -> dict[str, str]:
+    """out/SHA256SUMS as name -> sha256."""
+    result = {}
+    for line in (out / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        result[name] = digest
+    return result
+
+
+def kernel_release(modules_tar: Path) -> str:
+    """The release the kernel was built as, read from its modules tree."""
+    names = subprocess.run(["tar", "-tf", str(modules_tar)], capture_output=True, text=True, check=True).stdout
+    for name in names.splitlines():
+        parts = name.removeprefix("./").split("/")
+        if len(parts) >= 3 and parts[:2] == ["lib", "modules"] and parts[2]:
+            return parts[2]
+    raise AssertionError(f"no lib/modules/<release> in {modules_tar}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_and_toolchain(request: pytest.FixtureRequest) -> None:
+    """Real tests need the engine and the toolchain image: ./setup.sh provides both."""
+    if not any(item.get_closest_marker("build") or item.get_closest_marker("boot")
+               for item in request.session.items):
+        return
+    doctor = builder(ROOT, "doctor")
+    if doctor.code != 0:
+        message = f"the machine is not set up (run ./setup.sh):\n{doctor.text}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -1,0 +1,69 @@
+"""In another directory: a --no-cache rebuild is bit-identical; a config line or a patch rebuilds the
+amd64 kernel and nothing else; the result boots with the change in it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from builder import qemu
+from builder.platforms import AMD64
+
+from .conftest import DATA, ROOT, builder, copy_project, doit, kernel_release, sums
+
+pytestmark = [pytest.mark.build]
+AMD64_OUTPUTS = ("vmlinuz-amd64", "config-amd64", "modules-amd64.tar", "initramfs-amd64.xz")
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second checkout at a different, longer path (Yocto's build-path variation)."""
+    return copy_project(tmp_path_factory.mktemp("another-build-directory") / "with-a-longer-path" / "project")
+
+
+def test_a_no_cache_build_elsewhere_is_bit_identical(elsewhere: Path):
+    reference = sums(ROOT / "out")
+    result = doit(elsewhere, "kernel", "initramfs", "PLATFORM=linux/amd64", "NO_CACHE=1")
+    assert result.code == 0, result.text[-3000:]
+    rebuilt = sums(elsewhere / "out")
+    for name in AMD64_OUTPUTS:
+        assert rebuilt[name] == reference[name], f"{name} differs between the two builds"
+
+
+def test_one_config_line_and_a_patch_rebuild_only_the_amd64_kernel(elsewhere: Path):
+    warm = doit(elsewhere, "kernel", "initramfs", "PLATFORM=linux/arm64")  # BuildKit cache: no compile
+    assert warm.code == 0, warm.text[-3000:]
+
+    config = elsewhere / "kernel-configs" / "config-amd64"
+    text, count = re.subn(r'^CONFIG_LOCALVERSION=".*"$', 'CONFIG_LOCALVERSION="-incr"', config.read_text(),
+                          flags=re.M)
+    assert count == 1
+    config.write_text(text)
+    shutil.copy(DATA / "0001-boot-banner.patch", elsewhere / "patches" / "kernel")
+
+    why = builder(elsewhere, "why", "--platform", "linux/amd64,linux/arm64")
+    assert why.code == 0, why.text
+    assert "kernel:amd64: would rebuild" in why.stdout
+    assert "(kernel-configs/config-amd64)" in why.stdout
+    assert "(patches/kernel/0001-boot-banner.patch)" in why.stdout
+    for task in ("kernel:arm64", "initramfs:amd64", "initramfs:arm64"):
+        assert f"{task}: up to date" in why.stdout, why.stdout
+
+    result = doit(elsewhere, "kernel", "initramfs", "PLATFORM=linux/amd64,linux/arm64")
+    assert result.code == 0, result.text[-3000:]
+    assert result.ran("kernel:amd64")
+    for task in ("kernel:arm64", "initramfs:amd64", "initramfs:arm64"):
+        assert result.skipped(task), result.stdout
+
+
+@pytest.mark.boot
+def test_the_rebuilt_kernel_boots_with_the_config_change_and_the_patch(elsewhere: Path):
+    out = elsewhere / "out"
+    result = qemu.boot(AMD64, out / "vmlinuz-amd64", out / "initramfs-amd64.xz", timeout=300,
+                       console=elsewhere / ".builder" / "logs" / "boot-amd64.log")
+    assert result.release.endswith("-incr")
+    assert result.release == kernel_release(out / "modules-amd64.tar")
+    assert "BUILDER-PATCHED: patches/kernel was applied" in result.console

@@ -1,0 +1,96 @@
+"""The `builder` command: mistakes are one `error:` line, never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from builder.cli import main
+from builder.plan import Project
+
+MakeProject = Callable[..., Project]
+
+GOOD = {
+    "recipes/a/pkg.yaml": "name: a\nvariant: scratch\nfinalize:\n  - from: /\noutputs:\n  - a-{{ ARCH }}\n",
+    "recipes/b/pkg.yaml": "name: b\nvariant: scratch\ndependencies:\n  - stage: a\nfinalize:\n  - from: /\n",
+}
+
+
+@pytest.fixture
+def project_dir(make_project: MakeProject, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """project_dir(files): a tmp project with those files, as the current directory."""
+
+    def make(files: dict[str, str]) -> Path:
+        root = make_project(files).root
+        monkeypatch.chdir(root)
+        return root
+
+    return make
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def assert_one_error_line(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_validate_a_malformed_recipe_prints_one_error_line_with_file_and_line(
+    project_dir: Callable[..., Path],
+) -> None:
+    project_dir({**GOOD, "recipes/c/pkg.yaml": "name: c\nsteps: [\n  build: make\n"})
+    line = assert_one_error_line(invoke("validate"))
+    assert line.startswith("error: recipes/c/pkg.yaml:")
+    assert "malformed YAML" in line
+
+
+def test_validate_an_unknown_key_names_the_file_line_and_key(project_dir: Callable[..., Path]) -> None:
+    project_dir({**GOOD, "recipes/c/pkg.yaml": "name: c\nvariant: scratch\ncolour: red\n"})
+    line = assert_one_error_line(invoke("validate"))
+    assert line.startswith("error: recipes/c/pkg.yaml:3: unknown key 'colour'")
+
+
+def test_validate_a_good_project_reports_each_platform(project_dir: Callable[..., Path]) -> None:
+    project_dir(GOOD)
+    result = invoke("validate")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["linux/amd64: 2 recipes OK (a, b)", "linux/arm64: 2 recipes OK (a, b)"]
+
+
+def test_validate_checks_project_files_too(project_dir: Callable[..., Path]) -> None:
+    project_dir({**GOOD, "recipes/c/pkg.yaml": "name: c\nfiles:\n  - src: configs/x-{{ ARCH }}\n    dest: x\n"
+                                               "finalize:\n  - from: /\noutputs:\n  - c\n"})
+    line = assert_one_error_line(invoke("validate", "--platform", "arm64"))
+    assert line == "error: recipes/c/pkg.yaml:3: files.0.src: no such file 'configs/x-arm64' in the project"
+
+
+def test_an_unknown_platform_is_one_error_line(project_dir: Callable[..., Path]) -> None:
+    project_dir(GOOD)
+    assert "unknown platform 'sparc'" in assert_one_error_line(invoke("validate", "--platform", "sparc"))
+
+
+def test_a_variable_without_a_value_is_one_error_line(project_dir: Callable[..., Path]) -> None:
+    project_dir(GOOD)
+    assert "expected NAME=value, not 'TOOLCHAIN'" in assert_one_error_line(invoke("validate", "-v", "TOOLCHAIN"))
+
+
+def test_outside_a_project_the_error_says_what_a_project_looks_like(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert "expected a directory with recipes/ and dodo.py" in assert_one_error_line(invoke("validate"))
+
+
+def test_graph_shows_each_recipe_with_its_dependencies_and_outputs(project_dir: Callable[..., Path]) -> None:
+    project_dir(GOOD)
+    result = invoke("graph", "--platform", "linux/arm64")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["a  => out/a-arm64", "b <- a"]

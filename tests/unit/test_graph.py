@@ -1,0 +1,108 @@
+"""Recipes resolved into a dependency graph: dependencies first; unknown names and cycles are errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from builder.errors import RecipeError
+from builder.graph import Graph
+from builder.recipe import Recipe, load_recipe
+
+MakeRecipe = Callable[..., Recipe]
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> MakeRecipe:
+    """recipe("c", "a", "b", outputs=True): recipes/c/pkg.yaml depending on stages a and b."""
+
+    def make(name: str, *stages: str, outputs: bool = False, image: str | None = None, folder: str = "") -> Recipe:
+        lines = [f"name: {name}"]
+        if stages or image:
+            lines.append("dependencies:")
+            lines += [f"  - stage: {stage}" for stage in stages]
+            if image:
+                lines.append(f"  - image: {image}")
+        if outputs:
+            lines += ["finalize:", "  - from: /out/", "outputs:", f"  - {name}.bin"]
+        path = tmp_path / "recipes" / (folder or name) / "pkg.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        return load_recipe(path, {}, display=str(path.relative_to(tmp_path)))
+
+    return make
+
+
+def names(recipes: list[Recipe]) -> list[str]:
+    return [r.name for r in recipes]
+
+
+def test_a_closure_lists_dependencies_before_the_recipes_that_need_them(recipe: MakeRecipe) -> None:
+    graph = Graph.of([recipe("app", "lib", "base"), recipe("lib", "base"), recipe("base"), recipe("other")])
+    assert names(graph.closure("app")) == ["base", "lib", "app"]
+    assert names(graph.closure("lib")) == ["base", "lib"]
+    assert names(graph.closure("other")) == ["other"]
+
+
+def test_a_shared_dependency_appears_once_in_a_diamond(recipe: MakeRecipe) -> None:
+    graph = Graph.of([recipe("top", "left", "right"), recipe("left", "base"), recipe("right", "base"),
+                      recipe("base")])
+    assert names(graph.closure("top")) == ["base", "left", "right", "top"]
+
+
+def test_an_image_dependency_is_not_a_recipe_in_the_graph(recipe: MakeRecipe) -> None:
+    graph = Graph.of([recipe("a", image="example.invalid/tools:1")])
+    assert names(graph.closure("a")) == ["a"]
+
+
+def test_a_dependency_cycle_is_an_error_spelling_out_the_cycle(recipe: MakeRecipe) -> None:
+    with pytest.raises(RecipeError) as info:
+        Graph.of([recipe("a", "b"), recipe("b", "a")])
+    assert "dependency cycle: a -> b -> a" in str(info.value)
+    assert str(info.value).startswith("recipes/a/pkg.yaml:2: ")
+
+
+def test_a_longer_cycle_names_every_recipe_on_it(recipe: MakeRecipe) -> None:
+    with pytest.raises(RecipeError, match="dependency cycle: b -> c -> d -> b"):
+        Graph.of([recipe("a", "b"), recipe("b", "c"), recipe("c", "d"), recipe("d", "b")])
+
+
+def test_a_recipe_depending_on_itself_is_a_cycle(recipe: MakeRecipe) -> None:
+    with pytest.raises(RecipeError, match="dependency cycle: a -> a"):
+        Graph.of([recipe("a", "a")])
+
+
+def test_an_unknown_stage_dependency_is_an_error_naming_file_line_and_the_known_recipes(
+    recipe: MakeRecipe,
+) -> None:
+    with pytest.raises(RecipeError) as info:
+        Graph.of([recipe("app", "base", "nope"), recipe("base")])
+    assert str(info.value) == ("recipes/app/pkg.yaml:4: dependencies.1.stage: unknown recipe 'nope'; "
+                               "known: app, base")
+
+
+def test_two_recipes_with_the_same_name_is_an_error_naming_both_files(recipe: MakeRecipe) -> None:
+    with pytest.raises(RecipeError) as info:
+        Graph.of([recipe("kernel", folder="kernel"), recipe("kernel", folder="kernel-rt")])
+    assert str(info.value) == ("recipes/kernel-rt/pkg.yaml:1: recipe name 'kernel' is already used by "
+                               "recipes/kernel/pkg.yaml:1")
+
+
+def test_asking_for_an_unknown_recipe_lists_the_known_ones(recipe: MakeRecipe) -> None:
+    graph = Graph.of([recipe("b"), recipe("a")])
+    with pytest.raises(RecipeError, match=r"unknown recipe 'kernal'; known recipes: a, b"):
+        graph["kernal"]
+
+
+def test_only_recipes_with_outputs_are_exported_in_name_order(recipe: MakeRecipe) -> None:
+    graph = Graph.of([recipe("z", outputs=True), recipe("m"), recipe("a", "m", outputs=True)])
+    assert names(graph.exported()) == ["a", "z"]
+
+
+def test_the_graph_can_be_drawn_with_graphviz(recipe: MakeRecipe) -> None:
+    dot = Graph.of([recipe("a", "b", outputs=True, image="example.invalid/t:1"), recipe("b")]).dot()
+    assert dot.startswith("digraph recipes {")
+    assert '"a" [shape=box];' in dot and '"b" [shape=ellipse];' in dot
+    assert '"a" -> "b";' in dot and '"a" -> "example.invalid/t:1";' in dot

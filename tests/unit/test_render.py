@@ -1,0 +1,369 @@
+"""A target rendered into a Dockerfile + build context, and the plan digest that says when to rebuild."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from builder.errors import BuildError, RecipeError
+from builder.plan import Plan, Project
+from builder.platforms import AMD64, ARM64
+
+from .conftest import EPOCH, TOOLCHAIN_ID
+
+MakeProject = Callable[..., Project]
+
+SHA256 = "a" * 64
+SHA512 = "b" * 128
+TOOLCHAIN = "example.invalid/toolchain:7"
+
+RECIPE_A = """\
+name: a
+env:
+  GREETING: "hello world; it's $HOME"
+files:
+  - src: configs/config-{{ ARCH }}
+    dest: config
+  - src: patches/*.patch
+    dest: patches/
+steps:
+  - build: echo a-build
+    install:
+      - echo a-install-1
+      - echo a-install-2
+finalize:
+  - from: /out/
+"""
+
+RECIPE_B = f"""\
+name: b
+description: b for {{{{ ARCH }}}}
+dependencies:
+  - stage: a
+    to: /dep/
+sources:
+  - url: "{{{{ DEBIAN_MIRROR }}}}/pool/b.tar"
+    destination: b.tar
+    sha256: {SHA256}
+    sha512: {SHA512}
+steps:
+  - build: |
+      make -C /build B_ARCH={{{{ ARCH }}}}
+finalize:
+  - from: /out/
+outputs:
+  - b-{{{{ ARCH }}}}.bin
+"""
+
+FILES = {
+    "recipes/a/pkg.yaml": RECIPE_A,
+    "recipes/b/pkg.yaml": RECIPE_B,
+    "configs/config-amd64": "CONFIG_AMD64=y\n",
+    "configs/config-arm64": "CONFIG_ARM64=y\n",
+}
+
+
+@pytest.fixture
+def project(make_project: MakeProject) -> Project:
+    return make_project(FILES, {"TOOLCHAIN": TOOLCHAIN})
+
+
+def data(plan: Plan, path: str) -> str:
+    item = plan.context.files[path]
+    assert item.data is not None
+    return item.data.decode()
+
+
+# --- the Dockerfile ---
+
+def test_the_dockerfile_has_no_syntax_directive_so_the_engines_own_frontend_is_used(project: Project) -> None:
+    dockerfile = project.plan("b", AMD64).context.dockerfile
+    assert not any(re.match(r"#\s*syntax\s*=", line, re.I) for line in dockerfile.splitlines())
+
+
+def test_every_toolchain_stage_starts_from_the_toolchain_variable(project: Project) -> None:
+    dockerfile = project.plan("b", AMD64).context.dockerfile
+    assert f"FROM {TOOLCHAIN} AS r-a-build" in dockerfile
+    assert f"FROM {TOOLCHAIN} AS r-b-build" in dockerfile
+
+
+def test_a_vars_file_beside_one_recipe_can_give_it_another_toolchain(make_project: MakeProject) -> None:
+    project = make_project({**FILES, "recipes/a/vars.yaml": "TOOLCHAIN: example.invalid/other:1\n"})
+    dockerfile = project.plan("b", AMD64).context.dockerfile
+    assert "FROM example.invalid/other:1 AS r-a-build" in dockerfile
+    assert "FROM builder-toolchain:bookworm AS r-b-build" in dockerfile
+    assert project.plan("b", AMD64).toolchains == ["builder-toolchain:bookworm", "example.invalid/other:1"]
+
+
+def test_stages_come_in_dependency_order_and_the_target_stage_is_exported(project: Project) -> None:
+    context = project.plan("b", AMD64).context
+    assert context.dockerfile.index("AS r-a-build") < context.dockerfile.index("AS r-b-build")
+    assert context.target == "r-b"
+    assert "FROM scratch AS r-a\n" in context.dockerfile and "FROM scratch AS r-b\n" in context.dockerfile
+
+
+def test_rendering_a_dependency_leaves_out_the_recipes_that_need_it(project: Project) -> None:
+    context = project.plan("a", AMD64).context
+    assert "r-b" not in context.dockerfile
+    assert not any(path.startswith("b/") for path in context.files)
+
+
+def test_a_stage_dependency_is_copied_from_that_recipes_final_stage(project: Project) -> None:
+    dockerfile = project.plan("b", AMD64).context.dockerfile
+    assert "COPY --from=r-a / /dep/" in dockerfile
+    assert "COPY --from=r-b-build /out/ /" in dockerfile  # finalize
+
+
+def test_sources_and_project_files_are_copied_into_the_build(project: Project) -> None:
+    dockerfile = project.plan("b", AMD64).context.dockerfile
+    assert "COPY b/sources/ /build/" in dockerfile
+    assert "COPY a/files/ /pkg/" in dockerfile
+    assert "COPY b/files/" not in dockerfile
+
+
+def test_each_script_runs_with_its_steps_and_the_library_bind_mounted(project: Project) -> None:
+    dockerfile = project.plan("b", AMD64).context.dockerfile
+    runs = [line for line in dockerfile.splitlines() if line.startswith("RUN ")]
+    mounts = ("--mount=type=bind,source={p}/steps,target=/.builder/steps "
+              "--mount=type=bind,source=lib,target=/.builder/lib")
+    assert runs == [
+        f'RUN {mounts.format(p="a")} ["/bin/sh", "/.builder/steps/00-build.sh"]',
+        f'RUN {mounts.format(p="a")} ["/bin/sh", "/.builder/steps/01-install.sh"]',
+        f'RUN {mounts.format(p="a")} ["/bin/sh", "/.builder/steps/02-install.sh"]',
+        f'RUN {mounts.format(p="b")} ["/bin/sh", "/.builder/steps/00-build.sh"]',
+    ]
+
+
+def test_a_scratch_recipe_has_no_shell_no_workdir_and_no_toolchain(make_project: MakeProject) -> None:
+    project = make_project({
+        "recipes/s/pkg.yaml": "name: s\nvariant: scratch\ndependencies:\n  - stage: a\nfinalize:\n  - from: /\n",
+        "recipes/a/pkg.yaml": "name: a\nvariant: scratch\nfinalize:\n  - from: /\n",
+    })
+    plan = project.plan("s", AMD64)
+    dockerfile = plan.context.dockerfile
+    assert "FROM scratch AS r-s-build" in dockerfile
+    assert "WORKDIR" not in dockerfile and "RUN " not in dockerfile
+    assert plan.toolchains == []
+    assert not any(key.startswith("toolchain image") for key in plan.inputs)  # no engine needed
+
+
+# --- the build context ---
+
+def test_step_scripts_hold_the_recipe_script_after_strict_shell_settings(project: Project) -> None:
+    plan = project.plan("b", AMD64)
+    assert sorted(p for p in plan.context.files if "/steps/" in p) == [
+        "a/steps/00-build.sh", "a/steps/01-install.sh", "a/steps/02-install.sh", "a/steps/env.sh",
+        "b/steps/00-build.sh", "b/steps/env.sh"]
+    script = data(plan, "b/steps/00-build.sh")
+    assert script.startswith("set -eu\n")
+    assert ". /.builder/steps/env.sh\n" in script
+    assert ". /.builder/lib/builder.sh\n" in script
+    assert "cd /build\n" in script
+    assert script.endswith("make -C /build B_ARCH=amd64\n")
+    assert data(plan, "a/steps/02-install.sh").endswith("echo a-install-2\n")
+
+
+def test_the_builder_library_is_part_of_the_context(project: Project) -> None:
+    library = resources.files("builder").joinpath("scripts/builder.sh").read_bytes()
+    assert project.plan("b", AMD64).context.files["lib/builder.sh"].data == library
+
+
+def test_env_sh_exports_the_reproducibility_environment_and_the_recipe_env(project: Project) -> None:
+    env_sh = data(project.plan("b", AMD64), "a/steps/env.sh")
+    assert f"export SOURCE_DATE_EPOCH={EPOCH}\n" in env_sh
+    assert "export KBUILD_BUILD_TIMESTAMP='Wed Jan  1 00:00:00 UTC 2025'\n" in env_sh
+    assert "export LC_ALL=C\n" in env_sh and "export TZ=UTC\n" in env_sh
+    assert "GREETING" in env_sh
+    assert "GREETING" not in data(project.plan("b", AMD64), "b/steps/env.sh")
+
+
+def test_env_sh_values_are_shell_quoted_so_the_shell_sees_them_verbatim(project: Project, tmp_path: Path) -> None:
+    env_sh = tmp_path / "env.sh"
+    env_sh.write_text(data(project.plan("b", AMD64), "a/steps/env.sh"))
+    out = subprocess.run(["/bin/sh", "-c", '. "$1" && printf "%s|%s" "$GREETING" "$KBUILD_BUILD_TIMESTAMP"',
+                          "sh", str(env_sh)], capture_output=True, text=True, check=True, env={"HOME": "/nowhere"})
+    assert out.stdout == "hello world; it's $HOME|Wed Jan  1 00:00:00 UTC 2025"
+
+
+def test_project_files_are_given_under_the_recipes_files_dir_for_the_right_arch(make_project: MakeProject) -> None:
+    project = make_project({**FILES, "patches/02-b.patch": "b\n", "patches/01-a.patch": "a\n",
+                            "patches/README": "not a patch\n"})
+    amd64, arm64 = project.plan("a", AMD64), project.plan("a", ARM64)
+    assert data(amd64, "a/files/config") == "CONFIG_AMD64=y\n"
+    assert data(arm64, "a/files/config") == "CONFIG_ARM64=y\n"
+    assert amd64.origin("a/files/config") == "configs/config-amd64"
+    assert sorted(p for p in amd64.context.files if p.startswith("a/files/patches/")) == [
+        "a/files/patches/01-a.patch", "a/files/patches/02-b.patch"]
+
+
+def test_sources_are_in_the_context_by_digest_not_by_content(project: Project) -> None:
+    item = project.plan("b", AMD64).context.files["b/sources/b.tar"]
+    assert (item.digest, item.data, item.host_source, item.recipe) == (SHA256, None, 0, "b")
+    assert item.origin == "http://mirror.example/debian/pool/b.tar"
+
+
+def test_every_input_can_be_traced_back_to_where_a_user_knows_it_from(project: Project) -> None:
+    plan = project.plan("b", AMD64)
+    assert plan.origin("b/steps/00-build.sh") == "recipes/b/pkg.yaml:12"
+    assert plan.origin("b/sources/b.tar") == "http://mirror.example/debian/pool/b.tar"
+    assert plan.origin("Dockerfile") == "Dockerfile"
+
+
+def test_a_missing_project_file_is_an_error_naming_the_recipe_file_and_line(make_project: MakeProject) -> None:
+    project = make_project({**FILES, "recipes/a/pkg.yaml": RECIPE_A.replace("configs/config-{{ ARCH }}",
+                                                                            "configs/missing")})
+    with pytest.raises(RecipeError) as info:
+        project.plan("a", AMD64).context  # noqa: B018 - rendering is the point
+    assert str(info.value) == "recipes/a/pkg.yaml:5: files.0.src: no such file 'configs/missing' in the project"
+
+
+def test_a_glob_that_matches_nothing_is_fine(project: Project) -> None:
+    context = project.plan("a", AMD64).context
+    assert not any(p.startswith("a/files/patches") for p in context.files)
+
+
+def test_a_written_context_holds_every_file_with_sources_taken_from_the_cache(project: Project,
+                                                                                tmp_path: Path) -> None:
+    payload = tmp_path / "cache" / SHA256
+    payload.parent.mkdir()
+    payload.write_bytes(b"verified source")
+    context = project.plan("b", AMD64).context
+    context.write(tmp_path / "ctx", {("b", 0): payload})
+    assert (tmp_path / "ctx" / "Dockerfile").read_text() == context.dockerfile
+    assert (tmp_path / "ctx" / "b/sources/b.tar").read_bytes() == b"verified source"
+    assert (tmp_path / "ctx" / "a/files/config").read_text() == "CONFIG_AMD64=y\n"
+    assert (tmp_path / "ctx" / "a/steps/00-build.sh").stat().st_mode & 0o777 == 0o644
+
+
+# --- the plan digest: what makes a target out of date ---
+
+def digests(project: Project) -> tuple[str, str]:
+    return project.plan("b", AMD64).digest, project.plan("b", ARM64).digest
+
+
+def test_a_plan_digest_is_stable_and_differs_between_platforms(make_project: MakeProject,
+                                                               fake_engine: dict[str, str | None]) -> None:
+    first = digests(make_project(FILES))
+    assert digests(make_project(FILES)) == first
+    assert first[0] != first[1]
+
+
+def test_the_plan_inputs_include_the_toolchain_image_id(project: Project, fake_engine: dict[str, str | None]) -> None:
+    inputs = project.plan("b", AMD64).inputs
+    assert inputs[f"toolchain image {TOOLCHAIN}"] == TOOLCHAIN_ID
+    assert inputs["b/sources/b.tar"] == SHA256
+    assert "Dockerfile" in inputs and "a/files/config" in inputs
+
+
+def test_changing_an_amd64_only_project_file_rebuilds_amd64_but_not_arm64(make_project: MakeProject,
+                                                                          fake_engine: dict[str, str | None]) -> None:
+    amd64, arm64 = digests(make_project(FILES))
+    after = digests(make_project({"configs/config-amd64": "CONFIG_AMD64=m\n"}))
+    assert after[0] != amd64
+    assert after[1] == arm64
+
+
+def test_changing_only_where_a_source_is_fetched_from_does_not_rebuild(make_project: MakeProject,
+                                                                       fake_engine: dict[str, str | None]) -> None:
+    before = digests(make_project(FILES))
+    moved = make_project(FILES, {"DEBIAN_MIRROR": "http://other-mirror.example/debian"})
+    assert moved.plan("b", AMD64).context.files["b/sources/b.tar"].origin.startswith("http://other-mirror")
+    assert digests(moved) == before
+
+
+def test_changing_a_source_digest_rebuilds(make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
+    before = digests(make_project(FILES))
+    after = digests(make_project({"recipes/b/pkg.yaml": RECIPE_B.replace(SHA256, "c" * 64)}))
+    assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_changing_a_step_script_rebuilds(make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
+    before = digests(make_project(FILES))
+    after = digests(make_project({"recipes/a/pkg.yaml": RECIPE_A.replace("echo a-build", "echo a-build2")}))
+    assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_a_new_toolchain_image_id_rebuilds(make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
+    before = digests(make_project(FILES))
+    fake_engine["builder-toolchain:bookworm"] = "sha256:" + "2" * 64
+    assert digests(make_project(FILES))[0] != before[0]
+
+
+def test_a_missing_toolchain_image_is_an_error_saying_how_to_get_it(make_project: MakeProject,
+                                                                    fake_engine: dict[str, str | None]) -> None:
+    fake_engine[TOOLCHAIN] = None
+    with pytest.raises(BuildError) as info:
+        make_project(FILES, {"TOOLCHAIN": TOOLCHAIN}).plan("b", AMD64).inputs  # noqa: B018
+    assert f"image {TOOLCHAIN} (TOOLCHAIN) is not in the Docker engine" in str(info.value)
+
+
+# --- the project's own recipes ---
+
+def test_the_shipped_recipes_load_for_both_platforms(no_host_apt: str) -> None:
+    project = Project(Path(__file__).resolve().parents[2], {}, host=AMD64)
+    for platform in (AMD64, ARM64):
+        graph = project.graph(platform)
+        assert {"busybox", "initramfs", "kernel"} <= set(graph.recipes)
+        assert [r.name for r in graph.closure("initramfs")] == ["busybox", "initramfs"]
+        assert "initramfs/steps/env.sh" in project.plan("initramfs", platform).context.files
+    assert project.graph(ARM64)["kernel"].env == {"ARCH": "arm64", "CROSS_COMPILE": "aarch64-linux-gnu-"}
+    assert project.graph(AMD64)["kernel"].env == {"ARCH": "x86", "CROSS_COMPILE": ""}
+
+
+# --- known bugs ---
+
+def test_recipes_whose_names_differ_only_by_dot_and_dash_get_distinct_stages(make_project: MakeProject) -> None:
+    project = make_project({
+        "recipes/dot/pkg.yaml": "name: x.y\nvariant: scratch\nfinalize:\n  - from: /a/\n",
+        "recipes/dash/pkg.yaml": "name: x-y\nvariant: scratch\nfinalize:\n  - from: /b/\n",
+        "recipes/top/pkg.yaml": "name: top\nvariant: scratch\ndependencies:\n  - stage: x.y\n"
+                                "  - stage: x-y\nfinalize:\n  - from: /\n",
+    })
+    dockerfile = project.plan("top", AMD64).context.dockerfile
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M)
+    assert len(stages) == len(set(stages)), stages
+
+
+def test_a_recipe_whose_only_glob_matches_nothing_copies_no_missing_directory(make_project: MakeProject) -> None:
+    project = make_project({"recipes/c/pkg.yaml": "name: c\nfiles:\n  - src: patches/*.patch\n    dest: patches/\n"
+                                                  "steps:\n  - build: 'true'\n"})
+    context = project.plan("c", AMD64).context
+    if "COPY c/files/ /pkg/" in context.dockerfile:
+        assert any(path.startswith("c/files/") for path in context.files), "COPY of a directory not in the context"
+
+
+def test_a_recipe_env_cannot_override_the_reproducibility_environment(make_project: MakeProject) -> None:
+    project = make_project({"recipes/c/pkg.yaml": "name: c\nenv:\n  SOURCE_DATE_EPOCH: '0'\n  TZ: Europe/Paris\n"
+                                                  "steps:\n  - build: 'true'\n"})
+    try:
+        item = project.plan("c", AMD64).context.files["c/steps/env.sh"]
+    except RecipeError:
+        return  # rejecting the recipe is a fix too
+    assert item.data is not None
+    assert f"export SOURCE_DATE_EPOCH={EPOCH}\n" in item.data.decode()
+    assert "export TZ=UTC\n" in item.data.decode()
+
+
+def test_an_env_key_that_is_not_a_shell_variable_name_is_a_recipe_error(make_project: MakeProject) -> None:
+    project = make_project({"recipes/c/pkg.yaml": "name: c\nenv:\n  CROSS-COMPILE: x\nsteps:\n  - build: 'true'\n"})
+    try:
+        project.plan("c", AMD64).context  # noqa: B018
+    except RecipeError as exc:
+        assert "recipes/c/pkg.yaml:3" in str(exc)
+        return
+    raise AssertionError("env key 'CROSS-COMPILE' accepted")
+
+
+def test_a_new_image_id_for_an_image_dependency_rebuilds(make_project: MakeProject,
+                                                         fake_engine: dict[str, str | None]) -> None:
+    files = {"recipes/c/pkg.yaml": "name: c\ndependencies:\n  - image: example.invalid/tools:1\n"
+                                   "    from: /usr/bin/\n    to: /tools/\nsteps:\n  - build: 'true'\n"}
+    fake_engine["example.invalid/tools:1"] = "sha256:" + "3" * 64
+    before = make_project(files).plan("c", AMD64).digest
+    fake_engine["example.invalid/tools:1"] = "sha256:" + "4" * 64
+    assert make_project(files).plan("c", AMD64).digest != before
