@@ -153,9 +153,15 @@ class Plan:
         return self.variables.get("NO_CACHE", "0") not in ("", "0", "false", "no")
 
     def dry_run(self) -> str:
+        """The exact build command, with the rendered context written (sources left out) for a look."""
         kit = backend.detect()
-        ctx = self.project.state_dir / "tmp" / "<context>"
-        return kit.shell_command(ctx, self.context.target, ctx.parent / "<export>", no_cache=self.no_cache)
+        work = self.project.state_dir / "dry-run" / f"{self.recipe.name}-{self.platform.arch}"
+        shutil.rmtree(work, ignore_errors=True)
+        self.context.write(work / "context", sources={})
+        command = kit.shell_command(work / "context", self.context.target, work / "export", no_cache=self.no_cache)
+        missing = [f"{r}:{i}" for (r, i) in self.context.source_keys()]
+        note = f"  # sources fetched and verified first: {', '.join(missing)}" if missing else ""
+        return command + note
 
     def build(self) -> dict[str, object]:
         """Build, install the outputs into out/ atomically, and return what doit stores as values."""

@@ -51,8 +51,13 @@ class BuildContext:
         named.update({path: f.digest for path, f in self.files.items()})
         return dict(sorted(named.items()))
 
-    def write(self, directory: Path, source_paths: Mapping[tuple[str, int], Path]) -> None:
-        """Materialize the context. ``source_paths`` maps (recipe, source index) to verified files."""
+    def source_keys(self) -> list[tuple[str, int]]:
+        """(recipe, source index) of every fetched source the context needs."""
+        return [(f.recipe, f.host_source) for f in self.files.values() if f.host_source is not None]
+
+    def write(self, directory: Path, sources: Mapping[tuple[str, int], Path]) -> None:
+        """Materialize the context. ``sources`` maps (recipe, source index) to verified files;
+        sources absent from it are left out (a dry run)."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "Dockerfile").write_text(self.dockerfile)
         for rel, item in sorted(self.files.items()):
@@ -62,7 +67,9 @@ class BuildContext:
                 dest.write_bytes(item.data)
             else:
                 assert item.host_source is not None
-                origin = source_paths[(item.recipe, item.host_source)]
+                if (item.recipe, item.host_source) not in sources:
+                    continue
+                origin = sources[(item.recipe, item.host_source)]
                 try:
                     os.link(origin, dest)
                 except OSError:
