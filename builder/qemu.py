@@ -14,7 +14,7 @@ from pathlib import Path
 from builder.errors import BuildError
 from builder.platforms import AMD64, ARM64, Platform
 
-MARKER = re.compile(r"BUILDER-BOOT-OK release=(?P<release>\S+) machine=(?P<machine>\S+)")
+MARKER = re.compile(r"BUILDER-BOOT-OK release=(?P<release>\S+) machine=(?P<machine>\S+)\r?\n")  # whole line only
 
 
 @dataclass(frozen=True)

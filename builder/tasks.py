@@ -32,7 +32,7 @@ class OneLineReporter(ConsoleReporter):
 
     def _write_failure(self, result: dict[str, Any], write_exception: bool = True) -> None:
         fail = result["exception"]
-        if isinstance(fail, TaskFailed) and fail.traceback == []:
+        if isinstance(fail, TaskFailed) and not fail.traceback:
             sys.stderr.write(f"error: {fail.message}\n")
             return
         super()._write_failure(result, write_exception)

@@ -8,14 +8,16 @@ builder_error() {
 }
 
 # Apply DIR/*.patch in C-locale sorted order with -p1 and zero fuzz; a failing patch is named.
+# LABEL says where the patches come from in the project (for the error message).
 builder_apply_patches() {
   dir=$1
+  label=${2:-$1}
   [ -d "$dir" ] || return 0
   for name in $(ls -1 "$dir" | LC_ALL=C sort); do
     case $name in *.patch) ;; *) continue ;; esac
     echo "applying patch $name"
     patch -p1 --fuzz=0 --forward --batch --no-backup-if-mismatch <"$dir/$name" ||
-      builder_error "patch $name does not apply (patches/kernel/ is applied in sorted order with -p1 and no fuzz)"
+      builder_error "patch $name does not apply ($label: sorted order, -p1, no fuzz)"
   done
 }
 

@@ -33,22 +33,36 @@ def test_a_no_cache_build_elsewhere_is_bit_identical(elsewhere: Path):
         assert rebuilt[name] == reference[name], f"{name} differs between the two builds"
 
 
-def test_one_config_line_and_a_patch_rebuild_only_the_amd64_kernel(elsewhere: Path):
+def test_a_shared_patch_would_rebuild_both_kernels_and_nothing_else(elsewhere: Path):
     warm = doit(elsewhere, "kernel", "initramfs", "PLATFORM=linux/arm64")  # BuildKit cache: no compile
     assert warm.code == 0, warm.text[-3000:]
+    shared = elsewhere / "patches" / "kernel" / "0001-boot-banner.patch"
+    shutil.copy(DATA / "0001-boot-banner.patch", shared)
+    try:
+        why = builder(elsewhere, "why", "--platform", "linux/amd64,linux/arm64")
+    finally:
+        shared.unlink()
+    assert why.code == 0, why.text
+    for task in ("kernel:amd64", "kernel:arm64"):
+        assert f"{task}: would rebuild" in why.stdout, why.stdout
+    assert why.stdout.count("(patches/kernel/0001-boot-banner.patch)") == 2
+    for task in ("initramfs:amd64", "initramfs:arm64"):
+        assert f"{task}: up to date" in why.stdout, why.stdout
 
+
+def test_one_config_line_and_an_amd64_patch_rebuild_only_the_amd64_kernel(elsewhere: Path):
     config = elsewhere / "kernel-configs" / "config-amd64"
     text, count = re.subn(r'^CONFIG_LOCALVERSION=".*"$', 'CONFIG_LOCALVERSION="-incr"', config.read_text(),
                           flags=re.M)
     assert count == 1
     config.write_text(text)
-    shutil.copy(DATA / "0001-boot-banner.patch", elsewhere / "patches" / "kernel")
+    shutil.copy(DATA / "0001-boot-banner.patch", elsewhere / "patches" / "kernel" / "amd64")
 
     why = builder(elsewhere, "why", "--platform", "linux/amd64,linux/arm64")
     assert why.code == 0, why.text
     assert "kernel:amd64: would rebuild" in why.stdout
     assert "(kernel-configs/config-amd64)" in why.stdout
-    assert "(patches/kernel/0001-boot-banner.patch)" in why.stdout
+    assert "(patches/kernel/amd64/0001-boot-banner.patch)" in why.stdout
     for task in ("kernel:arm64", "initramfs:amd64", "initramfs:arm64"):
         assert f"{task}: up to date" in why.stdout, why.stdout
 
