@@ -24,6 +24,7 @@ ERROR_MARKER = "##builder-error## "
 STEP_LINE = re.compile(r"^#\d+ \[(?P<stage>[\w.-]+) (?P<n>\d+)/(?P<of>\d+)\] (?P<what>.*)$")
 SCRIPT = re.compile(r"/\.builder/steps/\d+-(\w+)\.sh")
 TAIL_LINES = 25
+HEARTBEAT_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def build(kit: BuildKit, context_dir: Path, target: str, dest: Path, *, log_path
                                 stderr=subprocess.STDOUT, text=True, errors="replace")
         assert proc.stdout is not None
         shown: set[str] = set()
+        current, last_said = "", start
         for line in proc.stdout:
             log.write(line)
             line = line.rstrip("\n")
@@ -127,9 +129,15 @@ def build(kit: BuildKit, context_dir: Path, target: str, dest: Path, *, log_path
             if ERROR_MARKER in line and marker is None:
                 marker = line.split(ERROR_MARKER, 1)[1].strip()
             progress = _progress(line)
+            now = time.monotonic()
             if progress and progress not in shown:
                 shown.add(progress)
-                say(f"    {label}: {progress}  [{time.monotonic() - start:.0f}s]")
+                current, last_said = progress, now
+                say(f"    {label}: {progress}  [{now - start:.0f}s]")
+            elif current and now - last_said >= HEARTBEAT_SECONDS:  # a long step: show it is alive
+                last_said = now
+                latest = re.sub(r"^#\d+ [\d.]+ ", "", line)[:70]
+                say(f"    {label}: {current} ... {latest}  [{now - start:.0f}s]")
         code = proc.wait()
     if code != 0:
         for line in tail:
