@@ -34,7 +34,7 @@ def reachable() -> tuple[bool, str]:
     try:
         return True, client().version().get("Version", "?")
     except BuildError as exc:
-        return False, str(exc)
+        return False, exc.message
 
 
 def image_id(ref: str) -> str | None:
