@@ -34,7 +34,7 @@ if ! docker version >/dev/null 2>&1; then
 fi
 
 log "installing the builder Python package"
-python3 -m pip install -q -e '.[dev]'
+python3 -m pip install -q --root-user-action=ignore -e '.[dev]'
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 
 log "ensuring the toolchain image"
