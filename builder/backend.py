@@ -22,7 +22,7 @@ from builder.log import say
 
 ERROR_MARKER = "##builder-error## "
 STEP_LINE = re.compile(r"^#\d+ \[(?P<stage>[\w.-]+) (?P<n>\d+)/(?P<of>\d+)\] (?P<what>.*)$")
-SCRIPT = re.compile(r"/\.builder/steps/\d+-(\w+)\.sh")
+SCRIPT = re.compile(r"/\.builder/step/\d+-(\w+)\.sh")
 TAIL_LINES = 25
 HEARTBEAT_SECONDS = 30
 

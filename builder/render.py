@@ -145,7 +145,7 @@ def _stage(
 
     env = {**build_env, **recipe.env}
     env_script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
-    context.add(f"{prefix}/steps/env.sh", env_script.encode(), f"{recipe.where()} env")
+    context.add(f"{prefix}/env/env.sh", env_script.encode(), f"{recipe.where()} env")
 
     runs = []
     number = 0
@@ -156,15 +156,18 @@ def _stage(
             body = (
                 "set -eu\n"
                 "(set -o pipefail) 2>/dev/null && set -o pipefail\n"
-                ". /.builder/steps/env.sh\n"
+                ". /.builder/env/env.sh\n"
                 f". /.builder/{LIB}\n"
                 "umask 022\n"
                 "cd /build\n"
                 f"echo '==> {recipe.name}: {phase} (steps.{step_index})'\n"
                 f"{script.rstrip()}\n"
             )
-            context.add(f"{prefix}/steps/{name}", body.encode(), f"{recipe.where('steps', step_index, phase)}")
-            runs.append(json.dumps([recipe.shell, f"/.builder/steps/{name}"]))
+            # each RUN mounts only its own script, so editing a later step keeps the earlier layers cached
+            step_dir = f"{prefix}/steps/{name.removesuffix('.sh')}"
+            context.add(f"{step_dir}/{name}", body.encode(), f"{recipe.where('steps', step_index, phase)}")
+            runs.append({"dir": step_dir,
+                         "argv": json.dumps([recipe.shell, f"/.builder/step/{name}"])})
 
     return {
         "name": stage_name(recipe),

@@ -129,13 +129,14 @@ def test_sources_and_project_files_are_copied_into_the_build(project: Project) -
 def test_each_script_runs_with_its_steps_and_the_library_bind_mounted(project: Project) -> None:
     dockerfile = project.plan("b", AMD64).context.dockerfile
     runs = [line for line in dockerfile.splitlines() if line.startswith("RUN ")]
-    mounts = ("--mount=type=bind,source={p}/steps,target=/.builder/steps "
+    mounts = ("--mount=type=bind,source={p}/steps/{s},target=/.builder/step "
+              "--mount=type=bind,source={p}/env,target=/.builder/env "
               "--mount=type=bind,source=lib,target=/.builder/lib")
     assert runs == [
-        f'RUN {mounts.format(p="a")} ["/bin/sh", "/.builder/steps/00-build.sh"]',
-        f'RUN {mounts.format(p="a")} ["/bin/sh", "/.builder/steps/01-install.sh"]',
-        f'RUN {mounts.format(p="a")} ["/bin/sh", "/.builder/steps/02-install.sh"]',
-        f'RUN {mounts.format(p="b")} ["/bin/sh", "/.builder/steps/00-build.sh"]',
+        f'RUN {mounts.format(p="a", s="00-build")} ["/bin/sh", "/.builder/step/00-build.sh"]',
+        f'RUN {mounts.format(p="a", s="01-install")} ["/bin/sh", "/.builder/step/01-install.sh"]',
+        f'RUN {mounts.format(p="a", s="02-install")} ["/bin/sh", "/.builder/step/02-install.sh"]',
+        f'RUN {mounts.format(p="b", s="00-build")} ["/bin/sh", "/.builder/step/00-build.sh"]',
     ]
 
 
@@ -156,16 +157,16 @@ def test_a_scratch_recipe_has_no_shell_no_workdir_and_no_toolchain(make_project:
 
 def test_step_scripts_hold_the_recipe_script_after_strict_shell_settings(project: Project) -> None:
     plan = project.plan("b", AMD64)
-    assert sorted(p for p in plan.context.files if "/steps/" in p) == [
-        "a/steps/00-build.sh", "a/steps/01-install.sh", "a/steps/02-install.sh", "a/steps/env.sh",
-        "b/steps/00-build.sh", "b/steps/env.sh"]
-    script = data(plan, "b/steps/00-build.sh")
+    assert sorted(p for p in plan.context.files if "/steps/" in p or "/env/" in p) == [
+        "a/env/env.sh", "a/steps/00-build/00-build.sh", "a/steps/01-install/01-install.sh",
+        "a/steps/02-install/02-install.sh", "b/env/env.sh", "b/steps/00-build/00-build.sh"]
+    script = data(plan, "b/steps/00-build/00-build.sh")
     assert script.startswith("set -eu\n")
-    assert ". /.builder/steps/env.sh\n" in script
+    assert ". /.builder/env/env.sh\n" in script
     assert ". /.builder/lib/builder.sh\n" in script
     assert "cd /build\n" in script
     assert script.endswith("make -C /build B_ARCH=amd64\n")
-    assert data(plan, "a/steps/02-install.sh").endswith("echo a-install-2\n")
+    assert data(plan, "a/steps/02-install/02-install.sh").endswith("echo a-install-2\n")
 
 
 def test_the_builder_library_is_part_of_the_context(project: Project) -> None:
@@ -174,17 +175,17 @@ def test_the_builder_library_is_part_of_the_context(project: Project) -> None:
 
 
 def test_env_sh_exports_the_reproducibility_environment_and_the_recipe_env(project: Project) -> None:
-    env_sh = data(project.plan("b", AMD64), "a/steps/env.sh")
+    env_sh = data(project.plan("b", AMD64), "a/env/env.sh")
     assert f"export SOURCE_DATE_EPOCH={EPOCH}\n" in env_sh
     assert "export KBUILD_BUILD_TIMESTAMP='Wed Jan  1 00:00:00 UTC 2025'\n" in env_sh
     assert "export LC_ALL=C\n" in env_sh and "export TZ=UTC\n" in env_sh
     assert "GREETING" in env_sh
-    assert "GREETING" not in data(project.plan("b", AMD64), "b/steps/env.sh")
+    assert "GREETING" not in data(project.plan("b", AMD64), "b/env/env.sh")
 
 
 def test_env_sh_values_are_shell_quoted_so_the_shell_sees_them_verbatim(project: Project, tmp_path: Path) -> None:
     env_sh = tmp_path / "env.sh"
-    env_sh.write_text(data(project.plan("b", AMD64), "a/steps/env.sh"))
+    env_sh.write_text(data(project.plan("b", AMD64), "a/env/env.sh"))
     out = subprocess.run(["/bin/sh", "-c", '. "$1" && printf "%s|%s" "$GREETING" "$KBUILD_BUILD_TIMESTAMP"',
                           "sh", str(env_sh)], capture_output=True, text=True, check=True, env={"HOME": "/nowhere"})
     assert out.stdout == "hello world; it's $HOME|Wed Jan  1 00:00:00 UTC 2025"
@@ -209,7 +210,7 @@ def test_sources_are_in_the_context_by_digest_not_by_content(project: Project) -
 
 def test_every_input_can_be_traced_back_to_where_a_user_knows_it_from(project: Project) -> None:
     plan = project.plan("b", AMD64)
-    assert plan.origin("b/steps/00-build.sh") == "recipes/b/pkg.yaml:12"
+    assert plan.origin("b/steps/00-build/00-build.sh") == "recipes/b/pkg.yaml:12"
     assert plan.origin("b/sources/b.tar") == "http://mirror.example/debian/pool/b.tar"
     assert plan.origin("Dockerfile") == "Dockerfile"
 
@@ -237,7 +238,7 @@ def test_a_written_context_holds_every_file_with_sources_taken_from_the_cache(pr
     assert (tmp_path / "ctx" / "Dockerfile").read_text() == context.dockerfile
     assert (tmp_path / "ctx" / "b/sources/b.tar").read_bytes() == b"verified source"
     assert (tmp_path / "ctx" / "a/files/config").read_text() == "CONFIG_AMD64=y\n"
-    assert (tmp_path / "ctx" / "a/steps/00-build.sh").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "ctx" / "a/steps/00-build/00-build.sh").stat().st_mode & 0o777 == 0o644
 
 
 # --- the plan digest: what makes a target out of date ---
@@ -310,7 +311,7 @@ def test_the_shipped_recipes_load_for_both_platforms(no_host_apt: str) -> None:
         graph = project.graph(platform)
         assert {"busybox", "initramfs", "kernel"} <= set(graph.recipes)
         assert [r.name for r in graph.closure("initramfs")] == ["busybox", "initramfs"]
-        assert "initramfs/steps/env.sh" in project.plan("initramfs", platform).context.files
+        assert "initramfs/env/env.sh" in project.plan("initramfs", platform).context.files
     assert project.graph(ARM64)["kernel"].env == {"ARCH": "arm64", "CROSS_COMPILE": "aarch64-linux-gnu-"}
     assert project.graph(AMD64)["kernel"].env == {"ARCH": "x86", "CROSS_COMPILE": ""}
 
@@ -341,7 +342,7 @@ def test_a_recipe_env_cannot_override_the_reproducibility_environment(make_proje
     project = make_project({"recipes/c/pkg.yaml": "name: c\nenv:\n  SOURCE_DATE_EPOCH: '0'\n  TZ: Europe/Paris\n"
                                                   "steps:\n  - build: 'true'\n"})
     try:
-        item = project.plan("c", AMD64).context.files["c/steps/env.sh"]
+        item = project.plan("c", AMD64).context.files["c/env/env.sh"]
     except RecipeError:
         return  # rejecting the recipe is a fix too
     assert item.data is not None
