@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import IO, Any
 
 from builder.errors import BuildError
 
@@ -60,3 +60,26 @@ def require_image(ref: str, variable: str = "TOOLCHAIN") -> str:
 
 def image_labels(ref: str) -> dict[str, str]:
     return dict(client().images.get(ref).labels or {})
+
+
+def import_rootfs(stream: IO[bytes], ref: str, *, changes: list[str]) -> str:
+    """``docker import`` a root filesystem tar read from ``stream`` as ``ref``; its image ID."""
+    import docker.errors
+    from docker.utils import parse_repository_tag
+
+    repository, tag = parse_repository_tag(ref)
+    try:
+        client().api.import_image_from_stream(stream, repository=repository, tag=tag, changes=changes)
+    except docker.errors.APIError as exc:
+        raise BuildError(f"cannot import {ref}: {_short(exc)}") from None
+    return require_image(ref)
+
+
+def run_once(ref: str, argv: list[str]) -> bytes:
+    """Run ``argv`` in a throw-away container of ``ref`` without network; its stdout."""
+    import docker.errors
+
+    try:
+        return bytes(client().containers.run(ref, argv, network_mode="none", remove=True))
+    except docker.errors.DockerException as exc:
+        raise BuildError(f"running {' '.join(argv)} in {ref} failed: {_short(exc)}") from None

@@ -43,8 +43,8 @@ def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SU
         with step(f"debootstrap {suite} ({len(PACKAGES)} packages) into {rootfs}"):
             run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, rootfs, mirror],
                 log=Path(tmp) / "debootstrap.log")
-        lock = subprocess.run(["chroot", str(rootfs), "dpkg-query", "-W", "-f", "${Package}=${Version}\n"],
-                              check=True, capture_output=True, text=True).stdout
+        lock = run(["chroot", rootfs, "dpkg-query", "-W", "-f", "${Package}=${Version}\n"],
+                   capture=True).stdout.decode()
         lock = "".join(sorted(lock.splitlines(keepends=True)))
         lock_file = rootfs / LOCK_PATH.lstrip("/")
         lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -57,15 +57,14 @@ def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SU
         with step(f"docker import -> {ref}"):
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
                                    stdout=subprocess.PIPE)
-            run(["docker", "import", "--change", f"LABEL {LABEL}={digest}", "-", ref], capture=True,
-                stdin=tar.stdout)
+            assert tar.stdout is not None
+            image = engine.import_rootfs(tar.stdout, ref, changes=[f"LABEL {LABEL}={digest}"])
             if tar.wait() != 0:
                 raise BuildError(f"tar of the toolchain rootfs failed (exit {tar.returncode})")
-    return engine.require_image(ref)
+    return image
 
 
 def packages(ref: str = DEFAULTS["TOOLCHAIN"]) -> str:
     """The recorded name=version list of the toolchain image."""
     engine.require_image(ref)
-    proc = run(["docker", "run", "--rm", "--network=none", ref, "cat", LOCK_PATH], capture=True)
-    return proc.stdout.decode()
+    return engine.run_once(ref, ["cat", LOCK_PATH]).decode()
