@@ -14,6 +14,7 @@ from pathlib import Path
 from builder.errors import BuildError
 from builder.platforms import AMD64, ARM64, Platform
 
+POWEROFF_GRACE = 30  # seconds QEMU may take to end by itself after the marker (no ACPI/PSCI: we stop it)
 MARKER = re.compile(r"BUILDER-BOOT-OK release=(?P<release>\S+) machine=(?P<machine>\S+)\r?\n")  # whole line only
 
 
@@ -55,34 +56,25 @@ def boot(platform: Platform, kernel: Path, initrd: Path, *, timeout: float = 300
     os.set_blocking(proc.stdout.fileno(), False)
     buffer = b""
     found: re.Match[str] | None = None
-    powered_off = False
     found_at = 0.0
     try:
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
-            deadline = start + timeout
-            while time.monotonic() < deadline:
-                if found and proc.poll() is not None:
-                    powered_off = True
+            while (now := time.monotonic()) < start + timeout:
+                exited = proc.poll() is not None
+                if found and (exited or now > found_at + POWEROFF_GRACE):
                     break
-                if found and time.monotonic() > found_at + 30:  # no ACPI/PSCI poweroff: stop it ourselves
-                    break
-                for _ in sel.select(timeout=0.5):
-                    chunk = proc.stdout.read() or b""
-                    buffer += chunk
-                if not found:
-                    found = MARKER.search(buffer.decode(errors="replace"))
-                    if found:
-                        found_at = time.monotonic()
-                if not found and proc.poll() is not None:
+                if sel.select(timeout=0.5) or exited:
                     buffer += proc.stdout.read() or b""
-                    found = MARKER.search(buffer.decode(errors="replace"))
-                    if not found:
-                        break
+                if not found and (found := MARKER.search(buffer.decode(errors="replace"))):
+                    found_at = now
+                if exited and not found:
+                    break
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+    powered_off = found is not None and proc.returncode == 0
     text = buffer.decode(errors="replace").replace("\r\n", "\n")
     if console is not None:
         console.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from builder import qemu
+from builder.platforms import Platform
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
 COPY_IGNORE = shutil.ignore_patterns("out", ".builder", ".doit.db*", ".git", "__pycache__", ".pytest_cache",
@@ -85,6 +88,16 @@ def kernel_release(modules_tar: Path) -> str:
         if len(parts) >= 3 and parts[:2] == ["lib", "modules"] and parts[2]:
             return parts[2]
     raise AssertionError(f"no lib/modules/<release> in {modules_tar}")
+
+
+def boot_to_marker(root: Path, platform: Platform, timeout: float = 400) -> qemu.BootResult:
+    """Boot root/out's kernel + initramfs for ``platform``; the marker names that kernel and the arch."""
+    out = root / "out"
+    result = qemu.boot(platform, out / f"vmlinuz-{platform.arch}", out / f"initramfs-{platform.arch}.xz",
+                       timeout=timeout, console=root / ".builder" / "logs" / f"boot-{platform.arch}.log")
+    assert result.machine == platform.carch
+    assert result.release == kernel_release(out / f"modules-{platform.arch}.tar")
+    return result
 
 
 @pytest.fixture(scope="session", autouse=True)
