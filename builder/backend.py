@@ -1,7 +1,9 @@
-"""The one place that talks to BuildKit: `docker buildx build` when the plugin exists, else
-`DOCKER_BUILDKIT=1 docker build` on the engine's built-in BuildKit. Never the legacy builder.
+"""The one place that talks to BuildKit: `docker buildx build` when the plugin exists (or BACKEND=buildx),
+else `DOCKER_BUILDKIT=1 docker build` on the engine's built-in BuildKit (BACKEND=engine). Never the
+legacy builder. The docker SDK cannot drive BuildKit builds (docker-py #2230), so builds are a subprocess.
 
-The docker SDK cannot drive BuildKit builds (docker-py #2230), so builds are a subprocess.
+A build is described by a BuildRequest (what to build, for which platform, exported how); a BuildKit
+path turns it into the exact command, or refuses clearly when that path cannot do what was asked.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
+from typing import Literal
 
+from builder import run
 from builder.errors import BuildError
 from builder.log import say
 
@@ -25,41 +27,131 @@ STEP_LINE = re.compile(r"^#\d+ \[(?P<stage>[\w.-]+) (?P<n>\d+)/(?P<of>\d+)\] (?P
 SCRIPT = re.compile(r"/\.builder/step/\d+-(\w+)\.sh")
 TAIL_LINES = 25
 HEARTBEAT_SECONDS = 30
+PROBE_SECONDS = 30
+
+OutputKind = Literal["local", "tar", "oci", "image", "push"]
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a build's result goes.
+
+    local: the files of the target stage into directory ``dest``; tar: the same as one tar file ``dest``;
+    oci: an OCI image layout tarball ``dest``; image: an image named ``ref`` in the Docker engine;
+    push: an image named ``ref`` pushed to its registry.
+    """
+
+    kind: OutputKind
+    dest: Path | None = None
+    ref: str | None = None
+
+    def __post_init__(self) -> None:
+        needs_dest = self.kind in ("local", "tar", "oci")
+        if needs_dest and self.dest is None:
+            raise ValueError(f"output {self.kind} needs dest")
+        if not needs_dest and not self.ref:
+            raise ValueError(f"output {self.kind} needs ref")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One BuildKit build: the ``target`` stage of ``context``/Dockerfile for ``platform``."""
+
+    context: Path
+    target: str
+    platform: str
+    output: Output
+    no_cache: bool = False
+    secrets: tuple[tuple[str, Path], ...] = ()  # (id, host file): RUN --mount=type=secret,id=...
+    cache_from: str | None = None
+    cache_to: str | None = None
 
 
 @dataclass(frozen=True)
 class BuildKit:
-    """How to reach BuildKit from this machine."""
+    """A way to reach BuildKit from this machine.
 
-    docker: str  # path of the docker client to use
-    buildx: bool  # True: `docker buildx build`; False: built-in BuildKit via DOCKER_BUILDKIT=1
+    ``buildx``: `docker buildx build`, with ``driver`` (docker, docker-container, remote, ...) of the
+    ``builder`` it uses; otherwise the engine's built-in BuildKit through a docker client older than 23.
+    """
+
+    docker: str
+    buildx: bool
+    driver: str = "docker"
+    builder: str | None = None
 
     @property
     def kind(self) -> str:
-        return "buildx" if self.buildx else "built-in BuildKit (DOCKER_BUILDKIT=1 docker build)"
+        if self.buildx:
+            return f"buildx ({self.builder or 'default'} builder, {self.driver} driver)"
+        return "engine (built-in BuildKit: DOCKER_BUILDKIT=1 docker build)"
 
-    def command(self, context_dir: Path, target: str, dest: Path, *, no_cache: bool = False) -> list[str]:
-        """The exact build command: network off, plain progress, local export of ``target``."""
+    @property
+    def name(self) -> str:
+        """buildx or engine: the BACKEND value that selects this path."""
+        return "buildx" if self.buildx else "engine"
+
+    def _refuse(self, what: str, instead: str) -> BuildError:
+        return BuildError(f"the {self.name} backend ({self.kind}) cannot {what}", hint=instead)
+
+    def commands(self, request: BuildRequest) -> list[list[str]]:
+        """The exact commands for ``request``, in order (a push on the engine path is build, then push)."""
+        out = request.output
+        full_builder = self.buildx and self.driver != "docker"
+        if out.kind == "oci" and not full_builder:
+            raise self._refuse("export an OCI image layout (its BuildKit has no OCI exporter)",
+                               "use a docker-container buildx builder: BUILDER=name (docker buildx create "
+                               "--driver docker-container --name name)")
+        if request.cache_to and not full_builder and not request.cache_to.startswith("type=inline"):
+            raise self._refuse(f"export a build cache ({request.cache_to})",
+                               "use type=inline, or a docker-container buildx builder (BUILDER=name)")
+        if not self.buildx and request.cache_from and not request.cache_from.startswith("type=registry"):
+            raise self._refuse(f"import a build cache ({request.cache_from})", "use buildx (BACKEND=buildx)")
+        if self.builder and not self.buildx:
+            raise self._refuse(f"use the builder {self.builder!r}", "builders are buildx's: BACKEND=buildx")
+
         argv = [self.docker, "buildx", "build"] if self.buildx else [self.docker, "build"]
-        argv += [
-            "--network=none",
-            "--progress=plain",
-            "--target", target,
-            "--output", f"type=local,dest={dest}",
-            "--file", str(context_dir / "Dockerfile"),
-        ]
-        if no_cache:
+        if self.buildx and self.builder:
+            argv += ["--builder", self.builder]
+        argv += ["--network=none", "--progress=plain", "--platform", request.platform, "--target", request.target]
+        if request.no_cache:
             argv.append("--no-cache")
-        argv.append(str(context_dir))
-        return argv
+        for secret_id, path in request.secrets:
+            argv += ["--secret", f"id={secret_id},src={path}"]
+        if request.cache_from:
+            ref = request.cache_from.removeprefix("type=registry,ref=") if not self.buildx else request.cache_from
+            argv += ["--cache-from", ref]
+        if request.cache_to:
+            argv += ["--cache-to", request.cache_to]
+        if not self.buildx and request.cache_to:  # the engine path's only cache export: inline
+            argv += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        followups: list[list[str]] = []
+        if out.kind == "local":
+            argv += ["--output", f"type=local,dest={out.dest}"]
+        elif out.kind == "tar":
+            argv += ["--output", f"type=tar,dest={out.dest}"]
+        elif out.kind == "oci":
+            argv += ["--output", f"type=oci,dest={out.dest}"]
+        elif out.kind == "image":
+            argv += ["--tag", str(out.ref)]
+            if self.buildx:
+                argv.append("--load")
+        elif out.kind == "push":
+            argv += ["--tag", str(out.ref)]
+            if self.buildx:
+                argv.append("--push")
+            else:
+                followups.append([self.docker, "push", str(out.ref)])
+        argv += ["--file", str(request.context / "Dockerfile"), str(request.context)]
+        return [argv, *followups]
 
     def environment(self) -> dict[str, str]:
         return {} if self.buildx else {"DOCKER_BUILDKIT": "1"}
 
-    def shell_command(self, context_dir: Path, target: str, dest: Path, *, no_cache: bool = False) -> str:
+    def shell_command(self, request: BuildRequest) -> str:
+        """The commands as one line a user can paste."""
         env = " ".join(f"{k}={v}" for k, v in self.environment().items())
-        cmd = shlex.join(self.command(context_dir, target, dest, no_cache=no_cache))
-        return f"{env} {cmd}".strip()
+        return " && ".join(f"{env} {shlex.join(argv)}".strip() for argv in self.commands(request))
 
 
 def _clients() -> list[str]:
@@ -70,60 +162,98 @@ def _clients() -> list[str]:
     return found
 
 
-def _ok(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
+def _output(argv: list[str]) -> str | None:
+    """stdout of a quick probe, or None when it fails or does not answer in time."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+        proc = run.run(argv, capture=True, check=False, timeout=PROBE_SECONDS)
+    except BuildError:
         return None
-    return proc if proc.returncode == 0 else None
+    return proc.stdout.decode(errors="replace") if proc.returncode == 0 else None
 
 
-@cache
-def detect() -> BuildKit:
-    """buildx if any docker client has the plugin; else a client (< 23) that still drives the
-    built-in BuildKit itself. Newer clients without buildx refuse BuildKit builds."""
+def _client_major(client: str) -> int | None:
+    text = _output([client, "--version"]) or ""
+    match = re.search(r"version (\d+)\.", text)
+    return int(match.group(1)) if match else None
+
+
+def _buildx_driver(client: str, builder: str | None) -> str | None:
+    """The driver of ``builder`` (default: the current one), or None when buildx is absent."""
+    if _output([client, "buildx", "version"]) is None:
+        return None
+    text = _output([client, "buildx", "inspect", *([builder] if builder else [])])
+    if text is None:
+        if builder:
+            raise BuildError(f"buildx has no builder named {builder!r}", where="BUILDER",
+                             hint="docker buildx ls lists them")
+        return "docker"
+    match = re.search(r"^Driver:\s*(\S+)", text, re.M)
+    return match.group(1) if match else "docker"
+
+
+_chosen: dict[tuple[str, str | None], BuildKit] = {}
+
+
+def select(backend: str = "auto", builder: str | None = None) -> BuildKit:
+    """The BuildKit path for ``backend`` (auto: buildx when any docker client has the plugin, else the
+    engine's built-in BuildKit through a client older than 23 - newer clients refuse it without buildx)."""
+    key = (backend, builder)
+    if key in _chosen:
+        return _chosen[key]
     clients = _clients()
-    for client in clients:
-        if _ok([client, "buildx", "version"]):
-            return BuildKit(client, buildx=True)
-    for client in clients:
-        proc = _ok([client, "version", "--format", "{{.Client.Version}}"])
-        major = proc.stdout.strip().split(".", 1)[0] if proc else ""
-        if not proc:  # the engine may be down; the client version is still printed
-            raw = subprocess.run([client, "--version"], capture_output=True, text=True)
-            match = re.search(r"version (\d+)\.", raw.stdout)
-            major = match.group(1) if match else ""
-        if major.isdigit() and int(major) < 23:
-            return BuildKit(client, buildx=False)
-    raise BuildError(
-        "no way to run BuildKit: no docker client has the buildx plugin, and none is older than 23 "
-        "(which could use the engine's built-in BuildKit)",
-        hint="install docker.io (./setup.sh) or the buildx plugin",
-    )
+    kit: BuildKit | None = None
+    if backend in ("auto", "buildx"):
+        for client in clients:
+            driver = _buildx_driver(client, builder)
+            if driver is not None:
+                kit = BuildKit(client, buildx=True, driver=driver, builder=builder)
+                break
+        if kit is None and backend == "buildx":
+            raise BuildError("BACKEND=buildx, but no docker client here has the buildx plugin",
+                             hint="install docker-buildx (./setup.sh does)")
+    if kit is None:
+        for client in clients:
+            major = _client_major(client)
+            if major is not None and major < 23:
+                kit = BuildKit(client, buildx=False)
+                break
+        if kit is None:
+            why = ("BACKEND=engine needs a docker client older than 23 (newer ones refuse BuildKit builds "
+                   "without buildx); none is installed" if backend == "engine" else
+                   "no way to run BuildKit: no docker client has the buildx plugin, and none is older than 23 "
+                   "(which could use the engine's built-in BuildKit)")
+            raise BuildError(why, hint="install docker-buildx or docker.io (./setup.sh)")
+    if builder and not kit.buildx:
+        raise BuildError(f"BUILDER={builder} needs buildx, and this machine builds with {kit.kind}", where="BUILDER")
+    _chosen[key] = kit
+    return kit
 
 
-def build(kit: BuildKit, context_dir: Path, target: str, dest: Path, *, log_path: Path, label: str,
-          no_cache: bool = False) -> None:
+def build(kit: BuildKit, request: BuildRequest, *, log_path: Path, label: str) -> None:
     """Run one build, its whole output into ``log_path``, progress on the terminal.
 
     On failure: the log's last lines, its path, and a one-line BuildError (the recipe's own
     ``builder_error`` message when it gave one).
     """
-    argv = kit.command(context_dir, target, dest, no_cache=no_cache)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        log.write(f"$ {kit.shell_command(request)}\n")
+        log.flush()
+        for argv in kit.commands(request):
+            _stream(argv, kit.environment(), log, log_path, label)
+
+
+def _stream(argv: list[str], env: dict[str, str], log: object, log_path: Path, label: str) -> None:
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     marker: str | None = None
     start = time.monotonic()
-    with open(log_path, "w") as log:
-        log.write(f"$ {kit.shell_command(context_dir, target, dest, no_cache=no_cache)}\n")
-        log.flush()
-        proc = subprocess.Popen(argv, env={**os.environ, **kit.environment()}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
-        assert proc.stdout is not None
-        shown: set[str] = set()
-        current, last_said = "", start
+    proc = run.start(argv, env=env, text=True)
+    assert proc.stdout is not None
+    shown: set[str] = set()
+    current, last_said = "", start
+    try:
         for line in proc.stdout:
-            log.write(line)
+            log.write(line)  # type: ignore[attr-defined]
             line = line.rstrip("\n")
             tail.append(line)
             if ERROR_MARKER in line and marker is None:
@@ -139,6 +269,10 @@ def build(kit: BuildKit, context_dir: Path, target: str, dest: Path, *, log_path
                 latest = re.sub(r"^#\d+ [\d.]+ ", "", line)[:70]
                 say(f"    {label}: {current} ... {latest}  [{now - start:.0f}s]")
         code = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: do not leave the build client running
+            proc.terminate()
+            proc.wait()
     if code != 0:
         for line in tail:
             say(f"    | {line}")

@@ -30,20 +30,16 @@ def friendly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _variables(pairs: tuple[str, ...]) -> dict[str, str]:
-    result = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise BuildError(f"expected NAME=value, not {pair!r}")
-        result[name] = value
-    return result
+def _project(pairs: tuple[str, ...], platform_spec: str | None = None, **settings: str) -> Any:
+    """The project around the current directory, with settings from options and ``-v NAME=value`` words."""
+    from builder.project import Project, find_root
+    from builder.settings import pairs as parse_pairs
 
-
-def _project(pairs: tuple[str, ...]) -> Any:
-    from builder.plan import Project, find_root
-
-    return Project(find_root(), _variables(pairs))
+    words = parse_pairs(pairs)
+    if platform_spec is not None:
+        words["PLATFORM"] = platform_spec
+    words.update({name: value for name, value in settings.items() if value})
+    return Project.load(find_root(), words)
 
 
 @click.group()
@@ -55,30 +51,31 @@ def main() -> None:
 @main.command()
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--platform", "platform_spec", default=None, help="e.g. linux/amd64,linux/arm64 (default: host)")
+@click.option("--backend", default=None, type=click.Choice(["auto", "buildx", "engine"]), help="how to reach BuildKit")
+@click.option("--builder", "builder_name", default=None, help="a named buildx builder")
 @click.option("--dry-run", is_flag=True, help="print the exact build commands without running them")
 @click.option("--no-cache", is_flag=True, help="build without the BuildKit cache")
-@click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value", help="a template variable")
+@click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value", help="a template variable or setting")
 @friendly
-def build(targets: tuple[str, ...], platform_spec: str | None, dry_run: bool, no_cache: bool,
-          pairs: tuple[str, ...]) -> None:
-    """Build TARGETS (recipe names, e.g. kernel initramfs) through doit, so tracking is shared."""
+def build(targets: tuple[str, ...], platform_spec: str | None, backend: str | None, builder_name: str | None,
+          dry_run: bool, no_cache: bool, pairs: tuple[str, ...]) -> None:
+    """Build TARGETS (recipe names, e.g. kernel initramfs) through doit, so tracking is shared with `doit`."""
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
-    from builder.plan import find_root
+    from builder.tasks import acquire_run_lock, doit_config, generate
 
-    root = find_root()
-    args = [*targets, *pairs]
-    if platform_spec:
-        args.append(f"PLATFORM={platform_spec}")
-    if no_cache:
-        args.append("NO_CACHE=1")
-    if dry_run:
-        args.append("DRY_RUN=1")
-    sys.path.insert(0, str(root))
-    import dodo  # the project's own task definitions
-
-    sys.exit(DoitMain(ModuleTaskLoader(dodo)).run(["run", *args]))
+    project = _project(pairs, platform_spec, BACKEND=backend or "", BUILDER=builder_name or "",
+                       DRY_RUN="1" if dry_run else "", NO_CACHE="1" if no_cache else "")
+    known = {plan.recipe.name for plan in project.plans()}
+    for target in targets:
+        if target.split(":", 1)[0] not in known:
+            raise BuildError(f"unknown target {target!r}; known targets: {', '.join(sorted(known)) or 'none'}")
+    if not project.settings.dry_run:
+        acquire_run_lock(project.root)
+    tasks = list(generate(project))
+    loader = ModuleTaskLoader({"task_recipes": lambda: iter(tasks), "DOIT_CONFIG": doit_config(project.root)})
+    sys.exit(DoitMain(loader).run(["run", *targets]))
 
 
 @main.command()
@@ -87,11 +84,10 @@ def build(targets: tuple[str, ...], platform_spec: str | None, dry_run: bool, no
 @friendly
 def validate(pairs: tuple[str, ...], platform_spec: str | None) -> None:
     """Parse and check every recipe for every platform (or the given ones)."""
-    from builder.platforms import PLATFORMS, parse_platforms
+    from builder.platforms import PLATFORMS
 
-    project = _project(pairs)
-    platforms = parse_platforms(platform_spec) if platform_spec else list(PLATFORMS.values())
-    for platform in platforms:
+    project = _project(pairs, platform_spec or ",".join(PLATFORMS))
+    for platform in project.settings.platforms:
         graph = project.graph(platform)
         for recipe in graph.exported():
             _ = project.plan(recipe.name, platform).context  # rendering checks files and globs too
@@ -105,17 +101,15 @@ def validate(pairs: tuple[str, ...], platform_spec: str | None) -> None:
 @friendly
 def graph(platform_spec: str | None, dot: bool, pairs: tuple[str, ...]) -> None:
     """Show the recipe dependency graph."""
-    from builder.platforms import host_platform, parse_platforms
-
-    project = _project(pairs)
-    platform = parse_platforms(platform_spec)[0] if platform_spec else host_platform()
-    g = project.graph(platform)
+    project = _project(pairs, platform_spec)
+    g = project.graph(project.settings.platforms[0])
     if dot:
         click.echo(g.dot())
         return
     for name in sorted(g.recipes):
         recipe = g.recipes[name]
-        deps = [d.stage or f"image {d.image}" for d in recipe.dependencies]
+        deps = [d.stage or (f"artifact {d.artifact}" if d.artifact else f"image {d.image}")
+                for d in recipe.dependencies]
         outs = ", ".join(f"out/{o}" for o in recipe.outputs)
         click.echo(f"{name}" + (f" <- {', '.join(deps)}" if deps else "") + (f"  => {outs}" if outs else ""))
 
@@ -137,7 +131,7 @@ def doctor() -> None:
     up, detail = engine.reachable()
     report(up, f"Docker engine: {detail}" if up else f"Docker engine: {detail}", engine.ENGINE_HINT)
     try:
-        kit = backend.detect()
+        kit = backend.select()
         report(True, f"BuildKit: {kit.kind} via {kit.docker}", "")
     except BuildError as exc:
         report(False, f"BuildKit: {exc.message}", "apt-get install docker.io, or install docker-buildx")
@@ -163,14 +157,16 @@ def toolchain() -> None:
 @toolchain.command("ensure")
 @click.option("--ref", default=None, help="image reference (default: the TOOLCHAIN variable's default)")
 @click.option("--mirror", default=None, help="Debian mirror URL (default: from apt sources)")
+@click.option("--suite", default=None, help="Debian suite to bootstrap (default: the DEBIAN_SUITE variable's default)")
 @click.option("--force", is_flag=True, help="re-create even when present")
 @friendly
-def toolchain_ensure(ref: str | None, mirror: str | None, force: bool) -> None:
-    """Create the toolchain image when it is absent."""
+def toolchain_ensure(ref: str | None, mirror: str | None, suite: str | None, force: bool) -> None:
+    """Create the toolchain image when it is absent (or made before the reproducible bootstrap)."""
     from builder import toolchain as tc
     from builder.variables import DEFAULTS
 
-    image = tc.ensure(ref or DEFAULTS["TOOLCHAIN"], mirror=mirror, force=force)
+    image = tc.ensure(ref or DEFAULTS["TOOLCHAIN"], suite=suite or DEFAULTS["DEBIAN_SUITE"], mirror=mirror,
+                      force=force)
     click.echo(image)
 
 
@@ -192,8 +188,8 @@ def toolchain_packages(ref: str | None) -> None:
 def boot(arch: str | None, timeout: int) -> None:
     """Boot out/vmlinuz-ARCH + out/initramfs-ARCH.xz in QEMU (TCG) and wait for the boot marker."""
     from builder import qemu
-    from builder.plan import find_root
     from builder.platforms import host_platform, parse_platforms
+    from builder.project import find_root
 
     platform = parse_platforms(arch)[0] if arch else host_platform()
     out = find_root() / "out"
@@ -209,18 +205,21 @@ def boot(arch: str | None, timeout: int) -> None:
 @friendly
 def why(targets: tuple[str, ...], platform_spec: str | None, pairs: tuple[str, ...]) -> None:
     """Say, input by input, why each task would rebuild (or that it is up to date)."""
-    from builder.platforms import host_platform, parse_platforms
     from builder.tasks import DEP_FILE
-    from builder.why import explain, stored_values
+    from builder.why import Verdict, explain, stored_values
 
-    project = _project(pairs)
-    platforms = parse_platforms(platform_spec) if platform_spec else [host_platform()]
-    for platform in platforms:
+    project = _project(pairs, platform_spec)
+    verdicts: dict[str, Verdict] = {}
+    for platform in project.settings.platforms:
         graph = project.graph(platform)
         names = targets or tuple(r.name for r in graph.exported())
-        for name in names:
+        ordered = [r.name for name in names for r in graph.order(name) if r.outputs and r.builds_for(platform.docker)]
+        for name in dict.fromkeys(ordered):  # upstream tasks first, each once
             plan = project.plan(name, platform)
-            verdict = explain(plan, stored_values(project.root / DEP_FILE, plan.label))
+            verdict = explain(plan, stored_values(project.root / DEP_FILE, plan.label), verdicts)
+            verdicts[plan.label] = verdict
+            if targets and name not in targets:
+                continue
             click.echo(f"{verdict.label}: {'up to date' if verdict.up_to_date else 'would rebuild'}")
             for reason in verdict.reasons:
                 click.echo(f"    {reason}")

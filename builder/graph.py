@@ -1,4 +1,8 @@
-"""Recipes for one platform, resolved into a dependency graph. Unknown names and cycles are errors."""
+"""Recipes for one platform, resolved into a dependency graph. Unknown names and cycles are errors.
+
+Two kinds of edges: a ``stage`` dependency is rendered into the dependent's own build (one Dockerfile);
+an ``artifact`` dependency is a separate task whose published outputs the dependent takes from out/.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from builder.errors import RecipeError
-from builder.recipe import Recipe
+from builder.recipe import Dependency, Recipe
 
 
 @dataclass(frozen=True)
@@ -14,9 +18,10 @@ class Graph:
     """All recipes for one platform, by name."""
 
     recipes: dict[str, Recipe]
+    platform: str = ""  # linux/amd64 ...; "" when the graph is not for one platform (unit tests)
 
     @classmethod
-    def of(cls, recipes: list[Recipe]) -> Graph:
+    def of(cls, recipes: list[Recipe], platform: str = "") -> Graph:
         by_name: dict[str, Recipe] = {}
         for recipe in recipes:
             if recipe.name in by_name:
@@ -24,9 +29,9 @@ class Graph:
                 raise RecipeError(f"recipe name {recipe.name!r} is already used by {first}",
                                   where=recipe.where("name"))
             by_name[recipe.name] = recipe
-        graph = cls(by_name)
+        graph = cls(by_name, platform)
         for name in sorted(by_name):
-            graph.closure(name)  # reports unknown dependencies and cycles up front
+            graph.order(name)  # reports unknown dependencies, bad artifacts and cycles up front
         return graph
 
     def __getitem__(self, name: str) -> Recipe:
@@ -36,19 +41,49 @@ class Graph:
             known = ", ".join(sorted(self.recipes)) or "none"
             raise RecipeError(f"unknown recipe {name!r}; known recipes: {known}") from None
 
+    def _named(self, recipe: Recipe, index: int, kind: str, name: str) -> Recipe:
+        if name not in self.recipes:
+            known = ", ".join(sorted(self.recipes))
+            raise RecipeError(f"dependencies.{index}.{kind}: unknown recipe {name!r}; known: {known}",
+                              where=recipe.where("dependencies", index, kind))
+        return self.recipes[name]
+
     def stage_dependencies(self, recipe: Recipe) -> Iterator[tuple[int, Recipe]]:
         """(index in recipe.dependencies, recipe) for every stage dependency."""
         for index, dep in enumerate(recipe.dependencies):
-            if dep.stage is None:
+            if dep.stage is not None:
+                yield index, self._named(recipe, index, "stage", dep.stage)
+
+    def artifact_dependencies(self, recipe: Recipe) -> Iterator[tuple[int, Dependency, Recipe, list[str]]]:
+        """(index, dependency, upstream recipe, the output names taken) for every artifact dependency."""
+        for index, dep in enumerate(recipe.dependencies):
+            if dep.artifact is None:
                 continue
-            if dep.stage not in self.recipes:
-                known = ", ".join(sorted(self.recipes))
-                raise RecipeError(f"dependencies.{index}.stage: unknown recipe {dep.stage!r}; known: {known}",
-                                  where=recipe.where("dependencies", index, "stage"))
-            yield index, self.recipes[dep.stage]
+            upstream = self._named(recipe, index, "artifact", dep.artifact)
+            where = recipe.where("dependencies", index, "artifact")
+            if not upstream.outputs:
+                raise RecipeError(f"dependencies.{index}.artifact: recipe {upstream.name!r} publishes no outputs; "
+                                  "use 'stage' to build on it", where=where)
+            if self.platform and not upstream.builds_for(self.platform):
+                raise RecipeError(f"dependencies.{index}.artifact: recipe {upstream.name!r} is not built for "
+                                  f"{self.platform} (its 'platforms' leave it out)", where=where)
+            taken = dep.outputs if dep.outputs is not None else list(upstream.outputs)
+            for name in taken:
+                if name not in upstream.outputs:
+                    raise RecipeError(f"dependencies.{index}.outputs: {upstream.name!r} has no output {name!r}; "
+                                      f"it has {', '.join(upstream.outputs)}",
+                                      where=recipe.where("dependencies", index, "outputs"))
+            yield index, dep, upstream, taken
+
+    def order(self, name: str) -> list[Recipe]:
+        """``name`` and everything it depends on by any edge, dependencies first (stable topological order)."""
+        return self._walk(name, artifacts=True)
 
     def closure(self, name: str) -> list[Recipe]:
-        """``name`` and everything it depends on, dependencies first (a stable topological order)."""
+        """The recipes rendered into ``name``'s build: itself and its stage dependencies, dependencies first."""
+        return self._walk(name, artifacts=False)
+
+    def _walk(self, name: str, *, artifacts: bool) -> list[Recipe]:
         order: list[Recipe] = []
         done: set[str] = set()
         path: list[str] = []
@@ -62,6 +97,9 @@ class Graph:
             path.append(recipe.name)
             for _, dep in self.stage_dependencies(recipe):
                 visit(dep)
+            if artifacts:
+                for _, _, upstream, _ in self.artifact_dependencies(recipe):
+                    visit(upstream)
             path.pop()
             done.add(recipe.name)
             order.append(recipe)
@@ -69,19 +107,24 @@ class Graph:
         visit(self[name])
         return order
 
+    def upstream_tasks(self, name: str) -> list[str]:
+        """Recipes whose published outputs ``name``'s build takes, directly (their tasks run first)."""
+        return sorted({upstream.name for _, _, upstream, _ in self.artifact_dependencies(self[name])})
+
     def exported(self) -> list[Recipe]:
-        """Recipes that put artifacts into out/ (those with ``outputs``), by name."""
-        return [self.recipes[n] for n in sorted(self.recipes) if self.recipes[n].outputs]
+        """Recipes that put artifacts into out/ for this platform (those with ``outputs``), by name."""
+        return [self.recipes[n] for n in sorted(self.recipes)
+                if self.recipes[n].outputs and (not self.platform or self.recipes[n].builds_for(self.platform))]
 
     def dot(self) -> str:
-        """The graph in Graphviz dot form."""
+        """The graph in Graphviz dot form (dashed edges: artifacts taken from out/)."""
         lines = ["digraph recipes {"]
         for name in sorted(self.recipes):
             recipe = self.recipes[name]
             shape = "box" if recipe.outputs else "ellipse"
             lines.append(f'  "{name}" [shape={shape}];')
             for dep in recipe.dependencies:
-                target = dep.stage or dep.image
-                lines.append(f'  "{name}" -> "{target}";')
+                style = " [style=dashed]" if dep.artifact else ""
+                lines.append(f'  "{name}" -> "{dep.target}"{style};')
         lines.append("}")
         return "\n".join(lines)

@@ -16,6 +16,7 @@ from builder.errors import BuildError
 
 SUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
+SIGNATURES = ".inputs"  # out/.inputs/TASK.json: each task's inputs (name -> digest), to compare across machines
 
 
 def sha256_file(path: Path) -> str:
@@ -24,6 +25,24 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_sums(out_dir: Path) -> dict[str, str]:
+    """out/SHA256SUMS as name -> sha256 ({} when there is none yet)."""
+    try:
+        text = (out_dir / SUMS).read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise BuildError(f"cannot read {out_dir / SUMS}: {exc.strerror}") from None
+    result = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise BuildError(f"{out_dir / SUMS}:{number}: not a 'sha256  name' line",
+                             hint="delete it and rebuild (doit -a ...) to recreate it")
+        result[name] = digest
+    return result
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -43,15 +62,26 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def listing(directory: Path) -> dict[str, int]:
+    """Every file under ``directory`` (relative path -> size), what an export brought to the host."""
+    return {p.relative_to(directory).as_posix(): p.lstat().st_size
+            for p in sorted(directory.rglob("*")) if not p.is_dir()}
+
+
 def install(exported: Path, names: list[str], out_dir: Path, *, label: str) -> dict[str, str]:
     """Move each declared output from the export directory into out/ (rename, so atomic).
 
-    Every output is checked to exist before any is moved, so a failed build changes nothing.
+    The export must hold exactly the outputs, each checked before any is moved, so a failed build
+    changes nothing.
     """
+    found = listing(exported)
     missing = [n for n in names if not (exported / n).is_file()]
     if missing:
-        found = ", ".join(sorted(p.name for p in exported.iterdir())) or "nothing"
-        raise BuildError(f"{label}: the build did not produce {', '.join(missing)} (it produced: {found})")
+        produced = ", ".join(found) or "nothing"
+        raise BuildError(f"{label}: the build did not produce {', '.join(missing)} (it produced: {produced})")
+    extra = sorted(set(found) - set(names))
+    if extra:
+        raise BuildError(f"{label}: the export holds more than the outputs: {', '.join(extra[:5])}")
     out_dir.mkdir(parents=True, exist_ok=True)
     digests = {}
     for name in names:
@@ -68,27 +98,41 @@ def install(exported: Path, names: list[str], out_dir: Path, *, label: str) -> d
 
 
 @contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as lock:
+def _locked(lock_dir: Path) -> Iterator[None]:
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "out.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
-def record(out_dir: Path, artifacts: Mapping[str, str], details: Mapping[str, object]) -> None:
-    """Add ``artifacts`` (name -> sha256) to SHA256SUMS and manifest.json; both rewritten atomically."""
-    with _locked(out_dir):
+def record(out_dir: Path, artifacts: Mapping[str, str], details: Mapping[str, object], *,
+           signature: tuple[str, Mapping[str, object]], lock_dir: Path) -> None:
+    """Add ``artifacts`` (name -> sha256) to SHA256SUMS and manifest.json, and write the task's input
+    signature to .inputs/NAME.json; each file is rewritten atomically. The lock lives in ``lock_dir``
+    (build state), never among the artifacts."""
+    with _locked(lock_dir):
+        name, data = signature
+        atomic_write(out_dir / SIGNATURES / f"{name}.json",
+                     (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
         manifest_path = out_dir / MANIFEST
         try:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             manifest = {"artifacts": {}}
         entries = manifest.setdefault("artifacts", {})
-        for name, digest in artifacts.items():
-            entries[name] = {"sha256": digest, **details}
+        for artifact, digest in artifacts.items():
+            entries[artifact] = {"sha256": digest, **details}
         # only artifacts still present are listed
         entries = {n: e for n, e in sorted(entries.items()) if (out_dir / n).is_file()}
         manifest["artifacts"] = entries
         atomic_write(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
         sums = "".join(f"{e['sha256']}  {n}\n" for n, e in entries.items())
         atomic_write(out_dir / SUMS, sums.encode())
+
+
+def read_signature(out_dir: Path, name: str) -> dict[str, object]:
+    """The input signature a task's last build wrote ({} when none)."""
+    try:
+        return dict(json.loads((out_dir / SIGNATURES / f"{name}.json").read_text()))
+    except (OSError, ValueError):
+        return {}

@@ -18,6 +18,12 @@ class Platform:
     kernel_arch: str  # x86 - Kbuild's ARCH=
     kernel_image: str  # arch/x86/boot/bzImage - where Kbuild leaves the bootable image
     gnu_triplet: str  # x86_64-linux-gnu - prefix of the cross toolchain
+    qemu_binary: str  # qemu-system-x86_64
+    qemu_machine: tuple[str, ...]  # -M/-cpu words for a direct kernel boot under TCG
+    console: str  # the serial console device the kernel writes to (console=...)
+    efi_arch: str  # x64 / aa64 - the suffix of the removable-media EFI loader (BOOTX64.EFI)
+    efi_firmware: str  # the UEFI firmware image Debian's ovmf / qemu-efi-aarch64 ship
+    qemu_package: str  # the Debian package that has qemu_binary
 
     def cross_compile(self, host: Platform) -> str:
         """The CROSS_COMPILE prefix to build for this platform on ``host`` ('' when native)."""
@@ -45,6 +51,12 @@ AMD64 = Platform(
     kernel_arch="x86",
     kernel_image="arch/x86/boot/bzImage",
     gnu_triplet="x86_64-linux-gnu",
+    qemu_binary="qemu-system-x86_64",
+    qemu_machine=("-M", "q35"),
+    console="ttyS0",
+    efi_arch="x64",
+    efi_firmware="/usr/share/OVMF/OVMF_CODE.fd",
+    qemu_package="qemu-system-x86",
 )
 ARM64 = Platform(
     docker="linux/arm64",
@@ -53,6 +65,12 @@ ARM64 = Platform(
     kernel_arch="arm64",
     kernel_image="arch/arm64/boot/Image",
     gnu_triplet="aarch64-linux-gnu",
+    qemu_binary="qemu-system-aarch64",
+    qemu_machine=("-M", "virt", "-cpu", "cortex-a57"),
+    console="ttyAMA0",
+    efi_arch="aa64",
+    efi_firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
+    qemu_package="qemu-system-arm",
 )
 
 PLATFORMS: dict[str, Platform] = {p.docker: p for p in (AMD64, ARM64)}

@@ -6,13 +6,13 @@ import os
 import re
 import selectors
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import run
 from builder.errors import BuildError
-from builder.platforms import AMD64, ARM64, Platform
+from builder.platforms import Platform
 
 POWEROFF_GRACE = 30  # seconds QEMU may take to end by itself after the marker (no ACPI/PSCI: we stop it)
 MARKER = re.compile(r"BUILDER-BOOT-OK release=(?P<release>\S+) machine=(?P<machine>\S+)\r?\n")  # whole line only
@@ -30,14 +30,9 @@ class BootResult:
 def command(platform: Platform, kernel: Path, initrd: Path, *, memory: int = 512,
             append: str = "") -> list[str]:
     """The QEMU command line: direct kernel boot, TCG (KVM hangs on these machines), serial on stdio."""
-    common = ["-accel", "tcg", "-m", str(memory), "-nographic", "-no-reboot",
-              "-kernel", str(kernel), "-initrd", str(initrd)]
-    if platform == AMD64:
-        return ["qemu-system-x86_64", "-M", "q35", *common, "-append", f"console=ttyS0 panic=-1 {append}".strip()]
-    if platform == ARM64:
-        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", *common,
-                "-append", f"console=ttyAMA0 panic=-1 {append}".strip()]
-    raise BuildError(f"no QEMU machine known for {platform.docker}")
+    return [platform.qemu_binary, *platform.qemu_machine, "-accel", "tcg", "-m", str(memory), "-nographic",
+            "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
+            "-append", f"console={platform.console} panic=-1 {append}".strip()]
 
 
 def boot(platform: Platform, kernel: Path, initrd: Path, *, timeout: float = 300,
@@ -49,9 +44,9 @@ def boot(platform: Platform, kernel: Path, initrd: Path, *, timeout: float = 300
                                                                f"PLATFORM={platform.docker}")
     argv = command(platform, kernel, initrd)
     if shutil.which(argv[0]) is None:
-        raise BuildError(f"{argv[0]} is not installed", hint="run ./setup.sh")
+        raise BuildError(f"{argv[0]} is not installed", hint=f"run ./setup.sh (Debian package {platform.qemu_package})")
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = run.start(argv)
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
     buffer = b""

@@ -24,6 +24,7 @@ from pydantic import (
 
 from builder import yamlfile
 from builder.errors import RecipeError
+from builder.platforms import PLATFORMS
 
 RECIPE_FILE = "pkg.yaml"
 PHASES = ("prepare", "build", "install", "test")
@@ -33,6 +34,8 @@ PROTECTED_ENV = frozenset({
     "SOURCE_DATE_EPOCH", "KBUILD_BUILD_TIMESTAMP", "KBUILD_BUILD_USER", "KBUILD_BUILD_HOST",
     "KBUILD_BUILD_VERSION", "KCONFIG_NOTIMESTAMP", "LC_ALL", "LANG", "TZ",
 })
+# the OCI names the 'platforms' key accepts, exactly (no aliases: a recipe says what it means)
+PLATFORM_NAMES = tuple(PLATFORMS)
 HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha512": re.compile(r"^[0-9a-f]{128}$")}
 
 
@@ -89,20 +92,38 @@ class Source(_Model):
 
 
 class Dependency(_Model):
-    """Another recipe's output (``stage``) or an image, copied into the build stage."""
+    """What a build stage starts with, besides the toolchain. Exactly one of:
+
+    - ``stage``: another recipe's finalized stage, rendered into this build (what a module builds
+      against: headers, a build tree); ``from`` picks a directory of it.
+    - ``artifact``: another recipe's *published outputs* from out/ (``outputs`` picks some; default all),
+      put into the build context by sha256. The upstream is never rebuilt to get them.
+    - ``image``: a container image's filesystem.
+    """
 
     stage: str | None = None
+    artifact: str | None = None
     image: str | None = None
+    outputs: list[str] | None = None
     from_: str = Field("/", alias="from")
     to: str = "/"
 
     @model_validator(mode="after")
     def _one_kind(self) -> Dependency:
-        if (self.stage is None) == (self.image is None):
-            raise ValueError("a dependency names exactly one of 'stage' or 'image'")
+        if sum(kind is not None for kind in (self.stage, self.artifact, self.image)) != 1:
+            raise ValueError("a dependency names exactly one of 'stage', 'artifact' or 'image'")
+        if self.outputs is not None and self.artifact is None:
+            raise ValueError("'outputs' picks files of an 'artifact' dependency only")
+        if self.artifact is not None and self.from_ != "/":
+            raise ValueError("an 'artifact' dependency has no 'from'; pick files with 'outputs'")
         _absolute(self.from_)
         _absolute(self.to)
         return self
+
+    @property
+    def target(self) -> str:
+        """The recipe or image this dependency names."""
+        return self.stage or self.artifact or self.image or ""
 
 
 class Step(_Model):
@@ -186,6 +207,18 @@ class Recipe(_Model):
                 raise ValueError(f"an output is a plain file name in out/, not {name!r}")
         return v
 
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("an empty list would build this recipe for no platform; leave 'platforms' out instead")
+        for item in v:
+            if item not in PLATFORM_NAMES:
+                raise ValueError(f"unknown platform {item!r}; expected one of {', '.join(PLATFORM_NAMES)}")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
         if self.variant == "scratch" and self.steps:
@@ -197,6 +230,10 @@ class Recipe(_Model):
     @property
     def path(self) -> Path:
         return self._path
+
+    def builds_for(self, platform: str) -> bool:
+        """Whether this recipe is built for ``platform`` (linux/amd64 ...); all platforms when not limited."""
+        return self.platforms is None or platform in self.platforms
 
     def where(self, *key: Any) -> str:
         """``file:line`` of a key path such as ('sources', 0, 'sha256')."""
@@ -257,7 +294,7 @@ def _explain(exc: ValidationError, lines: dict[Any, int], filename: str) -> Reci
     errors = exc.errors()
     # a misspelled key shows up as both "missing" and "extra": name the misspelling
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(_yaml_key(part) for part in err["loc"])
+    loc = tuple(_yaml_key(part) for part in err["loc"] if part != "[key]")  # pydantic's marker for a dict key
     line = yamlfile.line_of(lines, loc)
     key = ".".join(str(part) for part in loc) or "(top level)"
     if err["type"] == "extra_forbidden":

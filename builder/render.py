@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,44 +21,56 @@ import jinja2
 from builder.errors import RecipeError
 from builder.graph import Graph
 from builder.recipe import Recipe
+from builder.variables import build_environment
 
 LIB = "lib/builder.sh"
 
 
 @dataclass(frozen=True)
 class ContextFile:
-    """One file of the build context: inline bytes, or a host file known by its sha256."""
+    """One file of the build context: inline bytes, or a host file known by its sha256.
+
+    Host files are a fetched source (``fetch`` = (recipe, index in its sources)) or a published artifact
+    (``artifact`` = its name in out/, whose sha256 is known only when the upstream task has run).
+    """
 
     digest: str
-    origin: str  # what a user knows this file as: a project path, a URL, "rendered"
+    origin: str  # what a user knows this file as: a project path, a URL, "out/NAME", "rendered"
     data: bytes | None = None
-    host_source: int | None = None  # index into recipe.sources when fetched from the cache
-    recipe: str = ""
+    fetch: tuple[str, int] | None = None
+    artifact: str | None = None
     mode: int = 0o644
 
 
 @dataclass
 class BuildContext:
-    target: str  # the Dockerfile stage to export
+    target: str  # the Dockerfile stage to export: the target recipe's export stage
     dockerfile: str
     files: dict[str, ContextFile] = field(default_factory=dict)
 
     def add(self, path: str, data: bytes, origin: str, mode: int = 0o644) -> None:
         self.files[path] = ContextFile(hashlib.sha256(data).hexdigest(), origin, data=data, mode=mode)
 
-    def inputs(self) -> dict[str, str]:
-        """Every input of the build by name -> sha256, the Dockerfile included."""
+    def inputs(self, artifact_digests: Mapping[str, str]) -> dict[str, str]:
+        """Every input of the build by name -> sha256, the Dockerfile included.
+
+        ``artifact_digests`` maps an out/ name to the sha256 it has now (absent: "absent")."""
         named = {"Dockerfile": hashlib.sha256(self.dockerfile.encode()).hexdigest()}
-        named.update({path: f.digest for path, f in self.files.items()})
+        for path, item in self.files.items():
+            named[path] = artifact_digests.get(item.artifact, "absent") if item.artifact else item.digest
         return dict(sorted(named.items()))
 
-    def source_keys(self) -> list[tuple[str, int]]:
+    def fetches(self) -> list[tuple[str, int]]:
         """(recipe, source index) of every fetched source the context needs."""
-        return [(f.recipe, f.host_source) for f in self.files.values() if f.host_source is not None]
+        return [f.fetch for f in self.files.values() if f.fetch is not None]
 
-    def write(self, directory: Path, sources: Mapping[tuple[str, int], Path]) -> None:
-        """Materialize the context. ``sources`` maps (recipe, source index) to verified files;
-        sources absent from it are left out (a dry run)."""
+    def artifacts(self) -> list[str]:
+        """The out/ names of every published artifact the context needs."""
+        return sorted({f.artifact for f in self.files.values() if f.artifact is not None})
+
+    def write(self, directory: Path, host_files: Mapping[str, Path]) -> None:
+        """Materialize the context. ``host_files`` maps a context path to the verified host file that
+        fills it (sources, artifacts); paths absent from it are left out (a dry run)."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "Dockerfile").write_text(self.dockerfile)
         for rel, item in sorted(self.files.items()):
@@ -65,20 +78,24 @@ class BuildContext:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if item.data is not None:
                 dest.write_bytes(item.data)
-            else:
-                assert item.host_source is not None
-                if (item.recipe, item.host_source) not in sources:
-                    continue
-                origin = sources[(item.recipe, item.host_source)]
+            elif rel in host_files:
                 try:
-                    os.link(origin, dest)
+                    os.link(host_files[rel], dest)
                 except OSError:
-                    dest.write_bytes(origin.read_bytes())
+                    shutil.copyfile(host_files[rel], dest)
+            else:
+                continue
             os.chmod(dest, item.mode)
 
 
 def stage_name(recipe: Recipe) -> str:
+    """The stage dependents copy from: the recipe's finalized tree."""
     return "r-" + recipe.name
+
+
+def export_stage_name(recipe: Recipe) -> str:
+    """The stage exported to the host: only the recipe's ``outputs``."""
+    return stage_name(recipe) + "-export"
 
 
 def _template() -> jinja2.Template:
@@ -94,16 +111,16 @@ def render(
     *,
     project_root: Path,
     variables_for: Mapping[str, Mapping[str, str]],
-    build_env: Mapping[str, str],
 ) -> BuildContext:
-    """Render ``target`` and its dependency closure. ``variables_for`` maps recipe name -> variables."""
-    context = BuildContext(target=stage_name(graph[target]), dockerfile="")
+    """Render ``target`` and its stage closure. ``variables_for`` maps recipe name -> its own variables
+    (each stage gets its own build environment: a dependency renders the same in every target)."""
+    recipe = graph[target]
+    context = BuildContext(target=export_stage_name(recipe), dockerfile="")
     context.add(LIB, resources.files("builder").joinpath("scripts/builder.sh").read_bytes(), "builder library")
-    stages = []
-    for recipe in graph.closure(target):
-        variables = variables_for[recipe.name]
-        stages.append(_stage(graph, recipe, context, project_root, variables["TOOLCHAIN"], build_env))
-    context.dockerfile = _template().render(stages=stages, lib=LIB)
+    stages = [_stage(graph, r, context, project_root, variables_for[r.name]) for r in graph.closure(target)]
+    export = {"name": export_stage_name(recipe), "source": stage_name(recipe),
+              "outputs": [f"/{name}" for name in recipe.outputs]}
+    context.dockerfile = _template().render(stages=stages, export=export, lib=LIB)
     return context
 
 
@@ -112,19 +129,25 @@ def _stage(
     recipe: Recipe,
     context: BuildContext,
     project_root: Path,
-    toolchain: str,
-    build_env: Mapping[str, str],
+    variables: Mapping[str, str],
 ) -> dict[str, object]:
     prefix = recipe.name
-    copies = []
-    deps = dict(graph.stage_dependencies(recipe))
+    copies: list[dict[str, str]] = []
+    stages = dict(graph.stage_dependencies(recipe))
+    artifacts = {index: taken for index, _, _, taken in graph.artifact_dependencies(recipe)}
     for index, dep in enumerate(recipe.dependencies):
-        source = stage_name(deps[index]) if dep.stage is not None else dep.image
-        copies.append({"source": source, "from": dep.from_, "to": dep.to})
+        if dep.artifact is not None:
+            folder = f"{prefix}/artifacts/{index}"
+            for name in artifacts[index]:
+                context.files[f"{folder}/{name}"] = ContextFile(digest="", origin=f"out/{name}", artifact=name)
+            copies.append({"context": folder, "source": "", "from": "", "to": dep.to})
+        else:
+            source = stage_name(stages[index]) if dep.stage is not None else dep.target
+            copies.append({"context": "", "source": source, "from": dep.from_, "to": dep.to})
 
     for index, src in enumerate(recipe.sources):
         context.files[f"{prefix}/sources/{src.destination}"] = ContextFile(
-            digest=src.sha256, origin=src.url, host_source=index, recipe=recipe.name)
+            digest=src.sha256, origin=src.url, fetch=(recipe.name, index))
 
     has_files = False
     for index, spec in enumerate(recipe.files):
@@ -143,7 +166,7 @@ def _stage(
             context.add(f"{prefix}/files/{dest}", path.read_bytes(), rel)
             has_files = True
 
-    env = {**build_env, **recipe.env}
+    env = {**build_environment(variables), **recipe.env}
     env_script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
     context.add(f"{prefix}/env/env.sh", env_script.encode(), f"{recipe.where()} env")
 
@@ -173,7 +196,7 @@ def _stage(
         "name": stage_name(recipe),
         "recipe": recipe.name,
         "scratch": recipe.variant == "scratch",
-        "base": toolchain,
+        "base": variables["TOOLCHAIN"],
         "copies": copies,
         "has_sources": bool(recipe.sources),
         "has_files": has_files,

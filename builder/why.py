@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.errors import BuildError
 from builder.outputs import sha256_file
 from builder.plan import Plan
 
@@ -30,13 +32,23 @@ def stored_values(dep_file: Path, task: str) -> dict[str, Any]:
         db.close()
 
 
-def explain(plan: Plan, stored: dict[str, Any]) -> Verdict:
-    """Input by input: what changed since the last build, and whether the outputs are intact."""
-    if not stored.get("inputs"):
-        return Verdict(plan.label, False, ["never built here"])
-    before: dict[str, str] = stored["inputs"]
-    now = plan.inputs
+def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Verdict] | None = None) -> Verdict:
+    """Input by input: what changed since the last build, and whether the outputs are intact.
+
+    ``verdicts`` holds those already given for upstream tasks: a task whose artifacts will be rebuilt
+    first is said to rebuild because of them (if their bytes change)."""
     reasons = []
+    for label in plan.upstream:
+        upstream = (verdicts or {}).get(label)
+        if upstream is not None and not upstream.up_to_date:
+            reasons.append(f"{label} would rebuild first, and its outputs are inputs here (if their bytes change)")
+    if not stored.get("inputs"):
+        return Verdict(plan.label, False, ["never built here", *reasons])
+    before: dict[str, str] = stored["inputs"]
+    try:
+        now = plan.inputs(plan.project.identities)
+    except BuildError as exc:
+        return Verdict(plan.label, False, [f"cannot check: {exc}", *reasons])
     for name in sorted(set(before) | set(now)):
         origin = plan.origin(name)
         shown = f"{name} ({origin})" if origin != name else name
@@ -45,7 +57,7 @@ def explain(plan: Plan, stored: dict[str, Any]) -> Verdict:
         elif name not in now:
             reasons.append(f"input removed: {shown}")
         elif before[name] != now[name]:
-            reasons.append(f"changed: {shown}  {before[name][:12]} -> {now[name][:12]}")
+            reasons.append(f"changed: {shown}  {before[name][:20]} -> {now[name][:20]}")
     for name, sha in (stored.get("outputs") or {}).items():
         path = plan.project.out_dir / name
         if not path.is_file():

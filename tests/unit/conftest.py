@@ -10,8 +10,8 @@ import pytest
 
 from builder import engine, variables
 from builder.errors import BuildError
-from builder.plan import Project
 from builder.platforms import AMD64
+from builder.project import Project
 from builder.recipe import Recipe, load_recipe
 
 MIRROR = "http://mirror.example/debian"
@@ -67,15 +67,25 @@ def make_project(tmp_path: Path, no_host_apt: str) -> Callable[..., Project]:
         if not (root / "dodo.py").exists():
             _write_tree(root, {"dodo.py": "", "recipes/vars.yaml": f"SOURCE_DATE_EPOCH: {EPOCH}\n"})
         _write_tree(root, files or {})
-        return Project(root, dict(cli_vars or {}), host=AMD64)
+        return Project.load(root, dict(cli_vars or {}), host=AMD64)
 
     return make
 
 
 @pytest.fixture
 def fake_engine(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
-    """The Docker engine replaced by a dict of image ref -> ID (None: absent; other refs: TOOLCHAIN_ID)."""
+    """The Docker engine replaced by a dict of image ref -> ID (None: absent; other refs: TOOLCHAIN_ID).
+
+    ``labels`` in the dict under "labels:REF" (a JSON-free "k=v" string) give an image labels."""
     ids: dict[str, str | None] = {}
+
+    def inspect_image(ref: str) -> dict[str, object] | None:
+        found = ids.get(ref, TOOLCHAIN_ID)
+        if found is None:
+            return None
+        label = ids.get(f"labels:{ref}")
+        labels = dict([label.split("=", 1)]) if label else {}
+        return {"Id": found, "Config": {"Labels": labels}, "RepoDigests": []}
 
     def image_id(ref: str) -> str | None:
         return ids.get(ref, TOOLCHAIN_ID)
@@ -86,6 +96,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
             raise BuildError(f"image {ref} ({variable}) is not in the Docker engine")
         return found
 
+    monkeypatch.setattr(engine, "inspect_image", inspect_image)
     monkeypatch.setattr(engine, "image_id", image_id)
     monkeypatch.setattr(engine, "require_image", require_image)
     return ids

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from builder.cli import main
-from builder.plan import Project
+from builder.project import Project
 
 MakeProject = Callable[..., Project]
 

@@ -106,3 +106,61 @@ def test_the_graph_can_be_drawn_with_graphviz(recipe: MakeRecipe) -> None:
     assert dot.startswith("digraph recipes {")
     assert '"a" [shape=box];' in dot and '"b" [shape=ellipse];' in dot
     assert '"a" -> "b";' in dot and '"a" -> "example.invalid/t:1";' in dot
+
+
+# --- artifact dependencies: published outputs, not a rendered stage ---
+
+def artifact_recipe(tmp_path: Path, name: str, body: str, platforms: str = "") -> Recipe:
+    path = tmp_path / "recipes" / name / "pkg.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"name: {name}\n{platforms}{body}")
+    return load_recipe(path, {}, display=str(path.relative_to(tmp_path)))
+
+
+TAKES_K = "dependencies:\n  - artifact: k\n"
+OUT = "finalize:\n  - from: /\noutputs: [k.bin, m.tar]\n"
+
+
+def test_an_artifact_dependency_orders_tasks_but_is_not_rendered(tmp_path: Path) -> None:
+    graph = Graph.of([artifact_recipe(tmp_path, "k", OUT),
+                      artifact_recipe(tmp_path, "i", "dependencies:\n  - artifact: k\n    outputs: [m.tar]\n")])
+    assert names(graph.closure("i")) == ["i"]
+    assert names(graph.order("i")) == ["k", "i"]
+    assert graph.upstream_tasks("i") == ["k"]
+    (_, _, upstream, taken), = graph.artifact_dependencies(graph["i"])
+    assert (upstream.name, taken) == ("k", ["m.tar"])
+
+
+def test_an_artifact_dependency_takes_every_output_by_default(tmp_path: Path) -> None:
+    graph = Graph.of([artifact_recipe(tmp_path, "k", OUT), artifact_recipe(tmp_path, "i", TAKES_K)])
+    assert [taken for *_, taken in graph.artifact_dependencies(graph["i"])] == [["k.bin", "m.tar"]]
+
+
+def test_an_artifact_of_a_recipe_without_outputs_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"recipes/i/pkg\.yaml:3: dependencies\.0\.artifact: recipe 'k' publishes "
+                                          r"no outputs; use 'stage' to build on it"):
+        Graph.of([artifact_recipe(tmp_path, "k", ""), artifact_recipe(tmp_path, "i", TAKES_K)])
+
+
+def test_an_output_the_upstream_does_not_publish_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"recipes/i/pkg\.yaml:4: dependencies\.0\.outputs: 'k' has no output "
+                                          r"'x\.bin'; it has k\.bin, m\.tar"):
+        Graph.of([artifact_recipe(tmp_path, "k", OUT),
+                  artifact_recipe(tmp_path, "i", "dependencies:\n  - artifact: k\n    outputs: [x.bin]\n")])
+
+
+def test_an_artifact_not_built_for_the_platform_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"recipe 'k' is not built for linux/amd64"):
+        Graph.of([artifact_recipe(tmp_path, "k", OUT, platforms="platforms: [linux/arm64]\n"),
+                  artifact_recipe(tmp_path, "i", "dependencies:\n  - artifact: k\n")], "linux/amd64")
+
+
+def test_a_cycle_through_an_artifact_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"dependency cycle: (i -> k -> i|k -> i -> k)"):
+        Graph.of([artifact_recipe(tmp_path, "k", "dependencies:\n  - stage: i\n" + OUT),
+                  artifact_recipe(tmp_path, "i", "dependencies:\n  - artifact: k\n" + OUT.replace("k.bin", "i.bin"))])
+
+
+def test_a_recipe_limited_to_other_platforms_is_not_exported(tmp_path: Path) -> None:
+    graph = Graph.of([artifact_recipe(tmp_path, "k", OUT, platforms="platforms: [linux/arm64]\n")], "linux/amd64")
+    assert graph.exported() == []

@@ -227,9 +227,31 @@ def test_a_project_file_outside_the_project_is_rejected(load: Load) -> None:
     assert "pkg.yaml:3: files.0.src: src must be a relative path" in text
 
 
-def test_a_dependency_names_exactly_one_of_stage_or_image(load: Load) -> None:
-    text = error_of(load, "name: a\ndependencies:\n  - stage: b\n    image: c\n")
-    assert "pkg.yaml:3:" in text and "exactly one of 'stage' or 'image'" in text
+@pytest.mark.parametrize("kinds", ["stage: b\n    image: c", "stage: b\n    artifact: c", "from: /x/"])
+def test_a_dependency_names_exactly_one_of_stage_artifact_or_image(load: Load, kinds: str) -> None:
+    text = error_of(load, f"name: a\ndependencies:\n  - {kinds}\n")
+    assert "pkg.yaml:3:" in text and "exactly one of 'stage', 'artifact' or 'image'" in text
+
+
+def test_outputs_pick_files_of_an_artifact_dependency_only(load: Load) -> None:
+    text = error_of(load, "name: a\ndependencies:\n  - stage: b\n    outputs: [x]\n")
+    assert "'outputs' picks files of an 'artifact' dependency only" in text
+
+
+def test_an_artifact_dependency_has_no_from(load: Load) -> None:
+    text = error_of(load, "name: a\ndependencies:\n  - artifact: b\n    from: /x/\n")
+    assert "an 'artifact' dependency has no 'from'" in text
+
+
+@pytest.mark.parametrize("value", ["[linux/riscv64]", "[arm64]", "[]", "[linux/amd64, amd64]"])
+def test_platforms_must_name_known_platforms_exactly(load: Load, value: str) -> None:
+    text = error_of(load, f"name: a\nplatforms: {value}\n")
+    assert "pkg.yaml:2: platforms" in text
+
+
+def test_platforms_limit_where_a_recipe_is_built(load: Load) -> None:
+    recipe = load("name: a\nplatforms: [linux/arm64]\n")
+    assert recipe.builds_for("linux/arm64") and not recipe.builds_for("linux/amd64")
 
 
 def test_a_dependency_copies_between_absolute_paths(load: Load) -> None:

@@ -13,8 +13,8 @@ import pytest
 from builder import tasks
 from builder.errors import BuildError
 from builder.outputs import sha256_file
-from builder.plan import Project
 from builder.platforms import AMD64
+from builder.project import Project
 from builder.tasks import UpToDate, acquire_run_lock, doit_config, generate, wants_lock
 
 MakeProject = Callable[..., Project]
@@ -25,6 +25,8 @@ APP = ("name: app\ndescription: the app\nvariant: scratch\ndependencies:\n  - st
 BASE = "name: base\nvariant: scratch\nfinalize:\n  - from: /\n"
 ARM_ONLY = ("name: firmware\nvariant: scratch\nplatforms: [linux/arm64]\nfinalize:\n  - from: /\n"
             "outputs:\n  - firmware.bin\n")
+IMG = ("name: img\nvariant: scratch\ndependencies:\n  - artifact: app\n  - artifact: lib\n    to: /lib/\n"
+       "finalize:\n  - from: /\noutputs:\n  - img-{{ ARCH }}\n")
 FILES = {"recipes/lib/pkg.yaml": LIB, "recipes/app/pkg.yaml": APP, "recipes/base/pkg.yaml": BASE,
          "recipes/firmware/pkg.yaml": ARM_ONLY}
 
@@ -110,7 +112,8 @@ def built(make_project: MakeProject, fake_engine: dict[str, str | None]) -> tupl
     plan = project.plan("app", AMD64)
     project.out_dir.mkdir()
     (project.out_dir / "app-amd64").write_bytes(b"app")
-    return UpToDate(plan), {"digest": plan.digest, "outputs": {"app-amd64": sha256_file(project.out_dir / "app-amd64")}}
+    digest = plan.digest(plan.inputs(project.identities))
+    return UpToDate(plan), {"digest": digest, "outputs": {"app-amd64": sha256_file(project.out_dir / "app-amd64")}}
 
 
 @pytest.mark.parametrize("values", [{}, {"digest": ""}, {"digest": None, "outputs": {}}])
@@ -148,17 +151,17 @@ def test_a_broken_plan_is_out_of_date_so_the_action_can_report_it(
 ) -> None:
     uptodate, values = built
 
-    def broken() -> str:
+    def broken(identities: object) -> dict[str, str]:
         raise BuildError("the Docker engine is not reachable")
 
-    monkeypatch.setattr(type(uptodate.plan), "digest", property(lambda self: broken()))
+    monkeypatch.setattr(uptodate.plan, "inputs", broken)
     assert uptodate(None, values) is False
 
 
 # --- task generation ---
 
 def test_each_exported_recipe_is_a_task_with_one_subtask_per_platform(make_project: MakeProject) -> None:
-    generated = list(generate(make_project(FILES), "linux/amd64,linux/arm64"))
+    generated = list(generate(make_project(FILES, {"PLATFORM": "linux/amd64,linux/arm64"})))
     assert [(t["basename"], t["name"]) for t in generated] == [
         ("app", None), ("app", "amd64"), ("app", "arm64"),
         ("firmware", None), ("firmware", "arm64"),  # platforms: [linux/arm64] only
@@ -166,20 +169,23 @@ def test_each_exported_recipe_is_a_task_with_one_subtask_per_platform(make_proje
     ]
 
 
-def test_a_subtask_depends_on_exported_dependencies_and_targets_out(make_project: MakeProject) -> None:
-    project = make_project(FILES)
-    app_amd64 = next(t for t in generate(project, "amd64") if t["name"] == "amd64" and t["basename"] == "app")
-    assert app_amd64["task_dep"] == ["lib:amd64"]  # base has no outputs, so it is no task of its own
+def test_a_subtask_depends_on_the_tasks_whose_artifacts_it_takes_and_targets_out(make_project: MakeProject) -> None:
+    project = make_project({**FILES, "recipes/img/pkg.yaml": IMG})
+    generated = list(generate(project))
+    app_amd64 = next(t for t in generated if t["name"] == "amd64" and t["basename"] == "app")
+    img_amd64 = next(t for t in generated if t["name"] == "amd64" and t["basename"] == "img")
+    assert app_amd64["task_dep"] == []  # stage dependencies are rendered into its own build
+    assert img_amd64["task_dep"] == ["app:amd64", "lib:amd64"]
     assert app_amd64["targets"] == [str(project.out_dir / "app-amd64")]
     assert app_amd64["doc"] == "the app for linux/amd64 -> out/app-amd64"
     assert isinstance(app_amd64["uptodate"][0], UpToDate)  # type: ignore[index]
 
 
 def test_a_dry_run_task_is_never_up_to_date(make_project: MakeProject) -> None:
-    generated = [t for t in generate(make_project(FILES), "amd64", dry_run=True) if t["name"]]
+    generated = [t for t in generate(make_project(FILES, {"DRY_RUN": "1"})) if t["name"]]
     assert generated and all(t["uptodate"] == [False] and "targets" not in t for t in generated)
 
 
 def test_generating_tasks_for_an_unknown_platform_is_an_error(make_project: MakeProject) -> None:
     with pytest.raises(BuildError, match="unknown platform 's390x'"):
-        list(generate(make_project(FILES), "s390x"))
+        list(generate(make_project(FILES, {"PLATFORM": "s390x"})))

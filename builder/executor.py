@@ -1,0 +1,83 @@
+"""Carries out a plan: fetch and verify what the build takes, run BuildKit, install the outputs into out/
+and record them (SHA256SUMS, manifest.json, the input signature). The only layer with side effects."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from builder import backend, outputs
+from builder.errors import BuildError
+from builder.log import say
+from builder.plan import TOOLCHAIN_INPUT, Plan
+
+
+def dry_run(plan: Plan) -> str:
+    """The exact build command, with the rendered context written (sources left out) for a look."""
+    settings = plan.project.settings
+    kit = backend.select(settings.backend, settings.builder)
+    work = plan.project.state_dir / "dry-run" / plan.slug
+    shutil.rmtree(work, ignore_errors=True)
+    plan.context.write(work / "context", host_files={})
+    command = kit.shell_command(plan.request(work / "context", work / "export"))
+    taken = [f"{r}:{i}" for (r, i) in plan.context.fetches()] + [f"out/{a}" for a in plan.context.artifacts()]
+    note = f"  # fetched and verified first: {', '.join(taken)}" if taken else ""
+    return command + note
+
+
+def _host_files(plan: Plan, artifact_digests: dict[str, str]) -> dict[str, Path]:
+    """Context path -> verified host file, for every source and published artifact the build takes."""
+    project = plan.project
+    found: dict[str, Path] = {}
+    for path, item in plan.context.files.items():
+        if item.fetch is not None:
+            recipe_name, index = item.fetch
+            found[path] = project.cache.fetch(plan.graph[recipe_name], index)
+        elif item.artifact is not None:
+            file = project.out_dir / item.artifact
+            want = artifact_digests.get(item.artifact)
+            if want is None or not file.is_file():
+                raise BuildError(f"{plan.label} takes out/{item.artifact}, which has not been built",
+                                 hint=f"build {', '.join(plan.upstream)} first (doit does it for you)")
+            found[path] = file
+    return found
+
+
+def execute(plan: Plan) -> dict[str, object]:
+    """Build, install the outputs into out/ atomically, and return what doit stores as values."""
+    project = plan.project
+    settings = project.settings
+    inputs = plan.inputs(project.identities)  # engine and toolchain checked before any work
+    digest = plan.digest(inputs)
+    kit = backend.select(settings.backend, settings.builder)
+    host_files = _host_files(plan, project.identities.artifacts())
+    tmp_root = project.state_dir / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=tmp_root))
+    try:
+        plan.context.write(work / "context", host_files)
+        for path, item in plan.context.files.items():  # an artifact must be the bytes its digest names
+            if item.artifact is not None and outputs.sha256_file(work / "context" / path) != inputs[path]:
+                raise BuildError(f"out/{item.artifact} changed while {plan.label} was being prepared; run again")
+        (work / "export").mkdir()
+        log = project.state_dir / "logs" / f"{plan.slug}.log"
+        say(f"    {plan.label}: building with {kit.kind}; log: {log.relative_to(project.root)}")
+        backend.build(kit, plan.request(work / "context", work / "export"), log_path=log, label=plan.label)
+        exported = outputs.listing(work / "export")
+        digests = outputs.install(work / "export", plan.outputs, project.out_dir, label=plan.label)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    outputs.record(project.out_dir, digests, {
+        "task": plan.label,
+        "platform": plan.platform.docker,
+        "inputs_sha256": digest,
+        "source_date_epoch": int(plan.variables["SOURCE_DATE_EPOCH"]),
+        "toolchain": {k.removeprefix(TOOLCHAIN_INPUT + " "): v for k, v in inputs.items()
+                      if k.startswith(TOOLCHAIN_INPUT + " ")},
+    }, signature=(plan.slug, {"task": plan.label, "digest": digest, "inputs": inputs}),
+        lock_dir=project.state_dir)
+    say(f"    {plan.label}: exported {len(exported)} file(s), {sum(exported.values())} bytes")
+    for name, sha in digests.items():
+        say(f"    {plan.label}: out/{name}  sha256:{sha[:16]}…")
+    return {"digest": digest, "outputs": digests, "inputs": inputs}

@@ -1,0 +1,43 @@
+"""Portable identities of what a build takes from outside its context: toolchain and other images, and
+published artifacts. Never an engine's local image ID where something portable exists, so that input
+signatures compare across machines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder import engine, outputs
+from builder.errors import BuildError
+
+PACKAGES_LABEL = "org.builder.toolchain.packages-sha256"
+
+
+@dataclass
+class Identities:
+    """Asks each image once per process; artifacts are read fresh (an upstream task may just have run)."""
+
+    out_dir: Path
+    _images: dict[str, str] = field(default_factory=dict)
+
+    def image(self, ref: str, *, where: str = "TOOLCHAIN") -> str:
+        """``ref``'s identity: the digest of its package lock (a toolchain this project made), else its
+        registry digest, else (a locally imported image) its engine ID, which is not portable."""
+        if ref not in self._images:
+            info = engine.inspect_image(ref)
+            if info is None:
+                raise BuildError(f"image {ref} ({where}) is not in the Docker engine",
+                                 hint="run ./setup.sh or 'builder toolchain ensure'" if where == "TOOLCHAIN"
+                                 else f"docker pull or docker load {ref} first")
+            labels = (info.get("Config") or {}).get("Labels") or {}
+            if labels.get(PACKAGES_LABEL):
+                self._images[ref] = f"packages:sha256:{labels[PACKAGES_LABEL]}"
+            elif info.get("RepoDigests"):
+                self._images[ref] = f"digest:{sorted(info['RepoDigests'])[0].rpartition('@')[2]}"
+            else:
+                self._images[ref] = f"local-id:{info['Id']}"
+        return self._images[ref]
+
+    def artifacts(self) -> dict[str, str]:
+        """out/ name -> sha256 as recorded in out/SHA256SUMS now."""
+        return outputs.read_sums(self.out_dir)

@@ -1,0 +1,96 @@
+"""A project: its recipes parsed once per platform with their layered variables, its caches and places."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from builder.errors import BuildError
+from builder.graph import Graph
+from builder.identity import Identities
+from builder.plan import Plan
+from builder.platforms import Platform, host_platform
+from builder.recipe import Recipe, find_recipe_files, load_recipe
+from builder.settings import Settings
+from builder.sources import SourceCache, default_cache_dir
+from builder.variables import resolve
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project root: the nearest directory upwards holding recipes/ and dodo.py."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "recipes").is_dir() and (candidate / "dodo.py").is_file():
+            return candidate
+    raise BuildError(f"no builder project here ({here}): expected a directory with recipes/ and dodo.py")
+
+
+@dataclass
+class Project:
+    root: Path
+    settings: Settings
+    host: Platform = field(default_factory=host_platform)
+    _graphs: dict[Platform, Graph] = field(default_factory=dict, repr=False)
+    _variables: dict[tuple[Path, Platform], dict[str, str]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, root: Path, words: dict[str, str] | None = None, *, host: Platform | None = None) -> Project:
+        """A project with settings parsed from ``NAME=value`` words."""
+        host = host or host_platform()
+        return cls(root, Settings.parse(words or {}, host=host), host)
+
+    @property
+    def recipes_root(self) -> Path:
+        return self.root / "recipes"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def state_dir(self) -> Path:
+        """Build state that is not an artifact: logs, locks, temporary contexts. Never inside out/."""
+        return self.root / ".builder"
+
+    @cached_property
+    def cache(self) -> SourceCache:
+        return SourceCache(default_cache_dir(), self.settings.source_mirror)
+
+    @cached_property
+    def identities(self) -> Identities:
+        return Identities(self.out_dir)
+
+    def variables(self, recipe_dir: Path, platform: Platform) -> dict[str, str]:
+        key = (recipe_dir, platform)
+        if key not in self._variables:
+            self._variables[key] = resolve(recipes_root=self.recipes_root, recipe_dir=recipe_dir,
+                                           cli=self.settings.variables, platform=platform, host=self.host)
+        return self._variables[key]
+
+    def graph(self, platform: Platform) -> Graph:
+        if platform not in self._graphs:
+            recipes = []
+            for path in find_recipe_files(self.recipes_root):
+                display = str(path.relative_to(self.root))
+                recipes.append(load_recipe(path, self.variables(path.parent, platform), display))
+            self._graphs[platform] = Graph.of(recipes, platform.docker)
+        return self._graphs[platform]
+
+    def recipe_variables(self, recipe: Recipe, platform: Platform) -> dict[str, str]:
+        return self.variables((self.root / recipe.path).parent, platform)
+
+    def plan(self, name: str, platform: Platform) -> Plan:
+        return Plan(self, platform, self.graph(platform)[name])
+
+    def plans(self, targets: tuple[str, ...] = ()) -> list[Plan]:
+        """A plan per requested target (default: every exported recipe) and platform, in platform order."""
+        result = []
+        for platform in self.settings.platforms:
+            graph = self.graph(platform)
+            names = targets or tuple(r.name for r in graph.exported())
+            for name in names:
+                recipe = graph[name]
+                if recipe.outputs and recipe.builds_for(platform.docker):
+                    result.append(self.plan(name, platform))
+        return result

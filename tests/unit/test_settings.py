@@ -1,0 +1,57 @@
+"""The command line, parsed once: settings are typed, everything else is a template variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.errors import BuildError
+from builder.platforms import AMD64, ARM64
+from builder.settings import Settings, doit_words, flag
+
+
+def test_settings_are_taken_out_and_the_rest_are_template_variables() -> None:
+    settings = Settings.parse({"PLATFORM": "linux/amd64,arm64", "NO_CACHE": "yes", "BACKEND": "engine",
+                               "SOURCE_MIRROR": "/srv/mirror", "TOOLCHAIN": "t:1", "KERNEL_DEB_VERSION": "6"},
+                              host=AMD64)
+    assert settings.platforms == (AMD64, ARM64)
+    assert settings.no_cache and not settings.dry_run
+    assert settings.backend == "engine"
+    assert settings.source_mirror == Path("/srv/mirror")
+    assert dict(settings.variables) == {"TOOLCHAIN": "t:1", "KERNEL_DEB_VERSION": "6"}
+
+
+def test_the_host_platform_is_the_default() -> None:
+    assert Settings.parse({}, host=ARM64).platforms == (ARM64,)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("yes", True), ("TRUE", True), ("on", True),
+                                                 ("0", False), ("no", False), ("false", False), ("", False)])
+def test_one_flag_parser(value: str, expected: bool) -> None:
+    assert flag(value, "NO_CACHE") is expected
+
+
+def test_a_flag_that_is_neither_is_an_error_naming_it() -> None:
+    with pytest.raises(BuildError, match=r"NO_CACHE: NO_CACHE='maybe' is not a flag"):
+        Settings.parse({"NO_CACHE": "maybe"}, host=AMD64)
+
+
+def test_an_empty_platform_is_an_error_not_the_host() -> None:
+    with pytest.raises(BuildError, match="PLATFORM is empty"):
+        Settings.parse({"PLATFORM": ""}, host=AMD64)
+
+
+def test_an_unknown_backend_is_an_error() -> None:
+    with pytest.raises(BuildError, match="unknown backend 'kaniko'"):
+        Settings.parse({"BACKEND": "kaniko"}, host=AMD64)
+
+
+def test_doit_words_follow_doits_own_rule() -> None:
+    argv = ["-f", "dodo.py", "kernel", "PLATFORM=linux/arm64", "--db-file=x", "A=b=c", "list"]
+    assert doit_words(argv) == {"PLATFORM": "linux/arm64", "A": "b=c"}
+
+
+def test_settings_round_trip_as_words() -> None:
+    words = {"PLATFORM": "linux/arm64", "BACKEND": "buildx", "NO_CACHE": "1", "BUILDER": "ci"}
+    assert Settings.parse(Settings.parse(words, host=AMD64).words(), host=AMD64) == Settings.parse(words, host=AMD64)
