@@ -3,16 +3,24 @@
 Data flow, one module per layer (each imports only the layers below it):
 
     errors, run, log           - one error type, one way to run a program, one way to announce a step
-    platforms, variables       - target platforms and the layered template variables
+    platforms, settings        - target platforms and their names; the command line parsed once (frozen)
+    variables                  - the layered template variables and the reproducibility environment
     recipe                     - YAML recipes parsed and validated once into typed objects
-    graph                      - recipes resolved into a dependency graph (cycles are errors)
+    graph                      - recipes resolved into a graph: stage edges (rendered) and artifact edges
+                                 (another task's published outputs); cycles are errors
     sources                    - download cache / mirror, sha256 + sha512 verification
-    render                     - a resolved target rendered to a Dockerfile + build context
-    engine, backend            - the Docker engine (SDK) and BuildKit builds (subprocess)
-    outputs                    - atomic installation into out/ and the SHA256SUMS manifest
-    plan                       - the build plan for one target on one platform, with its input digest
+    render                     - a target rendered to a Dockerfile (build, dependents' and export stages)
+                                 and a build context held in memory, a digest per file
+    engine, identity           - the Docker engine (socket queries with deadlines, SDK for the rest);
+                                 portable identities of toolchains, images and published artifacts
+    backend                    - BuildKit requests (output kinds, platform, secrets, cache) turned into
+                                 `docker buildx build` / `DOCKER_BUILDKIT=1 docker build` commands
+    outputs                    - out/: atomic installation, SHA256SUMS, manifest.json, input signatures
+    plan                       - the pure plan of one target on one platform: inputs, digest, request
+    project                    - recipes, variables, settings and caches of one project; its plans
+    executor                   - carries a plan out: fetch, build, install, record
     tasks                      - doit task dicts made from plans
-    cli, qemu, toolchain       - user-facing commands, boot checks, the toolchain image
+    why, qemu, toolchain, cli  - "why did this rebuild", boot checks, the toolchain image, the commands
 """
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,7 +74,11 @@ def build(targets: tuple[str, ...], platform_spec: str | None, backend: str | No
     if not project.settings.dry_run:
         acquire_run_lock(project.root)
     tasks = list(generate(project))
-    loader = ModuleTaskLoader({"task_recipes": lambda: iter(tasks), "DOIT_CONFIG": doit_config(project.root)})
+
+    def task_recipes() -> Iterator[dict[str, object]]:
+        yield from tasks
+
+    loader = ModuleTaskLoader({"task_recipes": task_recipes, "DOIT_CONFIG": doit_config(project.root)})
     sys.exit(DoitMain(loader).run(["run", *targets]))
 
 
@@ -129,29 +133,40 @@ def doctor() -> None:
         click.echo(f"[{'ok' if ok else 'FAIL'}] {what}" + ("" if ok else f"\n       fix: {fix}"))
 
     up, detail = engine.reachable()
-    report(up, f"Docker engine: {detail}" if up else f"Docker engine: {detail}", engine.ENGINE_HINT)
+    report(up, f"Docker engine: {detail}", engine.engine_hint())
     try:
         kit = backend.select()
-        report(True, f"BuildKit: {kit.kind} via {kit.docker}", "")
+        report(True, f"BuildKit (BACKEND=auto): {kit.kind} via {kit.docker}", "")
     except BuildError as exc:
-        report(False, f"BuildKit: {exc.message}", "apt-get install docker.io, or install docker-buildx")
+        report(False, f"BuildKit: {exc.message}", "./setup.sh installs docker-buildx (and docker.io)")
+    for name in ("buildx", "engine"):  # what BACKEND=... can choose here; one of them is enough
+        try:
+            chosen = backend.select(name)
+            click.echo(f"[ok] BACKEND={name}: {chosen.kind} via {chosen.docker}")
+        except BuildError as exc:
+            click.echo(f"[--] BACKEND={name}: not available here ({exc.message})")
     if up:
+        from builder.identity import Identities
+
         ref = DEFAULTS["TOOLCHAIN"]
-        found = engine.image_id(ref)
-        report(found is not None, f"toolchain image {ref}: {found or 'absent'}", "builder toolchain ensure")
+        try:
+            identity = Identities(Path("out")).image(ref)
+            report(True, f"toolchain image {ref}: {identity}", "")
+        except BuildError as exc:
+            report(False, f"toolchain image {ref}: {exc.message}", "builder toolchain ensure")
     mirror = debian_mirror(DEFAULTS["DEBIAN_SUITE"])
     report(mirror is not None, f"Debian mirror from apt sources: {mirror or 'none'}",
            "add a bookworm source to /etc/apt/sources.list.d/ or set DEBIAN_MIRROR=URL")
     for binary, package in (("qemu-system-x86_64", "qemu-system-x86"), ("qemu-system-aarch64", "qemu-system-arm"),
-                            ("debootstrap", "debootstrap")):
-        path = shutil.which(binary)
-        report(path is not None, f"{binary}: {path or 'absent'}", f"apt-get install {package}")
+                            ("mmdebstrap", "mmdebstrap")):
+        found = shutil.which(binary)
+        report(found is not None, f"{binary}: {found or 'absent'}", f"apt-get install {package}")
     sys.exit(1 if problems else 0)
 
 
 @main.group()
 def toolchain() -> None:
-    """The toolchain image (debootstrap -> docker import)."""
+    """The toolchain image (mmdebstrap -> docker import)."""
 
 
 @toolchain.command("ensure")

@@ -21,7 +21,8 @@ def dry_run(plan: Plan) -> str:
     shutil.rmtree(work, ignore_errors=True)
     plan.context.write(work / "context", host_files={})
     command = kit.shell_command(plan.request(work / "context", work / "export"))
-    taken = [f"{r}:{i}" for (r, i) in plan.context.fetches()] + [f"out/{a}" for a in plan.context.artifacts()]
+    taken = [plan.graph[r].sources[i].destination for (r, i) in plan.context.fetches()]
+    taken += [f"out/{a}" for a in plan.context.artifacts()]
     note = f"  # fetched and verified first: {', '.join(taken)}" if taken else ""
     return command + note
 
@@ -59,7 +60,8 @@ def execute(plan: Plan) -> dict[str, object]:
         plan.context.write(work / "context", host_files)
         for path, item in plan.context.files.items():  # an artifact must be the bytes its digest names
             if item.artifact is not None and outputs.sha256_file(work / "context" / path) != inputs[path]:
-                raise BuildError(f"out/{item.artifact} changed while {plan.label} was being prepared; run again")
+                raise BuildError(f"out/{item.artifact} does not match its sha256 in out/SHA256SUMS (changed since it "
+                                 f"was built)", hint=f"rebuild it: doit -a {' '.join(plan.upstream)}")
         (work / "export").mkdir()
         log = project.state_dir / "logs" / f"{plan.slug}.log"
         say(f"    {plan.label}: building with {kit.kind}; log: {log.relative_to(project.root)}")

@@ -27,6 +27,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def inputs_digest(inputs: Mapping[str, str]) -> str:
+    """One digest over a task's named inputs: what doit stores and compares."""
+    text = "".join(f"{k}\0{v}\n" for k, v in sorted(inputs.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def read_sums(out_dir: Path) -> dict[str, str]:
     """out/SHA256SUMS as name -> sha256 ({} when there is none yet)."""
     try:

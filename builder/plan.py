@@ -7,7 +7,6 @@ describes the BuildKit request. It fetches nothing, builds nothing and writes no
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 from builder.backend import BuildRequest, Output
 from builder.graph import Graph
 from builder.identity import Identities
+from builder.outputs import inputs_digest
 from builder.platforms import Platform
 from builder.recipe import Recipe
 from builder.render import BuildContext, render
@@ -88,19 +88,22 @@ class Plan:
                     found.setdefault(dep.image, recipe.where("dependencies", index, "image"))
         return dict(sorted(found.items()))
 
+    def image_inputs(self) -> dict[str, tuple[str, str]]:
+        """Input name -> (image ref, where it is named) for every image the build starts from."""
+        return {f"{TOOLCHAIN_INPUT if where == 'TOOLCHAIN' else IMAGE_INPUT} {ref}": (ref, where)
+                for ref, where in self.images.items()}
+
     def inputs(self, identities: Identities) -> dict[str, str]:
         """Every input by name -> digest: the rendered context (published artifacts by their sha256 in
         out/ now) and the portable identity of every image the build starts from."""
         named = self.context.inputs(identities.artifacts())
-        for ref, where in self.images.items():
-            kind = TOOLCHAIN_INPUT if where == "TOOLCHAIN" else IMAGE_INPUT
-            named[f"{kind} {ref}"] = identities.image(ref, where=where)
-        return named
+        for name, (ref, where) in self.image_inputs().items():
+            named[name] = identities.image(ref, where=where)
+        return dict(sorted(named.items()))
 
     @staticmethod
     def digest(inputs: dict[str, str]) -> str:
-        text = "".join(f"{k}\0{v}\n" for k, v in sorted(inputs.items()))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return inputs_digest(inputs)
 
     def origin(self, input_name: str) -> str:
         """What a user knows an input as (a project file, a URL, out/NAME), for "why did this rebuild"."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jinja2
 
+from builder import files
 from builder.errors import RecipeError
 from builder.graph import Graph
 from builder.recipe import Recipe
@@ -47,6 +48,8 @@ class BuildContext:
     target: str  # the Dockerfile stage to export: the target recipe's export stage
     dockerfile: str
     files: dict[str, ContextFile] = field(default_factory=dict)
+    project_files: dict[str, str] = field(default_factory=dict)  # context path -> project path it holds
+    patterns: dict[str, list[str]] = field(default_factory=dict)  # files: pattern -> the paths it matched
 
     def add(self, path: str, data: bytes, origin: str, mode: int = 0o644) -> None:
         self.files[path] = ContextFile(hashlib.sha256(data).hexdigest(), origin, data=data, mode=mode)
@@ -151,8 +154,9 @@ def _stage(
 
     has_files = False
     for index, spec in enumerate(recipe.files):
-        matches = sorted(p for p in project_root.glob(spec.src) if p.is_file())
-        is_glob = any(c in spec.src for c in "*?[")
+        matches = files.match(project_root, spec.src)
+        context.patterns[spec.src] = matches
+        is_glob = files.is_glob(spec.src)
         if not matches and not is_glob:
             raise RecipeError(f"files.{index}.src: no such file {spec.src!r} in the project",
                               where=recipe.where("files", index, "src"))
@@ -160,10 +164,10 @@ def _stage(
         if not into_dir and len(matches) != 1:
             raise RecipeError(f"files.{index}: {spec.src!r} matches {len(matches)} files; end dest with '/'",
                               where=recipe.where("files", index))
-        for path in matches:
-            rel = path.relative_to(project_root).as_posix()
-            dest = f"{spec.dest.rstrip('/')}/{path.name}" if into_dir else spec.dest
-            context.add(f"{prefix}/files/{dest}", path.read_bytes(), rel)
+        for rel in matches:
+            dest = f"{spec.dest.rstrip('/')}/{rel.rsplit('/', 1)[-1]}" if into_dir else spec.dest
+            context.add(f"{prefix}/files/{dest}", (project_root / rel).read_bytes(), rel)
+            context.project_files[f"{prefix}/files/{dest}"] = rel
             has_files = True
 
     env = {**build_environment(variables), **recipe.env}

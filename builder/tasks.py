@@ -16,15 +16,19 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 
+from builder import memo
 from builder.errors import BuildError
-from builder.outputs import sha256_file
-from builder.plan import Plan
-from builder.project import Project
+from builder.outputs import inputs_digest, sha256_file
+
+if TYPE_CHECKING:  # imported when a plan is really needed: a no-op run with a plan memo never parses recipes
+    from builder.identity import Identities
+    from builder.plan import Plan
+    from builder.project import Project
 
 DEP_FILE = ".doit.db"
 READ_ONLY_COMMANDS = {"list", "info", "help", "dumpdb", "tabcompletion", "strace"}
@@ -69,11 +73,7 @@ class UpToDate:
                 return False
         except BuildError:
             return False  # let the action run and report the problem as one line
-        for name, sha in (values.get("outputs") or {}).items():
-            path = self.plan.project.out_dir / name
-            if not path.is_file() or sha256_file(path) != sha:
-                return False
-        return True
+        return _outputs_intact(self.plan.project.out_dir, values)
 
 
 def _build_action(plan: Plan) -> dict[str, object] | TaskFailed:
@@ -125,20 +125,97 @@ def generate(project: Project) -> Iterator[dict[str, object]]:
                 yield build_task(plan, description)
 
 
+def _outputs_intact(out_dir: Path, values: Mapping[str, Any]) -> bool:
+    for name, sha in (values.get("outputs") or {}).items():
+        path = out_dir / name
+        if not path.is_file() or sha256_file(path) != sha:
+            return False
+    return True
+
+
+class MemoUpToDate:
+    """The up-to-date check from a plan memo: the same digest as UpToDate, without parsing anything."""
+
+    def __init__(self, root: Path, check: Mapping[str, Any], identities: Identities) -> None:
+        self.root, self.check, self.identities = root, check, identities
+
+    def __call__(self, task: object, values: Mapping[str, Any]) -> bool:
+        stored = values.get("digest")
+        if not stored:
+            return False
+        try:
+            now = memo.inputs_now(self.root, self.check, self.identities)
+        except BuildError:
+            return False  # the action runs and reports the problem as one line
+        return now is not None and inputs_digest(now) == stored and _outputs_intact(self.root / "out", values)
+
+
+_projects: dict[tuple[Path, tuple[tuple[str, str], ...]], Project] = {}
+
+
+def _memo_build_action(root: Path, words: dict[str, str], name: str, arch: str) -> dict[str, object] | TaskFailed:
+    """A memo task that must build after all: now the full plan is made (once per process)."""
+    from builder.platforms import parse_platforms
+    from builder.project import Project
+
+    try:
+        cache_key = (root, tuple(sorted(words.items())))
+        if cache_key not in _projects:
+            _projects[cache_key] = Project.load(root, words)
+        project = _projects[cache_key]
+        return _build_action(project.plan(name, parse_platforms(arch)[0]))
+    except BuildError as exc:
+        return TaskFailed(str(exc))
+
+
+def _memo_entry(project: Project, tasks: list[dict[str, object]]) -> dict[str, Any]:
+    checks = {plan.label: memo.check_of(plan) for plan in project.plans()}
+    described = [{k: v for k, v in task.items() if k in ("basename", "name", "doc", "task_dep", "targets")}
+                 for task in tasks]
+    return {"tasks": described, "checks": checks}
+
+
+def _from_memo(root: Path, words: dict[str, str], entry: Mapping[str, Any]) -> Iterator[dict[str, object]]:
+    from builder.identity import Identities
+
+    identities = Identities(root / "out")
+    for described in entry["tasks"]:
+        task: dict[str, object] = dict(described)
+        if task["name"] is not None:
+            label = f"{task['basename']}:{task['name']}"
+            task.update(actions=[(_memo_build_action, [root, words, task["basename"], task["name"]])],
+                        uptodate=[MemoUpToDate(root, entry["checks"][label], identities)], clean=True,
+                        verbosity=2)
+        yield task
+
+
 def dodo_tasks(root: Path, argv: list[str]) -> Iterator[dict[str, object]]:
     """What a project's dodo.py yields: tasks for the settings on doit's command line ``argv``.
 
     A user's mistake here is one line and exit status 2, before doit runs anything."""
-    from builder.settings import doit_words
+    from builder.settings import Settings, doit_words
 
     try:
-        project = Project.load(root, doit_words(argv[1:]))
-        if wants_lock(argv) and not project.settings.dry_run:
+        words = doit_words(argv[1:])
+        settings = Settings.parse(words)
+        if wants_lock(argv) and not settings.dry_run:
             acquire_run_lock(root)
-        yield from list(generate(project))
+        digest = memo.key(root, words)
+        state = root / ".builder"
+        entry = None if settings.dry_run else memo.load(state, digest)
+        if entry is not None:
+            yield from list(_from_memo(root, words, entry))
+            return
+        from builder.project import Project
+
+        project = Project(root, settings)
+        tasks = list(generate(project))
+        if not settings.dry_run:
+            memo.save(state, digest, _memo_entry(project, tasks))
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    yield from tasks
 
 
 _lock_file: IO[str] | None = None

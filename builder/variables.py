@@ -21,7 +21,6 @@ DEFAULTS: dict[str, str] = {
     "DEBIAN_SUITE": "bookworm",
     "KBUILD_BUILD_USER": "builder",
     "KBUILD_BUILD_HOST": "builder",
-    "NO_CACHE": "0",
 }
 
 # Variables that say where things are fetched from, not what is built: they never cause a rebuild.
@@ -30,17 +29,31 @@ LOCATION_VARIABLES = frozenset({"DEBIAN_MIRROR", "SOURCE_MIRROR"})
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 
+# Debian release suites (codenames and aliases) whose archive also serves every other release: the
+# fallback of debian_mirror(). Security, updates and backports suites (bookworm-security, ...) are not.
+DEBIAN_RELEASE_SUITES = frozenset({
+    "buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid",
+    "oldoldstable", "oldstable", "stable", "testing", "unstable", "experimental",
+})
+
+
 def debian_mirror(suite: str, sources: tuple[Path, ...] = APT_SOURCES) -> str | None:
     """The first Debian archive URL this machine's apt uses for ``suite`` (main component).
 
+    When no entry lists ``suite`` (a Debian 13 host asked for bookworm), a release suite ``suite`` falls
+    back to the first enabled entry with component main for another Debian release (not a security,
+    updates or backports suite): one archive serves all releases.
     Read at run time so no mirror host is ever written into the project.
     """
-    for entry in _apt_entries(sources):
-        uris, suites, components = entry
-        if suite in suites and "main" in components:
-            for uri in uris:
-                if uri.startswith(("http://", "https://", "file:")):
-                    return uri.rstrip("/")
+    entries = [(uri, suites) for uris, suites, components in _apt_entries(sources) if "main" in components
+               for uri in uris if uri.startswith(("http://", "https://", "file:"))]
+    for uri, suites in entries:
+        if suite in suites:
+            return uri.rstrip("/")
+    if suite in DEBIAN_RELEASE_SUITES:
+        for uri, suites in entries:
+            if any(other in DEBIAN_RELEASE_SUITES for other in suites):
+                return uri.rstrip("/")
     return None
 
 

@@ -90,6 +90,33 @@ def kernel_release(modules_tar: Path) -> str:
     raise AssertionError(f"no lib/modules/<release> in {modules_tar}")
 
 
+BOTH = "PLATFORM=linux/amd64,linux/arm64"
+SHIPPED_OUTPUTS = tuple(f"{name}-{arch}{ext}" for arch in ("amd64", "arm64")
+                        for name, ext in (("vmlinuz", ""), ("config", ""), ("modules", ".tar"), ("initramfs", ".xz")))
+
+
+@dataclass
+class Built:
+    """A scratch copy of the project after a doit run in it."""
+
+    root: Path
+    result: Result
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+
+@pytest.fixture(scope="session")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The main job on the shipped default configs, for both arches, in a scratch copy of the project
+    (the checkout's own out/ is never touched), through the first BuildKit path this machine has."""
+    root = copy_project(tmp_path_factory.mktemp("shipped") / "project")
+    result = doit(root, "kernel", "initramfs", BOTH, f"BACKEND={backends()[0]}")
+    assert result.code == 0, result.text[-3000:]
+    return Built(root, result)
+
+
 def boot_to_marker(root: Path, platform: Platform, timeout: float = 400) -> qemu.BootResult:
     """Boot root/out's kernel + initramfs for ``platform``; the marker names that kernel and the arch."""
     out = root / "out"
@@ -98,6 +125,28 @@ def boot_to_marker(root: Path, platform: Platform, timeout: float = 400) -> qemu
     assert result.machine == platform.carch
     assert result.release == kernel_release(out / f"modules-{platform.arch}.tar")
     return result
+
+
+def backends() -> list[str]:
+    """The BuildKit paths this machine has: buildx, and the engine's built-in BuildKit where a docker client
+    older than 23 can drive it (Debian 12's docker.io; Debian 13's clients cannot)."""
+    from builder import backend
+    from builder.errors import BuildError
+
+    found = []
+    for name in ("buildx", "engine"):
+        try:
+            backend.select(name)
+        except BuildError:
+            continue
+        found.append(name)
+    return found
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes ``backend`` runs once per BuildKit path of this machine."""
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", backends() or ["none"], scope="session")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,0 +1,112 @@
+"""The plan memo: what a no-op run needs from the pure plan, kept from the last full one.
+
+Parsing recipes (pydantic), rendering them (jinja2) and hashing every context file is a pure function of
+the recipe tree, this package's own code, the command line and the machine's apt sources; its result is
+kept in .builder/plan-memo.json under the digest of exactly those. On a hit, doit gets its tasks without
+importing the parser or the renderer, and each up-to-date check re-hashes only what can change without
+changing that digest: the project files the recipes give their builds (and what their patterns match),
+published artifacts in out/, and image identities. Anything else, or a changed pattern match, falls back
+to the full plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform as _host
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from builder import files, outputs
+from builder.identity import Identities
+
+MEMO_FILE = "plan-memo.json"
+KEEP = 8  # memo entries kept (a user switching between PLATFORM=... lines keeps each fast)
+CODE_SUFFIXES = (".py", ".j2", ".sh")
+APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+
+
+def _feed(h: Any, label: str, data: bytes) -> None:
+    h.update(f"{label}\0{len(data)}\0".encode())
+    h.update(data)
+
+
+def key(root: Path, words: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> str:
+    """The digest of everything a full plan reads besides project files, artifacts and images."""
+    h = hashlib.sha256()
+    _feed(h, "words", json.dumps(sorted(words.items())).encode())
+    _feed(h, "epoch", environ.get("SOURCE_DATE_EPOCH", "-").encode())
+    _feed(h, "host", _host.machine().encode())
+    package = Path(__file__).resolve().parent
+    trees = [("code", package, [p for p in package.rglob("*") if p.suffix in CODE_SUFFIXES]),
+             ("recipes", root / "recipes", [p for p in (root / "recipes").rglob("*") if p.is_file()])]
+    for label, base, found in trees:
+        for path in sorted(found):
+            _feed(h, f"{label}:{path.relative_to(base).as_posix()}", path.read_bytes())
+    for place in APT_SOURCES:
+        entries = sorted(place.iterdir()) if place.is_dir() else [place] if place.is_file() else []
+        for path in entries:
+            if path.is_file():
+                _feed(h, f"apt:{path}", path.read_bytes())
+    return h.hexdigest()
+
+
+def load(state_dir: Path, digest: str) -> dict[str, Any] | None:
+    """The memo entry for ``digest``, or None."""
+    try:
+        memo = json.loads((state_dir / MEMO_FILE).read_text())
+        entry = memo.get(digest)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def save(state_dir: Path, digest: str, entry: dict[str, Any]) -> None:
+    """Keep ``entry`` under ``digest`` (with the most recent others)."""
+    path = state_dir / MEMO_FILE
+    try:
+        memo = json.loads(path.read_text())
+        if not isinstance(memo, dict):
+            memo = {}
+    except (OSError, ValueError):
+        memo = {}
+    memo.pop(digest, None)
+    memo[digest] = entry
+    memo = dict(list(memo.items())[-KEEP:])
+    outputs.atomic_write(path, json.dumps(memo, sort_keys=False).encode())
+
+
+def check_of(plan: Any) -> dict[str, Any]:
+    """What the up-to-date check of ``plan`` needs, as plain data (the plan's context is rendered)."""
+    context = plan.context
+    everything = context.inputs({})
+    moving = set(context.project_files) | {p for p, f in context.files.items() if f.artifact}
+    return {
+        "static": {name: digest for name, digest in everything.items() if name not in moving},
+        "project_files": dict(context.project_files),
+        "patterns": dict(context.patterns),
+        "artifacts": {p: f.artifact for p, f in context.files.items() if f.artifact},
+        "images": plan.image_inputs(),
+    }
+
+
+def inputs_now(root: Path, check: Mapping[str, Any], identities: Identities) -> dict[str, str] | None:
+    """The plan's inputs as they are now, from its memo ``check``; None when a pattern matches other files
+    than it did (the context itself changes: only the full plan can say how)."""
+    for pattern, matched in check["patterns"].items():
+        if files.match(root, pattern) != matched:
+            return None
+    named = dict(check["static"])
+    for path, rel in check["project_files"].items():
+        try:
+            named[path] = outputs.sha256_file(root / rel)
+        except OSError:
+            return None
+    sums = identities.artifacts()
+    for path, name in check["artifacts"].items():
+        named[path] = sums.get(name, "absent")
+    for name, (ref, where) in check["images"].items():
+        named[name] = identities.image(ref, where=where)
+    return dict(sorted(named.items()))

@@ -1,0 +1,87 @@
+"""The main job, as the README gives it, on the shipped default configs: both arches build, boot in QEMU with
+the kernel's modules in the initramfs, and a second run builds nothing. In a scratch copy of the project."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from builder.platforms import AMD64, ARM64, Platform
+
+from .conftest import BOTH, SHIPPED_OUTPUTS, Built, boot_to_marker, doit, kernel_release, sums
+
+pytestmark = [pytest.mark.build]
+
+
+def test_the_main_job_builds_both_arches_and_out_verifies_with_sha256sum(shipped: Built) -> None:
+    assert set(SHIPPED_OUTPUTS) <= set(sums(shipped.out))
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=shipped.out, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_the_effective_config_is_the_shipped_one(shipped: Built, arch: str) -> None:
+    def options(text: str) -> set[str]:
+        return {line for line in text.splitlines() if line.startswith("CONFIG_")}
+
+    shipped_config = (shipped.root / "kernel-configs" / f"config-{arch}").read_text()
+    assert options((shipped.out / f"config-{arch}").read_text()) == options(shipped_config)
+
+
+def test_the_arm64_kernel_is_an_arm64_image(shipped: Built) -> None:
+    header = (shipped.out / "vmlinuz-arm64").read_bytes()[:64]
+    assert header[0x38:0x3C] == b"ARM\x64", "not an arm64 Image"
+
+
+def test_exporting_a_kernel_copies_only_its_outputs_not_its_build_tree(shipped: Built) -> None:
+    for arch in ("amd64", "arm64"):
+        exported = f"kernel:{arch}: exported 3 file(s), "
+        assert exported in shipped.result.text, shipped.result.text[-3000:]
+        size = int(shipped.result.text.split(exported, 1)[1].split(" ", 1)[0])
+        outputs = sum((shipped.out / f"{name}-{arch}{ext}").stat().st_size
+                      for name, ext in (("vmlinuz", ""), ("config", ""), ("modules", ".tar")))
+        assert size == outputs
+
+
+def test_the_manifest_and_input_signatures_name_the_toolchain_portably(shipped: Built) -> None:
+    manifest = json.loads((shipped.out / "manifest.json").read_text())
+    for name in SHIPPED_OUTPUTS:
+        (identity,) = manifest["artifacts"][name]["toolchain"].values()
+        assert identity.startswith("packages:sha256:"), identity
+    for task in ("kernel-amd64", "kernel-arm64", "initramfs-amd64", "initramfs-arm64"):
+        signature = json.loads((shipped.out / ".inputs" / f"{task}.json").read_text())
+        assert signature["inputs"]["toolchain builder-toolchain:bookworm"].startswith("packages:sha256:")
+        assert "local-id:" not in json.dumps(signature)
+    initramfs = json.loads((shipped.out / ".inputs" / "initramfs-amd64.json").read_text())
+    assert initramfs["inputs"]["initramfs/artifacts/1/modules-amd64.tar"] == sums(shipped.out)["modules-amd64.tar"]
+
+
+def test_a_second_run_with_nothing_changed_builds_nothing(shipped: Built) -> None:
+    result = doit(shipped.root, "kernel", "initramfs", BOTH)
+    assert result.code == 0, result.text[-3000:]
+    for task in ("kernel:amd64", "kernel:arm64", "initramfs:amd64", "initramfs:arm64"):
+        assert result.skipped(task), result.stdout
+    assert ".  " not in result.stdout
+
+
+def test_a_no_cache_initramfs_after_a_kernel_build_takes_its_modules_without_recompiling_it(shipped: Built) -> None:
+    before = sums(shipped.out)
+    (shipped.out / "initramfs-amd64.xz").unlink()
+    result = doit(shipped.root, "initramfs", "NO_CACHE=1")
+    assert result.code == 0, result.text[-3000:]
+    assert result.skipped("kernel:amd64") and result.ran("initramfs:amd64"), result.stdout
+    log = (shipped.root / ".builder" / "logs" / "initramfs-amd64.log").read_text()
+    assert "--no-cache" in log.splitlines()[0]
+    assert "kernel-build" not in log  # the kernel is not part of the initramfs build at all
+    assert sums(shipped.out) == before  # and the rebuilt initramfs is bit-identical
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("platform", [AMD64, ARM64], ids=["amd64", "arm64"])
+def test_the_kernel_boots_to_the_marker_with_its_modules_in_the_initramfs(shipped: Built, platform: Platform) -> None:
+    result = boot_to_marker(shipped.root, platform)
+    assert result.machine == platform.carch
+    release = kernel_release(shipped.out / f"modules-{platform.arch}.tar")
+    assert f"BUILDER-MODULES release={release} count=" in result.console

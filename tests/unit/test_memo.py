@@ -1,0 +1,77 @@
+"""The plan memo: a no-op run gets the same answer as the full plan without parsing a recipe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from builder import memo, tasks
+from builder.outputs import inputs_digest
+from builder.platforms import AMD64
+from builder.project import Project
+
+from .test_render import FILES
+
+MakeProject = Callable[..., Project]
+
+
+def test_the_memo_check_gives_the_full_plans_inputs(make_project: MakeProject,
+                                                     fake_engine: dict[str, str | None]) -> None:
+    project = make_project(FILES)
+    plan = project.plan("b", AMD64)
+    check = memo.check_of(plan)
+    assert memo.inputs_now(project.root, check, project.identities) == plan.inputs(project.identities)
+
+
+def test_a_changed_project_file_is_seen_without_the_full_plan(make_project: MakeProject,
+                                                              fake_engine: dict[str, str | None]) -> None:
+    project = make_project(FILES)
+    check = memo.check_of(project.plan("b", AMD64))
+    before = inputs_digest(memo.inputs_now(project.root, check, project.identities) or {})
+    (project.root / "configs/config-amd64").write_text("CONFIG_AMD64=m\n")
+    after = memo.inputs_now(project.root, check, project.identities)
+    assert after is not None and inputs_digest(after) != before
+    fresh = make_project()
+    assert after == fresh.plan("b", AMD64).inputs(fresh.identities)
+
+
+def test_a_pattern_matching_other_files_needs_the_full_plan(make_project: MakeProject,
+                                                            fake_engine: dict[str, str | None]) -> None:
+    project = make_project(FILES)
+    check = memo.check_of(project.plan("b", AMD64))
+    (project.root / "patches").mkdir()
+    (project.root / "patches/0001-new.patch").write_text("new\n")
+    assert memo.inputs_now(project.root, check, project.identities) is None
+
+
+def test_the_key_covers_recipes_words_and_the_epoch(tmp_path: Path, write_tree: Callable[..., Path]) -> None:
+    write_tree(tmp_path, {"recipes/a/pkg.yaml": "name: a\n", "kernel-configs/x": "1\n"})
+    first = memo.key(tmp_path, {}, {})
+    assert memo.key(tmp_path, {}, {}) == first
+    assert memo.key(tmp_path, {"PLATFORM": "linux/arm64"}, {}) != first
+    assert memo.key(tmp_path, {}, {"SOURCE_DATE_EPOCH": "1"}) != first
+    (tmp_path / "kernel-configs/x").write_text("2\n")  # a project file: checked per task, not in the key
+    assert memo.key(tmp_path, {}, {}) == first
+    (tmp_path / "recipes/a/pkg.yaml").write_text("name: a\ndescription: x\n")
+    assert memo.key(tmp_path, {}, {}) != first
+
+
+def test_a_second_generation_comes_from_the_memo_without_parsing(make_project: MakeProject,
+                                                                fake_engine: dict[str, str | None],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from .test_tasks import FILES as TASK_FILES
+
+    root = make_project(TASK_FILES).root
+    monkeypatch.setattr(tasks, "wants_lock", lambda argv: False)
+    full = list(tasks.dodo_tasks(root, ["doit", "PLATFORM=linux/amd64,linux/arm64"]))
+
+    def no_parsing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a memo hit parsed the recipes")
+
+    monkeypatch.setattr(Project, "graph", no_parsing)
+    again = list(tasks.dodo_tasks(root, ["doit", "PLATFORM=linux/amd64,linux/arm64"]))
+    keys = ("basename", "name", "doc", "task_dep", "targets")
+    assert [{k: t.get(k) for k in keys} for t in again] == [{k: t.get(k) for k in keys} for t in full]
+    assert any(isinstance(t.get("uptodate", [None])[0], tasks.MemoUpToDate) for t in again)  # type: ignore[index]
