@@ -190,14 +190,94 @@ def test_the_mirror_is_read_from_a_one_line_list_file(apt: Callable[..., tuple[P
     assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
 
 
-def test_a_source_for_another_suite_or_without_main_is_not_the_mirror(apt: Callable[..., tuple[Path, ...]]) -> None:
+def test_a_source_without_main_or_not_over_http_is_not_the_mirror(apt: Callable[..., tuple[Path, ...]]) -> None:
     sources = apt({"sources.list": """\
-        deb http://trixie.example/debian trixie main
         deb http://nonfree.example/debian bookworm non-free
         deb cdrom:[Debian 12]/ bookworm main
         """})
     assert debian_mirror("bookworm", sources) is None
+
+
+def test_the_suites_own_entry_wins_over_an_earlier_one_for_another_release(
+    apt: Callable[..., tuple[Path, ...]]
+) -> None:
+    sources = apt({"sources.list": """\
+        deb http://trixie.example/debian trixie main
+        deb http://bookworm.example/debian bookworm main
+        """})
+    assert debian_mirror("bookworm", sources) == "http://bookworm.example/debian"
     assert debian_mirror("trixie", sources) == "http://trixie.example/debian"
+
+
+# A Debian 13 host's apt sources list only trixie: bookworm (the toolchain's suite) comes from the same archive.
+TRIXIE_DEB822 = """\
+Types: deb
+URIs: http://nodesource.example/node_20.x
+Suites: nodistro
+Components: main
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: trixie-security
+Components: main
+
+Types: deb
+URIs: http://disabled.example/debian
+Suites: trixie
+Components: main
+Enabled: no
+
+Types: deb-src
+URIs: http://src-only.example/debian
+Suites: trixie
+Components: main
+
+Types: deb
+URIs: http://mirror.example/debian/
+Suites: trixie trixie-updates
+Components: main non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+
+def test_without_an_entry_for_the_suite_a_deb822_host_falls_back_to_its_release_archive(
+    apt: Callable[..., tuple[Path, ...]]
+) -> None:
+    sources = apt({"sources.list.d/debian.sources": TRIXIE_DEB822})
+    assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
+    assert debian_mirror("trixie", sources) == "http://mirror.example/debian"
+
+
+def test_without_an_entry_for_the_suite_a_one_line_host_falls_back_to_its_release_archive(
+    apt: Callable[..., tuple[Path, ...]]
+) -> None:
+    sources = apt({"sources.list": """\
+        deb http://nodesource.example/node_20.x nodistro main
+        deb http://security.example/debian-security trixie-security main
+        deb http://updates.example/debian trixie-updates main
+        deb http://backports.example/debian trixie-backports main
+        deb http://nonfree.example/debian trixie non-free
+        deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian trixie main
+        """})
+    assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
+
+
+def test_the_fallback_is_only_for_release_suites_and_only_to_debian_archives(
+    apt: Callable[..., tuple[Path, ...]]
+) -> None:
+    sources = apt({"sources.list": """\
+        deb http://nodesource.example/node_20.x nodistro main
+        deb http://security.example/debian-security trixie-security main
+        deb http://mirror.example/debian trixie main
+        """})
+    assert debian_mirror("bookworm-security", sources) is None  # a security archive is never guessed
+    assert debian_mirror("bookworm-updates", sources) is None
+    assert debian_mirror("jammy", sources) is None  # not a Debian suite
+    only_others = apt({"sources.list": """\
+        deb http://nodesource.example/node_20.x nodistro main
+        deb http://security.example/debian-security trixie-security main
+        """})
+    assert debian_mirror("bookworm", only_others) is None
 
 
 def test_files_in_sources_list_d_are_read_in_name_order(apt: Callable[..., tuple[Path, ...]]) -> None:
