@@ -7,8 +7,9 @@ It measures, interleaved round by round so that a busy moment hits every case al
   1. python startup alone                                   (the floor)
   2. bare doit: a one-task dodo.py whose task is up to date (the yardstick)
   3. no-op `doit kernel initramfs PLATFORM=linux/amd64,linux/arm64`
-  4. `builder why` for both platforms                       (the same check, explained)
-  5. with --forced: the same tasks forced through BuildKit on a warm cache (`doit -a`: what the check saves)
+  4. the same with the plan memo removed first              (parse + render + hash: what the memo saves)
+  5. `builder why` for both platforms                       (the full check, explained)
+  6. with --forced: the same tasks forced through BuildKit on a warm cache (`doit -a`: what the check saves)
 and prints median seconds and the ratio to (2). The goal: (3) costs at most 2x (2).
 """
 
@@ -30,7 +31,12 @@ def task_hello():
 '''
 
 
-def seconds(argv: list[str], cwd: Path) -> float:
+MEMO = ROOT / ".builder" / "plan-memo.json"
+
+
+def seconds(argv: list[str], cwd: Path, *, forget_memo: bool = False) -> float:
+    if forget_memo:
+        MEMO.unlink(missing_ok=True)
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     took = time.perf_counter() - start
@@ -51,6 +57,7 @@ def main() -> None:
             "python -c pass": ([py, "-c", "pass"], Path(bare)),
             "bare doit (one up-to-date task)": ([py, "-m", "doit"], Path(bare)),
             "no-op doit kernel initramfs, both arches": ([py, "-m", "doit", "kernel", "initramfs", BOTH], ROOT),
+            "the same without the plan memo": ([py, "-m", "doit", "kernel", "initramfs", BOTH], ROOT),
             "builder why, both arches": ([py, "-m", "builder", "why", "--platform", BOTH.split("=")[1]], ROOT),
         }
         for argv, cwd in cases.values():  # warm the page cache and doit's database once
@@ -58,7 +65,7 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.runs):
             for name, (argv, cwd) in cases.items():
-                times[name].append(seconds(argv, cwd))
+                times[name].append(seconds(argv, cwd, forget_memo="without the plan memo" in name))
     results = {name: statistics.median(values) for name, values in times.items()}
     if args.forced:
         results["forced rebuild, warm BuildKit cache"] = seconds(

@@ -238,3 +238,28 @@ def why(targets: tuple[str, ...], platform_spec: str | None, pairs: tuple[str, .
             click.echo(f"{verdict.label}: {'up to date' if verdict.up_to_date else 'would rebuild'}")
             for reason in verdict.reasons:
                 click.echo(f"    {reason}")
+
+
+@main.command()
+@click.argument("first", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("second", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@friendly
+def diffsigs(first: Path, second: Path) -> None:
+    """Compare two input signatures (out/.inputs/TASK.json), e.g. from two machines: which inputs differ.
+
+    Exit status 0 when they are the same, 1 when they differ (BitBake's bitbake-diffsigs, for builder)."""
+    import json
+
+    def inputs(path: Path) -> dict[str, str]:
+        try:
+            data = json.loads(path.read_text())
+            return dict(data["inputs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise BuildError("not an input signature (expected JSON with an 'inputs' mapping)",
+                             where=str(path)) from None
+
+    from builder.why import differences
+
+    lines = differences(inputs(first), inputs(second))
+    click.echo("\n".join(lines) if lines else f"same inputs ({len(inputs(first))})")
+    sys.exit(1 if lines else 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,26 @@ def stored_values(dep_file: Path, task: str) -> dict[str, Any]:
         db.close()
 
 
+def differences(before: Mapping[str, str], now: Mapping[str, str],
+                origin: Callable[[str], str] = str, *, width: int = 0) -> list[str]:
+    """Input by input, what differs between two signatures (name -> digest), each a line naming the input
+    (and where a user knows it from); digests cut to ``width`` characters when given."""
+    def cut(digest: str) -> str:
+        return digest[:width] if width else digest
+
+    lines = []
+    for name in sorted(set(before) | set(now)):
+        known = origin(name)
+        shown = f"{name} ({known})" if known != name else name
+        if name not in before:
+            lines.append(f"new input: {shown}")
+        elif name not in now:
+            lines.append(f"input removed: {shown}")
+        elif before[name] != now[name]:
+            lines.append(f"changed: {shown}  {cut(before[name])} -> {cut(now[name])}")
+    return lines
+
+
 def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Verdict] | None = None) -> Verdict:
     """Input by input: what changed since the last build, and whether the outputs are intact.
 
@@ -49,15 +69,7 @@ def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Verdic
         now = plan.inputs(plan.project.identities)
     except BuildError as exc:
         return Verdict(plan.label, False, [f"cannot check: {exc}", *reasons])
-    for name in sorted(set(before) | set(now)):
-        origin = plan.origin(name)
-        shown = f"{name} ({origin})" if origin != name else name
-        if name not in before:
-            reasons.append(f"new input: {shown}")
-        elif name not in now:
-            reasons.append(f"input removed: {shown}")
-        elif before[name] != now[name]:
-            reasons.append(f"changed: {shown}  {before[name][:20]} -> {now[name][:20]}")
+    reasons += differences(before, now, plan.origin, width=20)
     for name, sha in (stored.get("outputs") or {}).items():
         path = plan.project.out_dir / name
         if not path.is_file():

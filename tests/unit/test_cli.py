@@ -94,3 +94,23 @@ def test_graph_shows_each_recipe_with_its_dependencies_and_outputs(project_dir: 
     result = invoke("graph", "--platform", "linux/arm64")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["a  => out/a-arm64", "b <- a"]
+
+
+def test_diffsigs_names_each_input_that_differs_between_two_signatures(tmp_path: Path) -> None:
+    import json
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"inputs": {"Dockerfile": "1", "kernel/files/config": "2", "toolchain t": "p:3"}}))
+    b.write_text(json.dumps({"inputs": {"Dockerfile": "1", "kernel/files/config": "9", "image x": "4"}}))
+    result = invoke("diffsigs", str(a), str(b))
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "new input: image x", "changed: kernel/files/config  2 -> 9", "input removed: toolchain t"]
+    assert invoke("diffsigs", str(a), str(a)).output == "same inputs (3)\n"
+
+
+def test_diffsigs_of_a_file_that_is_no_signature_is_one_error_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert assert_one_error_line(invoke("diffsigs", str(bad), str(bad))) == (
+        f"error: {bad}: not an input signature (expected JSON with an 'inputs' mapping)")
