@@ -38,7 +38,7 @@ def flag(value: str, name: str) -> bool:
         return True
     if word in FALSE:
         return False
-    raise BuildError(f"{name}={value!r} is not a flag; expected 1 or 0 (yes/no, true/false)", where=name)
+    raise BuildError(f"{value!r} is not a flag; expected 1 or 0 (yes/no, true/false)", where=name)
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Settings:
         taken = {name: variables.pop(name) for name in list(variables) if name in SETTINGS}
         spec = taken.get("PLATFORM")
         if spec is not None and not spec.strip():
-            raise BuildError("PLATFORM is empty; expected e.g. linux/amd64 or linux/amd64,linux/arm64",
+            raise BuildError("empty; expected e.g. linux/amd64 or linux/amd64,linux/arm64",
                              where="PLATFORM")
         platforms = tuple(parse_platforms(spec)) if spec is not None else (host or host_platform(),)
         backend = taken.get("BACKEND", "auto").strip() or "auto"
