@@ -1,20 +1,27 @@
-"""The toolchain image, bootstrapped without any image hub: debootstrap -> docker import.
+"""The toolchain image, bootstrapped without any image hub: mmdebstrap -> canonical tar -> docker import.
 
-Its exact package list (name=version) is recorded inside the image at LOCK_PATH and as a label
-holding that list's sha256, so builds and audits can read what compiled an artifact.
-"""
+mmdebstrap runs with a fixed SOURCE_DATE_EPOCH, so the same package versions give the same files; the tar
+it writes is then rewritten in one canonical form (canonical_tar), because its bytes also depend on the
+host's mmdebstrap and GNU tar versions (Debian 12 and 13 differ). The exact package list (name=version) is
+recorded inside the image at LOCK_PATH and as the label LABEL (that list's sha256); the label ROOTFS_LABEL
+holds the canonical tar's sha256, which is also the image's layer diff-ID: an identity that holds across
+imports and machines, unlike the image ID (the import time is in the image config)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
+from typing import IO, cast
 
 from builder import engine
 from builder.errors import BuildError
-from builder.log import step
+from builder.log import say, step
 from builder.run import run
 from builder.variables import DEFAULTS, debian_mirror
 
@@ -24,44 +31,188 @@ PACKAGES = (
 )
 LOCK_PATH = "/usr/share/builder/toolchain.lock"
 LABEL = "org.builder.toolchain.packages-sha256"
+ROOTFS_LABEL = "org.builder.toolchain.rootfs-sha256"
+TOOLCHAIN_EPOCH = 1735689600  # 2025-01-01T00:00:00Z: every mtime in the tar is clamped to it
+HOSTNAME = "builder"
+
+
+def mmdebstrap_argv(suite: str, tarball: Path, mirror: str, lock_copy: Path) -> list[str]:
+    """The mmdebstrap command that writes the toolchain rootfs to ``tarball``.
+
+    Customize hooks write the sorted lock into the rootfs (and copy it to ``lock_copy``) and replace
+    what would differ between machines or mirrors: the host's resolv.conf and hostname, and the apt
+    sources (the mirror URL; the toolchain never runs apt).
+    """
+    root = '"$1"'
+    return [
+        "mmdebstrap", "--variant=minbase", "--format=tar", f"--include={','.join(PACKAGES)}",
+        f"--customize-hook=mkdir -p {root}{os.path.dirname(LOCK_PATH)}",
+        f"--customize-hook=chroot {root} dpkg-query -W -f='${{Package}}=${{Version}}\\n'"
+        f" | LC_ALL=C sort > {root}{LOCK_PATH} && test -s {root}{LOCK_PATH}",
+        f"--customize-hook=download {LOCK_PATH} {lock_copy}",
+        f"--customize-hook=: > {root}/etc/resolv.conf",
+        f"--customize-hook=echo {HOSTNAME} > {root}/etc/hostname",
+        f"--customize-hook=: > {root}/etc/apt/sources.list",
+        f"--customize-hook=rm -f {root}/etc/apt/sources.list.d/*.list {root}/etc/apt/sources.list.d/*.sources",
+        suite, str(tarball), mirror,
+    ]
+
+
+def mmdebstrap_env(workdir: Path) -> dict[str, str]:
+    """The environment mmdebstrap runs with: the fixed epoch, and its scratch rootfs under ``workdir``.
+
+    ``workdir`` must be mode 0700: apt's sandbox user then cannot reach the rootfs, so mmdebstrap always
+    runs apt as root and /var/{cache/apt/archives,lib/apt/lists}/partial stay root's. Under a directory
+    _apt can read they become _apt's (uid 42): another tar (measured).
+    """
+    return {"SOURCE_DATE_EPOCH": str(TOOLCHAIN_EPOCH), "TMPDIR": str(workdir)}
+
+
+class _Hashing:
+    """A binary writer that keeps the sha256 of everything written through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+def canonical_tar(source: Path, target: Path) -> str:
+    """Rewrite the tar ``source`` as ``target`` in one canonical form; the sha256 of ``target``.
+
+    Same members in the same order, with only what a root filesystem needs: name, type, mode, numeric
+    owner, whole-second mtime, link target, device numbers, contents and extended attributes. Written
+    by Python's tarfile in PAX format, so the bytes no longer depend on which mmdebstrap and GNU tar
+    made ``source`` (measured: Debian 12 and 13 give different tars of the same files, and the same
+    canonical tar with Python 3.11 and 3.13).
+    """
+    with tarfile.open(source, "r:") as tin, open(target, "wb") as raw:
+        out = _Hashing(raw)
+        with tarfile.open(fileobj=cast(IO[bytes], out), mode="w:", format=tarfile.PAX_FORMAT,
+                          encoding="utf-8") as tout:
+            for member in tin:
+                info = tarfile.TarInfo(member.name)
+                info.type = tarfile.REGTYPE if member.isreg() else member.type
+                info.mode, info.uid, info.gid = member.mode, member.uid, member.gid
+                info.mtime = int(member.mtime)
+                info.linkname = member.linkname
+                info.devmajor, info.devminor = member.devmajor, member.devminor
+                info.size = member.size if member.isreg() else 0
+                info.pax_headers = {key: value for key, value in sorted(member.pax_headers.items())
+                                    if key.startswith("SCHILY.xattr.")}
+                tout.addfile(info, tin.extractfile(member) if member.isreg() else None)
+    return out.digest.hexdigest()
 
 
 def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SUITE"],
            mirror: str | None = None, force: bool = False) -> str:
-    """The image ID of ``ref``, creating the image first when it is absent (or ``force``)."""
-    if not force and (existing := engine.image_id(ref)):
-        print(f"toolchain {ref} present: {existing}")
-        return existing
+    """The image ID of ``ref``, creating the image first when it is absent (or ``force``).
+
+    An image without ROOTFS_LABEL (made by the former debootstrap bootstrap) is re-created.
+    """
+    existing = engine.image_id(ref)
+    if existing and not force:
+        if ROOTFS_LABEL in engine.image_labels(ref):
+            print(f"toolchain {ref} present: {existing}")
+            return existing
+        say(f"toolchain {ref} ({existing}) has no {ROOTFS_LABEL} label: re-creating it reproducibly")
     mirror = mirror or debian_mirror(suite)
     if not mirror:
         raise BuildError(f"no Debian mirror for {suite!r} in this machine's apt sources",
                          hint="pass --mirror URL")
-    if shutil.which("debootstrap") is None:
-        raise BuildError("debootstrap is not installed", hint="run ./setup.sh")
-    with tempfile.TemporaryDirectory(prefix="builder-toolchain-", dir="/var/tmp") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        with step(f"debootstrap {suite} ({len(PACKAGES)} packages) into {rootfs}"):
-            run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, rootfs, mirror],
-                log=Path(tmp) / "debootstrap.log")
-        lock = run(["chroot", rootfs, "dpkg-query", "-W", "-f", "${Package}=${Version}\n"],
-                   capture=True).stdout.decode()
-        lock = "".join(sorted(lock.splitlines(keepends=True)))
-        lock_file = rootfs / LOCK_PATH.lstrip("/")
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        lock_file.write_text(lock)
-        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for item in (rootfs / cache).glob("*"):
-                if item.is_file():
-                    item.unlink()
-        digest = hashlib.sha256(lock.encode()).hexdigest()
-        with step(f"docker import -> {ref}"):
-            tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
-                                   stdout=subprocess.PIPE)
-            assert tar.stdout is not None
-            image = engine.import_rootfs(tar.stdout, ref, changes=[f"LABEL {LABEL}={digest}"])
-            if tar.wait() != 0:
-                raise BuildError(f"tar of the toolchain rootfs failed (exit {tar.returncode})")
+    if shutil.which("mmdebstrap") is None:
+        raise BuildError("mmdebstrap is not installed", hint="run ./setup.sh")
+    image = _bootstrap(ref, suite, mirror)
+    if existing and existing != image:
+        say(f"the previous {ref} image {existing} is now untagged ('docker image prune' frees its space)")
     return image
+
+
+def _bootstrap(ref: str, suite: str, mirror: str) -> str:
+    """mmdebstrap ``suite`` into a tar, then docker import it as ``ref``; the new image ID."""
+    workdir = Path(tempfile.mkdtemp(prefix="builder-toolchain-", dir="/var/tmp"))
+    workdir.chmod(0o700)  # mkdtemp's mode already; the rootfs depends on it (see mmdebstrap_env)
+    made, tarball = workdir / "mmdebstrap.tar", workdir / "rootfs.tar"
+    lock_copy, log = workdir / "toolchain.lock", workdir / "mmdebstrap.log"
+    keep_log = False
+    try:
+        with step(f"mmdebstrap {suite} ({len(PACKAGES)} packages) -> {made}"):
+            done = run(mmdebstrap_argv(suite, made, mirror, lock_copy), env=mmdebstrap_env(workdir),
+                       log=log, check=False)
+            if done.returncode != 0:
+                keep_log = True
+                raise BuildError(f"mmdebstrap of {suite} failed with exit status {done.returncode}: "
+                                 f"{_last_line(log)}", hint=f"full log: {log}")
+        lock = lock_copy.read_text()
+        packages_digest = hashlib.sha256(lock.encode()).hexdigest()
+        with step(f"canonical tar -> {tarball}"):
+            try:
+                rootfs_digest = canonical_tar(made, tarball)
+            except (tarfile.TarError, OSError) as exc:
+                raise BuildError(f"cannot rewrite {made} as a canonical tar: {exc}") from None
+        made.unlink()
+        with step(f"docker import -> {ref} (rootfs sha256 {rootfs_digest})"):
+            # Through a pipe: given a regular file, the docker SDK sends it whole yet announces a chunked
+            # body, and the engine answers "invalid byte in chunk length".
+            cat = subprocess.Popen(["cat", "--", str(tarball)], stdout=subprocess.PIPE)
+            assert cat.stdout is not None
+            try:
+                image = engine.import_rootfs(cat.stdout, ref, changes=[f"LABEL {LABEL}={packages_digest}",
+                                                                       f"LABEL {ROOTFS_LABEL}={rootfs_digest}"])
+            finally:
+                cat.stdout.close()
+                status = cat.wait()
+            if status != 0:
+                raise BuildError(f"reading {tarball} for docker import failed (exit status {status})")
+    finally:
+        _clean(workdir, keep=log if keep_log else None)
+    return image
+
+
+def _clean(workdir: Path, *, keep: Path | None) -> None:
+    """Remove ``workdir`` (all but ``keep``) - never while something is still mounted under it."""
+    mounts = mounted_under(workdir)
+    if mounts:
+        say(f"left {workdir} in place: {len(mounts)} mounts remain under it (first: {mounts[0]});"
+            " unmount them (umount -R) before deleting it")
+        return
+    if keep is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    for item in workdir.iterdir():
+        if item != keep:
+            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink()
+
+
+def mounted_under(directory: Path, mounts: Path = Path("/proc/self/mounts")) -> list[str]:
+    """Mount points below ``directory``, from a mounts table (octal escapes as the kernel writes them)."""
+    prefix = str(directory).rstrip("/") + "/"
+    try:
+        table = mounts.read_text()
+    except OSError:
+        return []
+    points = []
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 2:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+            if point.startswith(prefix):
+                points.append(point)
+    return points
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:200] if lines else "empty log"
 
 
 def packages(ref: str = DEFAULTS["TOOLCHAIN"]) -> str:
