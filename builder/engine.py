@@ -7,8 +7,10 @@ import http.client
 import json
 import os
 import socket
+from collections.abc import Iterator
 from functools import cache
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlparse
 
 from builder.errors import BuildError
@@ -150,14 +152,21 @@ def image_labels(ref: str) -> dict[str, str]:
     return dict((info.get("Config") or {}).get("Labels") or {})
 
 
-def import_rootfs(stream: IO[bytes], ref: str, *, changes: list[str]) -> str:
-    """``docker import`` a root filesystem tar read from ``stream`` as ``ref``; its image ID."""
+def import_rootfs(tarball: Path, ref: str, *, changes: list[str]) -> str:
+    """``docker import`` the root filesystem tar ``tarball`` as ``ref``; its image ID."""
     import docker.errors
     from docker.utils import parse_repository_tag
 
+    def chunks() -> Iterator[bytes]:
+        # A generator, not the file: given a file, the SDK sends it whole yet announces a chunked body,
+        # and the engine answers "invalid byte in chunk length".
+        with open(tarball, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
     repository, tag = parse_repository_tag(ref)
     try:
-        client().api.import_image_from_stream(stream, repository=repository, tag=tag, changes=changes)
+        client().api.import_image_from_stream(chunks(), repository=repository, tag=tag, changes=changes)
     except docker.errors.APIError as exc:
         raise BuildError(f"cannot import {ref}: {_short(exc)}") from None
     return require_image(ref)

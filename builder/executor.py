@@ -31,11 +31,12 @@ def _host_files(plan: Plan, artifact_digests: dict[str, str]) -> dict[str, Path]
     """Context path -> verified host file, for every source and published artifact the build takes."""
     project = plan.project
     found: dict[str, Path] = {}
-    for path, item in plan.context.files.items():
+    for path, item in plan.context.files.items():  # sources first: a wrong digest is the first thing said
         if item.fetch is not None:
             recipe_name, index = item.fetch
             found[path] = project.cache.fetch(plan.graph[recipe_name], index)
-        elif item.artifact is not None:
+    for path, item in plan.context.files.items():
+        if item.artifact is not None:
             file = project.out_dir / item.artifact
             want = artifact_digests.get(item.artifact)
             if want is None or not file.is_file():

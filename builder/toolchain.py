@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -158,18 +157,8 @@ def _bootstrap(ref: str, suite: str, mirror: str) -> str:
                 raise BuildError(f"cannot rewrite {made} as a canonical tar: {exc}") from None
         made.unlink()
         with step(f"docker import -> {ref} (rootfs sha256 {rootfs_digest})"):
-            # Through a pipe: given a regular file, the docker SDK sends it whole yet announces a chunked
-            # body, and the engine answers "invalid byte in chunk length".
-            cat = subprocess.Popen(["cat", "--", str(tarball)], stdout=subprocess.PIPE)
-            assert cat.stdout is not None
-            try:
-                image = engine.import_rootfs(cat.stdout, ref, changes=[f"LABEL {LABEL}={packages_digest}",
-                                                                       f"LABEL {ROOTFS_LABEL}={rootfs_digest}"])
-            finally:
-                cat.stdout.close()
-                status = cat.wait()
-            if status != 0:
-                raise BuildError(f"reading {tarball} for docker import failed (exit status {status})")
+            image = engine.import_rootfs(tarball, ref, changes=[f"LABEL {LABEL}={packages_digest}",
+                                                                f"LABEL {ROOTFS_LABEL}={rootfs_digest}"])
     finally:
         _clean(workdir, keep=log if keep_log else None)
     return image
