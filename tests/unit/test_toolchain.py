@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import IO
 
 import pytest
 
@@ -227,8 +226,8 @@ def test_a_bootstrap_imports_the_canonical_tar_labelled_with_its_sha256_and_the_
     (tmp_path / "work").mkdir()
     imported: dict[str, object] = {}
 
-    def import_rootfs(stream: IO[bytes], ref: str, *, changes: list[str]) -> str:
-        imported.update(data=stream.read(), ref=ref, changes=changes)
+    def import_rootfs(tarball: Path, ref: str, *, changes: list[str]) -> str:
+        imported.update(data=tarball.read_bytes(), ref=ref, changes=changes)
         return "sha256:new"
 
     monkeypatch.setattr(engine, "import_rootfs", import_rootfs)
