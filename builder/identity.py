@@ -10,7 +10,8 @@ from pathlib import Path
 from builder import engine, outputs
 from builder.errors import BuildError
 
-PACKAGES_LABEL = "org.builder.toolchain.packages-sha256"
+PACKAGES_LABEL = "org.builder.toolchain.packages-sha256"  # sha256 of the toolchain's package lock
+ROOTFS_LABEL = "org.builder.toolchain.rootfs-sha256"  # sha256 of its canonical rootfs tar (= layer diff-ID)
 
 
 @dataclass
@@ -21,8 +22,9 @@ class Identities:
     _images: dict[str, str] = field(default_factory=dict)
 
     def image(self, ref: str, *, where: str = "TOOLCHAIN") -> str:
-        """``ref``'s identity: the digest of its package lock (a toolchain this project made), else its
-        registry digest, else (a locally imported image) its engine ID, which is not portable."""
+        """``ref``'s identity: the digest of its reproducible rootfs (a toolchain this project made), else
+        of its package lock (an older toolchain), else its registry digest, else (a locally imported image)
+        its engine ID, which is not portable."""
         if ref not in self._images:
             info = engine.inspect_image(ref)
             if info is None:
@@ -30,7 +32,9 @@ class Identities:
                                  hint="run ./setup.sh or 'builder toolchain ensure'" if where == "TOOLCHAIN"
                                  else f"docker pull or docker load {ref} first")
             labels = (info.get("Config") or {}).get("Labels") or {}
-            if labels.get(PACKAGES_LABEL):
+            if labels.get(ROOTFS_LABEL):
+                self._images[ref] = f"rootfs:sha256:{labels[ROOTFS_LABEL]}"
+            elif labels.get(PACKAGES_LABEL):
                 self._images[ref] = f"packages:sha256:{labels[PACKAGES_LABEL]}"
             elif info.get("RepoDigests"):
                 self._images[ref] = f"digest:{sorted(info['RepoDigests'])[0].rpartition('@')[2]}"

@@ -20,6 +20,7 @@ from typing import IO, cast
 
 from builder import engine
 from builder.errors import BuildError
+from builder.identity import PACKAGES_LABEL, ROOTFS_LABEL
 from builder.log import say, step
 from builder.run import run
 from builder.variables import DEFAULTS, debian_mirror
@@ -29,8 +30,7 @@ PACKAGES = (
     "zstd", "python3", "gcc-aarch64-linux-gnu", "rsync", "patch",
 )
 LOCK_PATH = "/usr/share/builder/toolchain.lock"
-LABEL = "org.builder.toolchain.packages-sha256"
-ROOTFS_LABEL = "org.builder.toolchain.rootfs-sha256"
+LABEL = PACKAGES_LABEL  # the labels are read by identity.py, which must stay light: they are defined there
 TOOLCHAIN_EPOCH = 1735689600  # 2025-01-01T00:00:00Z: every mtime in the tar is clamped to it
 HOSTNAME = "builder"
 

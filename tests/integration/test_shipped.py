@@ -49,10 +49,10 @@ def test_the_manifest_and_input_signatures_name_the_toolchain_portably(shipped: 
     manifest = json.loads((shipped.out / "manifest.json").read_text())
     for name in SHIPPED_OUTPUTS:
         (identity,) = manifest["artifacts"][name]["toolchain"].values()
-        assert identity.startswith("packages:sha256:"), identity
+        assert identity.startswith("rootfs:sha256:"), identity
     for task in ("kernel-amd64", "kernel-arm64", "initramfs-amd64", "initramfs-arm64"):
         signature = json.loads((shipped.out / ".inputs" / f"{task}.json").read_text())
-        assert signature["inputs"]["toolchain builder-toolchain:bookworm"].startswith("packages:sha256:")
+        assert signature["inputs"]["toolchain builder-toolchain:bookworm"].startswith("rootfs:sha256:")
         assert "local-id:" not in json.dumps(signature)
     initramfs = json.loads((shipped.out / ".inputs" / "initramfs-amd64.json").read_text())
     assert initramfs["inputs"]["initramfs/artifacts/1/modules-amd64.tar"] == sums(shipped.out)["modules-amd64.tar"]

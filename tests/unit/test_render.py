@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuildError, RecipeError
-from builder.identity import PACKAGES_LABEL
+from builder.identity import PACKAGES_LABEL, ROOTFS_LABEL
 from builder.plan import Plan
 from builder.platforms import AMD64, ARM64, Platform
 from builder.project import Project
@@ -321,6 +321,14 @@ def test_a_toolchain_with_a_package_lock_is_known_by_it_so_a_reimport_rebuilds_n
     assert digests(make_project(FILES)) == before
     fake_engine["labels:builder-toolchain:bookworm"] = f"{PACKAGES_LABEL}={'6' * 64}"  # other packages
     assert digests(make_project(FILES))[0] != before[0]
+
+
+def test_a_toolchain_with_a_reproducible_rootfs_is_known_by_its_digest(
+        make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
+    fake_engine["labels:builder-toolchain:bookworm"] = f"{ROOTFS_LABEL}={'7' * 64}"
+    project = make_project(FILES)
+    assert project.plan("b", AMD64).inputs(project.identities)["toolchain builder-toolchain:bookworm"] == (
+        f"rootfs:sha256:{'7' * 64}")
 
 
 def test_a_missing_toolchain_image_is_an_error_saying_how_to_get_it(make_project: MakeProject,
