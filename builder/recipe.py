@@ -253,10 +253,23 @@ def render_template(text: str, variables: Mapping[str, str], filename: str) -> s
     except jinja2.TemplateSyntaxError as exc:
         raise RecipeError(f"template error: {exc.message}", where=f"{filename}:{exc.lineno}") from None
     except jinja2.UndefinedError as exc:
-        line = _template_line(exc)
-        where = f"{filename}:{line}" if line else filename
-        raise RecipeError(f"template error: {exc.message}", where=where,
+        raise RecipeError(f"template error: {exc.message}", where=_template_where(exc, filename),
                           hint="define it in recipes/vars.yaml or on the command line (NAME=value)") from None
+    except jinja2.TemplateError as exc:
+        raise RecipeError(f"template error: {exc.message}", where=_template_where(exc, filename)) from None
+    except TypeError as exc:
+        if "no loader" in str(exc):  # {% include %}, {% import %}, {% extends %}: a recipe is one file
+            raise RecipeError("template error: {% include %}, {% import %} and {% extends %} are not supported "
+                              "in recipes; share values with vars.yaml", where=_template_where(exc, filename)) from None
+        raise RecipeError(f"template error: {exc}", where=_template_where(exc, filename)) from None
+    except (ArithmeticError, ValueError, LookupError, AttributeError) as exc:  # {{ 1 // 0 }}, {{ x[9] }}, ...
+        raise RecipeError(f"template error: {type(exc).__name__}: {exc}",
+                          where=_template_where(exc, filename)) from None
+
+
+def _template_where(exc: BaseException, filename: str) -> str:
+    line = _template_line(exc)
+    return f"{filename}:{line}" if line else filename
 
 
 def _template_line(exc: BaseException) -> int | None:
@@ -272,10 +285,7 @@ def _template_line(exc: BaseException) -> int | None:
 def load_recipe(path: Path, variables: Mapping[str, str], display: str | None = None) -> Recipe:
     """Load ``path`` rendered with ``variables``. Every problem is a RecipeError with file:line."""
     name = display or str(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RecipeError(f"cannot read recipe: {exc.strerror}", where=name) from None
+    text = yamlfile.read_text(path, name)
     rendered = render_template(text, variables, name)
     data, lines = yamlfile.load(rendered, name)
     if not isinstance(data, dict):

@@ -94,7 +94,7 @@ def _apt_entries(sources: tuple[Path, ...]) -> list[tuple[list[str], list[str], 
 
 def load_vars_file(path: Path) -> dict[str, str]:
     """A vars.yaml: a flat mapping of variable names to scalar values."""
-    data, lines = yamlfile.load(path.read_text(), str(path))
+    data, lines = yamlfile.load(yamlfile.read_text(path, str(path)), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

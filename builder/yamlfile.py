@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -12,13 +13,48 @@ from builder.errors import RecipeError
 Path_ = tuple[Hashable, ...]
 
 
+def read_text(path: Path, display: str) -> str:
+    """A project text file as UTF-8; unreadable or not UTF-8 is a RecipeError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                          where=display) from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe file: {exc.strerror}", where=display) from None
+
+
+MAX_DEPTH = 64  # collections inside collections; a recipe needs five
+
+
+def _refuse_aliases_and_depth(text: str, filename: str) -> None:
+    """YAML aliases are refused before anything is built from them: a few lines of nested aliases expand
+    to billions of nodes (the "billion laughs"), and recipes share values with jinja2's {% set %}.
+    Nesting is bounded the same way, before the composer recurses into it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = f":{event.start_mark.line + 1}" if event.start_mark else ""
+                raise RecipeError(f"YAML nested deeper than {MAX_DEPTH} levels", where=f"{filename}{line}")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            line = f":{event.start_mark.line + 1}" if event.start_mark else ""
+            raise RecipeError(f"YAML alias *{event.anchor} is not supported; write the value out, or share it "
+                              "with a jinja2 {% set %}", where=f"{filename}{line}")
+
+
 def load(text: str, filename: str) -> tuple[Any, dict[Path_, int]]:
     """Parse one YAML document. Returns the data and a map from key path to 1-based line.
 
-    Duplicate keys, tags and malformed YAML are RecipeErrors naming the file and line.
+    Duplicate keys, tags, aliases, nesting deeper than MAX_DEPTH and malformed YAML are RecipeErrors
+    naming the file and line.
     """
     loader = yaml.SafeLoader(text)
     try:
+        _refuse_aliases_and_depth(text, filename)
         node = loader.get_single_node()
         lines: dict[Path_, int] = {}
         data = _build(loader, node, (), lines, filename) if node is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -311,3 +312,15 @@ def test_recipe_files_are_found_anywhere_under_recipes_in_a_stable_order(tmp_pat
         (tmp_path / rel).write_text("name: x\n")
     assert [p.relative_to(tmp_path).as_posix() for p in find_recipe_files(tmp_path)] == [
         "a/deeper/pkg.yaml", "a/pkg.yaml", "b/pkg.yaml"]
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("name: a\ndescription: '{{ 1 // 0 }}'\n", r"pkg\.yaml:2: template error: ZeroDivisionError: integer division"),
+    ("name: a\n{% include 'other.yaml' %}\n", r"pkg\.yaml:2: template error: \{% include %\}, \{% import %\} and "
+                                              r"\{% extends %\} are not supported in recipes"),
+    ("name: a\ndescription: '{{ [1][5] }}'\n", r"pkg\.yaml:2: template error: "),
+    ("name: a\n{% for x in 3 %}{% endfor %}\n", r"pkg\.yaml:2: template error: "),
+])
+def test_a_template_that_fails_while_rendering_is_one_error_with_its_line(load: Load, template: str,
+                                                                          message: str) -> None:
+    assert re.search(message, error_of(load, template))

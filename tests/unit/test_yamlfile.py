@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from builder import yamlfile
@@ -67,3 +69,26 @@ def test_tags_that_would_construct_python_objects_are_rejected() -> None:
 
 def test_an_empty_document_is_no_data() -> None:
     assert yamlfile.load("", "f.yaml") == (None, {})
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(9))
+    with pytest.raises(RecipeError) as info:
+        yamlfile.load(bomb, "recipes/a/pkg.yaml")
+    assert str(info.value) == ("recipes/a/pkg.yaml:2: YAML alias *a is not supported; write the value out, or "
+                               "share it with a jinja2 {% set %}")
+
+
+def test_yaml_nested_absurdly_deep_is_an_error_naming_the_line() -> None:
+    with pytest.raises(RecipeError, match=r"^pkg\.yaml:2: YAML nested deeper than 64 levels$"):
+        yamlfile.load("name: a\nb: " + "[" * 5000 + "]" * 5000 + "\n", "pkg.yaml")
+
+
+def test_a_file_that_is_not_utf8_is_named_with_the_first_bad_byte(tmp_path: Path) -> None:
+    path = tmp_path / "pkg.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(RecipeError) as info:
+        yamlfile.read_text(path, "recipes/a/pkg.yaml")
+    assert str(info.value) == "recipes/a/pkg.yaml: not UTF-8 text (byte 0xe9 at offset 9)"
