@@ -39,7 +39,9 @@ def _project(pairs: tuple[str, ...], platform_spec: str | None = None, **setting
     if platform_spec is not None:
         words["PLATFORM"] = platform_spec
     words.update({name: value for name, value in settings.items() if value})
-    return Project.load(find_root(), words)
+    project = Project.load(find_root(), words)
+    project.check_words()
+    return project
 
 
 @click.group()

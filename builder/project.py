@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -11,10 +12,10 @@ from builder.graph import Graph
 from builder.identity import Identities
 from builder.plan import Plan
 from builder.platforms import Platform, host_platform
-from builder.recipe import Recipe, find_recipe_files, load_recipe
-from builder.settings import Settings
+from builder.recipe import Recipe, find_recipe_files, load_recipe, template_names
+from builder.settings import SETTINGS, Settings
 from builder.sources import SourceCache, default_cache_dir
-from builder.variables import resolve
+from builder.variables import DEFAULTS, VARS_FILE, load_vars_file, resolve
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -76,6 +77,24 @@ class Project:
                 recipes.append(load_recipe(path, self.variables(path.parent, platform), display))
             self._graphs[platform] = Graph.of(recipes, platform.docker)
         return self._graphs[platform]
+
+    def check_words(self) -> None:
+        """Every command-line variable must be one something uses: a misspelled ``PLATFROM=`` is an error
+        naming the closest known name, not a silent build for the host."""
+        if not self.settings.variables:
+            return
+        known = set(SETTINGS) | set(DEFAULTS) | {"SOURCE_DATE_EPOCH", "DEBIAN_MIRROR"}
+        known |= set(self.host.variables(self.host))
+        for path in find_recipe_files(self.recipes_root):
+            known |= template_names(path)
+        for path in self.recipes_root.rglob(VARS_FILE):
+            known |= set(load_vars_file(path))
+        for name in sorted(self.settings.variables):
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"did you mean {close[0]}?" if close else "no recipe, vars.yaml or setting uses it"
+                raise BuildError(f"unknown variable {name}={self.settings.variables[name]}", where="command line",
+                                 hint=hint)
 
     def recipe_variables(self, recipe: Recipe, platform: Platform) -> dict[str, str]:
         return self.variables((self.root / recipe.path).parent, platform)

@@ -272,6 +272,16 @@ def _template_where(exc: BaseException, filename: str) -> str:
     return f"{filename}:{line}" if line else filename
 
 
+def template_names(path: Path) -> set[str]:
+    """The variables a recipe's template refers to ({} when it cannot be parsed: loading says why)."""
+    from jinja2 import meta
+
+    try:
+        return set(meta.find_undeclared_variables(_template_env().parse(path.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, jinja2.TemplateError):
+        return set()
+
+
 def _template_line(exc: BaseException) -> int | None:
     tb = exc.__traceback__
     line = None

@@ -210,6 +210,7 @@ def dodo_tasks(root: Path, argv: list[str]) -> Iterator[dict[str, object]]:
 
         project = Project(root, settings)
         tasks = list(generate(project))
+        project.check_words()
         if not settings.dry_run:
             memo.save(state, digest, _memo_entry(project, tasks))
     except BuildError as exc:

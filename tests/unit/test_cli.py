@@ -114,3 +114,22 @@ def test_diffsigs_of_a_file_that_is_no_signature_is_one_error_line(tmp_path: Pat
     bad.write_text("[1, 2]")
     assert assert_one_error_line(invoke("diffsigs", str(bad), str(bad))) == (
         f"error: {bad}: not an input signature (expected JSON with an 'inputs' mapping)")
+
+
+def test_a_misspelled_variable_names_the_closest_known_one(project_dir: Callable[..., Path]) -> None:
+    project_dir(GOOD)
+    assert assert_one_error_line(invoke("graph", "-v", "PLATFROM=linux/arm64")) == (
+        "error: command line: unknown variable PLATFROM=linux/arm64 (did you mean PLATFORM?)")
+
+
+def test_a_variable_nothing_uses_is_an_error(project_dir: Callable[..., Path]) -> None:
+    project_dir(GOOD)
+    assert assert_one_error_line(invoke("validate", "-v", "ZZZ=1")) == (
+        "error: command line: unknown variable ZZZ=1 (no recipe, vars.yaml or setting uses it)")
+
+
+def test_variables_a_recipe_uses_or_a_vars_file_defines_are_known(project_dir: Callable[..., Path]) -> None:
+    project_dir({**GOOD, "recipes/a/vars.yaml": "FLAVOR: x\n",
+                 "recipes/c/pkg.yaml": "name: c\nvariant: scratch\ndescription: '{{ GREETING | default(1) }}'\n"})
+    for word in ("FLAVOR=y", "GREETING=hi", "TOOLCHAIN=t:1", "NO_CACHE=1"):
+        assert invoke("validate", "-v", word).exit_code == 0, word
