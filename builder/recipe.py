@@ -78,6 +78,14 @@ class Source(_Model):
     def _dest(cls, v: str) -> str:
         return _relative(v, "destination")
 
+    @field_validator("sha256", "sha512", mode="before")
+    @classmethod
+    def _text(cls, v: Any, info: Any) -> Any:
+        if not isinstance(v, str):  # YAML reads 0000... as a number: its leading zeros are gone
+            size = 64 if info.field_name == "sha256" else 128
+            raise ValueError(f"expected {size} lowercase hex digits as a string (quote it), not {v!r}")
+        return v
+
     @field_validator("sha256", "sha512")
     @classmethod
     def _digest(cls, v: str, info: Any) -> str:
@@ -195,8 +203,23 @@ class Recipe(_Model):
     @classmethod
     def _env(cls, v: Any) -> Any:
         if isinstance(v, dict):
+            for key, value in v.items():
+                if isinstance(value, (list, dict)):
+                    kind = "a list" if isinstance(value, list) else "a mapping"
+                    raise ValueError(f"{key}: expected a string or number, not {kind}")
             return {k: (str(x).lower() if isinstance(x, bool) else str(x)) if x is not None else x
                     for k, x in v.items()}
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _one_source_per_destination(cls, v: list[Source]) -> list[Source]:
+        seen: dict[str, int] = {}
+        for index, source in enumerate(v):
+            if source.destination in seen:
+                raise ValueError(f"sources.{index} and sources.{seen[source.destination]} both go to "
+                                 f"{source.destination!r}")
+            seen[source.destination] = index
         return v
 
     @field_validator("outputs")

@@ -166,6 +166,10 @@ def _stage(
                               where=recipe.where("files", index))
         for rel in matches:
             dest = f"{spec.dest.rstrip('/')}/{rel.rsplit('/', 1)[-1]}" if into_dir else spec.dest
+            if f"{prefix}/files/{dest}" in context.project_files:
+                other = context.project_files[f"{prefix}/files/{dest}"]
+                raise RecipeError(f"files.{index}: {rel!r} and {other!r} would both be /pkg/{dest}",
+                                  where=recipe.where("files", index))
             context.add(f"{prefix}/files/{dest}", (project_root / rel).read_bytes(), rel)
             context.project_files[f"{prefix}/files/{dest}"] = rel
             has_files = True

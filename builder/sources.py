@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -47,14 +48,26 @@ class SourceCache:
         return self.root / "downloads" / source.sha256
 
     def fetch(self, recipe: Recipe, index: int) -> Path:
-        """The verified local copy of ``recipe.sources[index]``; fetches it when absent."""
+        """The verified local copy of ``recipe.sources[index]``; fetches it when absent.
+
+        The cache never loses good data: a cached file that matches the recipe's sha256 but not its sha512
+        stays (the recipe is wrong, or the file was forged: either way a person must look), and a file that
+        matches neither is moved aside to downloads/.mismatched/, not deleted.
+        """
         source = recipe.sources[index]
         where = recipe.where("sources", index)
+        if self.mirror is not None and not self.mirror.is_dir():
+            raise BuildError(f"SOURCE_MIRROR {self.mirror} is not a directory", where="SOURCE_MIRROR")
         cached = self.cached_path(source)
         if cached.is_file():
-            self._verify(cached, source, where, origin=str(cached), remove=True)
-            if cached.is_file():
+            sha256, sha512 = digests(cached)
+            if (sha256, sha512) == (source.sha256, source.sha512):
                 return cached
+            if sha256 == source.sha256:
+                raise BuildError(f"sha512 mismatch for the cached {source.filename} ({cached}): expected "
+                                 f"{source.sha512}, got {sha512}", where=where,
+                                 hint="its sha256 matches, so check the recipe's sha512; the file is kept")
+            self._set_aside(cached)
         cached.parent.mkdir(parents=True, exist_ok=True)
         for candidate in self._mirror_candidates(source):
             if candidate.is_file():
@@ -69,6 +82,15 @@ class SourceCache:
             return self._download(source, where, cached)
         raise BuildError(f"unsupported URL scheme in {source.url!r}; expected http, https or file", where=where)
 
+    def _set_aside(self, path: Path) -> Path:
+        """Move a cached file whose bytes match no digest out of the way, keeping it for a look."""
+        aside = self.root / "downloads" / ".mismatched"
+        aside.mkdir(parents=True, exist_ok=True)
+        target = aside / f"{path.name}.{int(time.time())}"
+        os.replace(path, target)
+        print(f"    moved a cached file that matches no digest aside: {target}", file=sys.stderr, flush=True)
+        return target
+
     def _mirror_candidates(self, source: Source) -> list[Path]:
         if self.mirror is None:
             return []
@@ -76,7 +98,7 @@ class SourceCache:
         return [self.mirror / n for n in names if n]
 
     def _store(self, origin: Path, source: Source, where: str, cached: Path) -> Path:
-        self._verify(origin, source, where, origin=str(origin), remove=False)
+        self._verify(origin, source, where, origin=str(origin))
         fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".partial-")
         os.close(fd)
         try:
@@ -94,7 +116,7 @@ class SourceCache:
             print(f"    fetching {source.url}", file=sys.stderr, flush=True)
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source.url, timeout=60) as resp:
                 shutil.copyfileobj(resp, out, CHUNK)
-            self._verify(tmp, source, where, origin=source.url, remove=False)
+            self._verify(tmp, source, where, origin=source.url)
             os.replace(tmp, cached)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", None) or exc
@@ -106,13 +128,10 @@ class SourceCache:
         return cached
 
     @staticmethod
-    def _verify(path: Path, source: Source, where: str, *, origin: str, remove: bool) -> None:
+    def _verify(path: Path, source: Source, where: str, *, origin: str) -> None:
         sha256, sha512 = digests(path)
         for algo, want, got in (("sha256", source.sha256, sha256), ("sha512", source.sha512, sha512)):
             if want != got:
-                if remove:  # a corrupted cache entry is dropped and fetched again
-                    path.unlink()
-                    return
                 raise BuildError(f"{algo} mismatch for {origin}: expected {want}, got {got}", where=where)
 
 

@@ -324,3 +324,21 @@ def test_recipe_files_are_found_anywhere_under_recipes_in_a_stable_order(tmp_pat
 def test_a_template_that_fails_while_rendering_is_one_error_with_its_line(load: Load, template: str,
                                                                           message: str) -> None:
     assert re.search(message, error_of(load, template))
+
+
+def test_a_digest_yaml_reads_as_a_number_says_to_quote_it(load: Load) -> None:
+    text = error_of(load, f"name: a\nsources:\n  - url: file:///x\n    destination: x\n    sha256: {'0' * 64}\n"
+                          f"    sha512: {'a' * 128}\n")
+    assert "pkg.yaml:5: sources.0.sha256: expected 64 lowercase hex digits as a string (quote it), not 0" in text
+
+
+@pytest.mark.parametrize(("value", "kind"), [("[a, b]", "a list"), ("{a: b}", "a mapping")])
+def test_an_env_value_that_is_a_list_or_mapping_is_refused(load: Load, value: str, kind: str) -> None:
+    assert f"pkg.yaml:2: env: FLAGS: expected a string or number, not {kind}" in error_of(
+        load, f"name: a\nenv:\n  FLAGS: {value}\n")
+
+
+def test_two_sources_with_one_destination_are_refused(load: Load) -> None:
+    source = f"  - url: file:///x\n    destination: x.tar\n    sha256: {'a' * 64}\n    sha512: {'b' * 128}\n"
+    text = error_of(load, "name: a\nsources:\n" + source + source)
+    assert "sources.1 and sources.0 both go to 'x.tar'" in text

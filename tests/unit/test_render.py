@@ -436,3 +436,13 @@ def test_each_stage_gets_the_build_environment_of_its_own_recipe(make_project: M
     assert "export SOURCE_DATE_EPOCH=1000\n" in data(plan, "a/env/env.sh")
     assert f"export SOURCE_DATE_EPOCH={EPOCH}\n" in data(plan, "b/env/env.sh")
     assert data(plan, "a/env/env.sh") == data(project.plan("a", AMD64), "a/env/env.sh")  # the same in every target
+
+
+def test_two_project_files_with_one_destination_are_refused(make_project: MakeProject) -> None:
+    project = make_project({**FILES, "recipes/a/pkg.yaml": RECIPE_A.replace(
+        "  - src: patches/*.patch\n    dest: patches/\n",
+        "  - src: patches/*.patch\n    dest: patches/\n  - src: more/*.patch\n    dest: patches/\n"),
+        "patches/01.patch": "a\n", "more/01.patch": "b\n"})
+    with pytest.raises(RecipeError, match=r"pkg\.yaml:\d+: files\.2: 'more/01\.patch' and 'patches/01\.patch' "
+                                          r"would both be /pkg/patches/01\.patch"):
+        project.plan("a", AMD64).context  # noqa: B018

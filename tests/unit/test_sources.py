@@ -146,12 +146,32 @@ def test_an_unreachable_url_without_a_mirror_says_where_to_put_the_file(
     assert downloads(cache) == []
 
 
-def test_a_corrupted_cache_entry_is_fetched_again(cache: SourceCache, recipe: MakeRecipe, upstream: Path) -> None:
+def test_a_corrupted_cache_entry_is_set_aside_and_fetched_again(cache: SourceCache, recipe: MakeRecipe,
+                                                                 upstream: Path) -> None:
     hello = recipe(upstream.as_uri())
     cached = cache.fetch(hello, 1)
     cached.write_bytes(b"bit rot")
     assert cache.fetch(hello, 1).read_bytes() == PAYLOAD
-    assert downloads(cache) == [SHA256]
+    assert downloads(cache) == [".mismatched", SHA256]
+    (aside,) = (cache.root / "downloads" / ".mismatched").iterdir()
+    assert aside.name.startswith(SHA256 + ".") and aside.read_bytes() == b"bit rot"
+
+
+def test_a_wrong_sha512_never_deletes_a_cached_file_that_matches_the_sha256(cache: SourceCache, recipe: MakeRecipe,
+                                                                            upstream: Path) -> None:
+    cached = cache.fetch(recipe(upstream.as_uri()), 1)
+    with pytest.raises(BuildError) as info:
+        cache.fetch(recipe(upstream.as_uri(), sha512="a" * 128), 1)
+    assert "sha512 mismatch for the cached hello.tar" in str(info.value)
+    assert "its sha256 matches, so check the recipe's sha512; the file is kept" in str(info.value)
+    assert cached.read_bytes() == PAYLOAD
+
+
+def test_a_source_mirror_that_is_not_a_directory_is_an_error(tmp_path: Path, recipe: MakeRecipe,
+                                                             upstream: Path) -> None:
+    cache = SourceCache(tmp_path / "cache", tmp_path / "no-such-mirror")
+    with pytest.raises(BuildError, match=r"^SOURCE_MIRROR: SOURCE_MIRROR .*/no-such-mirror is not a directory$"):
+        cache.fetch(recipe(upstream.as_uri()), 1)
 
 
 def test_an_unsupported_url_scheme_is_an_error(cache: SourceCache, recipe: MakeRecipe) -> None:
