@@ -155,6 +155,11 @@ def _stage(
     has_files = False
     for index, spec in enumerate(recipe.files):
         matches = files.match(project_root, spec.src)
+        for rel in matches:  # a link may point anywhere: what it resolves to must stay in the project
+            target = (project_root / rel).resolve()
+            if not target.is_relative_to(project_root.resolve()):
+                raise RecipeError(f"files.{index}: {rel!r} resolves outside the project (to {target}); "
+                                  "builds only take project files", where=recipe.where("files", index, "src"))
         context.patterns[spec.src] = matches
         is_glob = files.is_glob(spec.src)
         if not matches and not is_glob:

@@ -446,3 +446,23 @@ def test_two_project_files_with_one_destination_are_refused(make_project: MakePr
     with pytest.raises(RecipeError, match=r"pkg\.yaml:\d+: files\.2: 'more/01\.patch' and 'patches/01\.patch' "
                                           r"would both be /pkg/patches/01\.patch"):
         project.plan("a", AMD64).context  # noqa: B018
+
+
+def test_a_project_file_that_links_outside_the_project_is_refused(make_project: MakeProject, tmp_path: Path) -> None:
+    secret = tmp_path / "outside" / "shadow"
+    secret.parent.mkdir()
+    secret.write_text("root:secret\n")
+    project = make_project(FILES)
+    (project.root / "patches").mkdir()
+    (project.root / "patches" / "01-evil.patch").symlink_to(secret)
+    with pytest.raises(RecipeError) as info:
+        project.plan("a", AMD64).context  # noqa: B018
+    assert str(info.value) == (f"recipes/a/pkg.yaml:7: files.1: 'patches/01-evil.patch' resolves outside the project "
+                               f"(to {secret}); builds only take project files")
+
+
+def test_a_link_inside_the_project_is_fine(make_project: MakeProject) -> None:
+    project = make_project({**FILES, "shared/01-a.patch": "a\n"})
+    (project.root / "patches").mkdir()
+    (project.root / "patches" / "01-a.patch").symlink_to(project.root / "shared" / "01-a.patch")
+    assert data(project.plan("a", AMD64), "a/files/patches/01-a.patch") == "a\n"
