@@ -160,6 +160,9 @@ def _stage(
             if not target.is_relative_to(project_root.resolve()):
                 raise RecipeError(f"files.{index}: {rel!r} resolves outside the project (to {target}); "
                                   "builds only take project files", where=recipe.where("files", index, "src"))
+            if rel.endswith(".patch") and target.stat().st_size == 0:  # patch(1) would apply it silently
+                raise RecipeError(f"files.{index}: {rel!r} is an empty patch",
+                                  where=recipe.where("files", index, "src"))
         context.patterns[spec.src] = matches
         is_glob = files.is_glob(spec.src)
         if not matches and not is_glob:

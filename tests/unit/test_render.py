@@ -466,3 +466,10 @@ def test_a_link_inside_the_project_is_fine(make_project: MakeProject) -> None:
     (project.root / "patches").mkdir()
     (project.root / "patches" / "01-a.patch").symlink_to(project.root / "shared" / "01-a.patch")
     assert data(project.plan("a", AMD64), "a/files/patches/01-a.patch") == "a\n"
+
+
+def test_an_empty_patch_is_refused_before_any_build(make_project: MakeProject) -> None:
+    project = make_project({**FILES, "patches/01-empty.patch": ""})
+    with pytest.raises(RecipeError, match=r"^recipes/a/pkg\.yaml:7: files\.1: 'patches/01-empty\.patch' is an "
+                                          r"empty patch$"):
+        project.plan("a", AMD64).context  # noqa: B018
