@@ -269,10 +269,25 @@ def _template_env() -> jinja2.Environment:
                               autoescape=False)
 
 
+_MULTILINE_TAG = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.S)
+
+
+def _keep_lines(text: str) -> str:
+    """A tag or comment spanning lines renders to nothing, so every YAML line after it would be reported
+    that many lines too high: each is followed by an expression printing the newlines it swallowed, on
+    its own last line, so jinja2's own line numbers stay those of the file too."""
+    def keep(match: re.Match[str]) -> str:
+        swallowed = match.group(0).count("\n")
+        return match.group(0) + (f'{{{{ "\\n" * {swallowed} }}}}' if swallowed else "")
+
+    return _MULTILINE_TAG.sub(keep, text)
+
+
 def render_template(text: str, variables: Mapping[str, str], filename: str) -> str:
-    """Render recipe text with jinja2; undefined variables are errors naming the line."""
+    """Render recipe text with jinja2; undefined variables are errors naming the line. Line numbers in
+    the output are those of the file, multi-line tags included."""
     try:
-        return _template_env().from_string(text).render(**variables)
+        return _template_env().from_string(_keep_lines(text)).render(**variables)
     except jinja2.TemplateSyntaxError as exc:
         raise RecipeError(f"template error: {exc.message}", where=f"{filename}:{exc.lineno}") from None
     except jinja2.UndefinedError as exc:
@@ -369,6 +384,16 @@ def _model_at(loc: tuple[Any, ...]) -> type[_Model] | None:
 
 
 def find_recipe_files(recipes_root: Path) -> list[Path]:
-    """Every pkg.yaml under ``recipes_root``, in a stable order."""
-    return sorted(recipes_root.rglob(RECIPE_FILE))
+    """Every pkg.yaml under ``recipes_root``, in a stable order. One that is a link going nowhere (dangling,
+    or a loop) is an error: it would otherwise vanish from the build without a word."""
+    found = []
+    for path in sorted(recipes_root.rglob("*")):
+        if path.name != RECIPE_FILE:
+            continue
+        if not path.is_file():
+            if path.is_symlink():
+                raise RecipeError("a link that leads to no file (dangling, or a loop)", where=str(path))
+            continue
+        found.append(path)
+    return found
 

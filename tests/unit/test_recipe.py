@@ -342,3 +342,22 @@ def test_two_sources_with_one_destination_are_refused(load: Load) -> None:
     source = f"  - url: file:///x\n    destination: x.tar\n    sha256: {'a' * 64}\n    sha512: {'b' * 128}\n"
     text = error_of(load, "name: a\nsources:\n" + source + source)
     assert "sources.1 and sources.0 both go to 'x.tar'" in text
+
+
+@pytest.mark.parametrize("target", ["pkg.yaml", "missing.yaml"], ids=["loop", "dangling"])
+def test_a_recipe_file_that_is_a_link_to_nowhere_is_an_error(tmp_path: Path, target: str) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "pkg.yaml").symlink_to(target)
+    with pytest.raises(RecipeError) as info:
+        find_recipe_files(tmp_path)
+    assert str(info.value) == f"{tmp_path}/a/pkg.yaml: a link that leads to no file (dangling, or a loop)"
+
+
+def test_line_numbers_stay_right_after_a_multi_line_set(load: Load) -> None:
+    text = error_of(load, '{% set sums = {\n  "a": "1",\n  "b": "2",\n} %}\nname: a\ncolour: blue\n')
+    assert "pkg.yaml:6: unknown key 'colour'" in text
+
+
+def test_template_errors_after_a_multi_line_block_name_the_files_line(load: Load) -> None:
+    text = error_of(load, '{#\n  a comment\n#}\n{% set x = [\n 1] %}\nname: a\ndescription: "{{ nope }}"\n')
+    assert "pkg.yaml:7: template error: 'nope' is undefined" in text
