@@ -27,8 +27,9 @@ def dry_run(plan: Plan) -> str:
     return command + note
 
 
-def _host_files(plan: Plan, artifact_digests: dict[str, str]) -> dict[str, Path]:
-    """Context path -> verified host file, for every source and published artifact the build takes."""
+def _host_files(plan: Plan, inputs: dict[str, str]) -> dict[str, Path]:
+    """Context path -> verified host file, for every source and published artifact the build takes
+    (``inputs``: the plan's inputs, where an artifact not in out/SHA256SUMS is "absent")."""
     project = plan.project
     found: dict[str, Path] = {}
     for path, item in plan.context.files.items():  # sources first: a wrong digest is the first thing said
@@ -38,8 +39,7 @@ def _host_files(plan: Plan, artifact_digests: dict[str, str]) -> dict[str, Path]
     for path, item in plan.context.files.items():
         if item.artifact is not None:
             file = project.out_dir / item.artifact
-            want = artifact_digests.get(item.artifact)
-            if want is None or not file.is_file():
+            if inputs[path] == "absent" or not file.is_file():
                 raise BuildError(f"{plan.label} takes out/{item.artifact}, which has not been built",
                                  hint=f"build {', '.join(plan.upstream)} first (doit does it for you)")
             found[path] = file
@@ -53,7 +53,7 @@ def execute(plan: Plan) -> dict[str, object]:
     inputs = plan.inputs(project.identities)  # engine and toolchain checked before any work
     digest = plan.digest(inputs)
     kit = backend.select(settings.backend, settings.builder)
-    host_files = _host_files(plan, project.identities.artifacts())
+    host_files = _host_files(plan, inputs)
     tmp_root = project.state_dir / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=tmp_root))
@@ -67,7 +67,6 @@ def execute(plan: Plan) -> dict[str, object]:
         log = project.state_dir / "logs" / f"{plan.slug}.log"
         say(f"    {plan.label}: building with {kit.kind}; log: {log.relative_to(project.root)}")
         backend.build(kit, plan.request(work / "context", work / "export"), log_path=log, label=plan.label)
-        exported = outputs.listing(work / "export")
         digests = outputs.install(work / "export", plan.outputs, project.out_dir, label=plan.label)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -80,7 +79,8 @@ def execute(plan: Plan) -> dict[str, object]:
                       if k.startswith(TOOLCHAIN_INPUT + " ")},
     }, signature=(plan.slug, {"task": plan.label, "digest": digest, "inputs": inputs}),
         lock_dir=project.state_dir)
-    say(f"    {plan.label}: exported {len(exported)} file(s), {sum(exported.values())} bytes")
+    size = sum((project.out_dir / name).stat().st_size for name in digests)  # the export held these only
+    say(f"    {plan.label}: exported {len(digests)} file(s), {size} bytes")
     for name, sha in digests.items():
         say(f"    {plan.label}: out/{name}  sha256:{sha[:16]}…")
     return {"digest": digest, "outputs": digests, "inputs": inputs}

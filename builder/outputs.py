@@ -135,10 +135,3 @@ def record(out_dir: Path, artifacts: Mapping[str, str], details: Mapping[str, ob
         sums = "".join(f"{e['sha256']}  {n}\n" for n, e in entries.items())
         atomic_write(out_dir / SUMS, sums.encode())
 
-
-def read_signature(out_dir: Path, name: str) -> dict[str, object]:
-    """The input signature a task's last build wrote ({} when none)."""
-    try:
-        return dict(json.loads((out_dir / SIGNATURES / f"{name}.json").read_text()))
-    except (OSError, ValueError):
-        return {}

@@ -34,6 +34,7 @@ class Project:
     host: Platform = field(default_factory=host_platform)
     _graphs: dict[Platform, Graph] = field(default_factory=dict, repr=False)
     _variables: dict[tuple[Path, Platform], dict[str, str]] = field(default_factory=dict, repr=False)
+    _plans: dict[tuple[str, Platform], Plan] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, root: Path, words: dict[str, str] | None = None, *, host: Platform | None = None) -> Project:
@@ -100,7 +101,11 @@ class Project:
         return self.variables((self.root / recipe.path).parent, platform)
 
     def plan(self, name: str, platform: Platform) -> Plan:
-        return Plan(self, platform, self.graph(platform)[name])
+        """One plan per target and platform, so its context is rendered once however often it is asked."""
+        key = (name, platform)
+        if key not in self._plans:
+            self._plans[key] = Plan(self, platform, self.graph(platform)[name])
+        return self._plans[key]
 
     def plans(self, targets: tuple[str, ...] = ()) -> list[Plan]:
         """A plan per requested target (default: every exported recipe) and platform, in platform order."""
