@@ -46,16 +46,30 @@ def _host_files(plan: Plan, inputs: dict[str, str]) -> dict[str, Path]:
     return found
 
 
+_cleaned: set[Path] = set()
+
+
+def _tmp_root(state_dir: Path) -> Path:
+    """The build's scratch directory; what a killed run left there is removed by the first build of the
+    next (one build process per project holds the run lock)."""
+    root = state_dir / "tmp"
+    if root not in _cleaned:
+        shutil.rmtree(root, ignore_errors=True)
+        _cleaned.add(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def execute(plan: Plan) -> dict[str, object]:
     """Build, install the outputs into out/ atomically, and return what doit stores as values."""
     project = plan.project
     settings = project.settings
+    outputs.check_out_dir(project.out_dir, plan.outputs)  # out/ unusable: say so before the long work
     inputs = plan.inputs(project.identities)  # engine and toolchain checked before any work
     digest = plan.digest(inputs)
     kit = backend.select(settings.backend, settings.builder)
     host_files = _host_files(plan, inputs)
-    tmp_root = project.state_dir / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
+    tmp_root = _tmp_root(project.state_dir)
     work = Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=tmp_root))
     try:
         plan.context.write(work / "context", host_files)
@@ -67,18 +81,21 @@ def execute(plan: Plan) -> dict[str, object]:
         log = project.state_dir / "logs" / f"{plan.slug}.log"
         say(f"    {plan.label}: building with {kit.kind}; log: {log.relative_to(project.root)}")
         backend.build(kit, plan.request(work / "context", work / "export"), log_path=log, label=plan.label)
-        digests = outputs.install(work / "export", plan.outputs, project.out_dir, label=plan.label)
+        outputs.check_export(work / "export", plan.outputs, label=plan.label)
+        digests = outputs.publish(project.out_dir, outputs.Change(
+            add={name: work / "export" / name for name in plan.outputs},
+            details={
+                "task": plan.label,
+                "platform": plan.platform.docker,
+                "inputs_sha256": digest,
+                "source_date_epoch": int(plan.variables["SOURCE_DATE_EPOCH"]),
+                "toolchain": {k.removeprefix(TOOLCHAIN_INPUT + " "): v for k, v in inputs.items()
+                              if k.startswith(TOOLCHAIN_INPUT + " ")},
+            },
+            signatures={plan.slug: {"task": plan.label, "digest": digest, "inputs": inputs}},
+        ), lock_dir=project.state_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    outputs.record(project.out_dir, digests, {
-        "task": plan.label,
-        "platform": plan.platform.docker,
-        "inputs_sha256": digest,
-        "source_date_epoch": int(plan.variables["SOURCE_DATE_EPOCH"]),
-        "toolchain": {k.removeprefix(TOOLCHAIN_INPUT + " "): v for k, v in inputs.items()
-                      if k.startswith(TOOLCHAIN_INPUT + " ")},
-    }, signature=(plan.slug, {"task": plan.label, "digest": digest, "inputs": inputs}),
-        lock_dir=project.state_dir)
     size = sum((project.out_dir / name).stat().st_size for name in digests)  # the export held these only
     say(f"    {plan.label}: exported {len(digests)} file(s), {size} bytes")
     for name, sha in digests.items():

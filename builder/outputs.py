@@ -1,22 +1,58 @@
-"""Artifacts land in out/ atomically, with a checksum manifest (`sha256sum -c` compatible)."""
+"""out/ is a transaction: a task's artifacts, SHA256SUMS (`sha256sum -c` compatible), manifest.json and the
+task's input signature (.inputs/TASK.json) change together or not at all.
+
+How: the next state of out/ is assembled beside it (``.out.next-PID``: every unchanged file hard-linked,
+the new ones moved in, the checksum files written), then swapped with out/ in one atomic
+``renameat2(RENAME_EXCHANGE)``; the old tree, now at the staging name, is removed. At any instant,
+SIGKILL included, ``out`` is the whole old tree or the whole new one. What a kill leaves beside it (a
+staging tree) is removed by the next publish, under the same lock. Where the filesystem cannot exchange,
+out/ is renamed aside and the new tree renamed in; a kill between the two renames is rolled back by the
+next publish.
+
+A process that has ``cd``-ed into out/ keeps the old directory (as with any atomic replace): ``cd .`` again.
+
+For tests, ``BUILDER_FAULT=POINT`` kills the process with SIGKILL at a named write boundary and
+``BUILDER_FAULT=POINT:ENOSPC`` (any errno name) fails there with that error; see FAULT_POINTS.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import signal
+import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder.errors import BuildError
 
 SUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
 SIGNATURES = ".inputs"  # out/.inputs/TASK.json: each task's inputs (name -> digest), to compare across machines
+FAULT_VARIABLE = "BUILDER_FAULT"
+FAULT_POINTS = ("stage", "stage-artifact", "stage-sums", "staged", "exchanged", "committed")
+RECOVER = "move out/ aside (or restore it) and run doit again: every artifact is rebuilt, fast from the cache"
+
+
+def fault(point: str) -> None:
+    """The fault-injection hook at write boundary ``point`` (a no-op unless BUILDER_FAULT names it)."""
+    wanted = os.environ.get(FAULT_VARIABLE, "")
+    name, _, code = wanted.partition(":")
+    if name != point:
+        return
+    if code:
+        number = getattr(errno, code, errno.EIO)
+        raise OSError(number, os.strerror(number))
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def sha256_file(path: Path) -> str:
@@ -33,22 +69,51 @@ def inputs_digest(inputs: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _shown(path: Path) -> str:
+    """``path`` as the user knows it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def read_sums(out_dir: Path) -> dict[str, str]:
-    """out/SHA256SUMS as name -> sha256 ({} when there is none yet)."""
+    """out/SHA256SUMS as name -> sha256 ({} when there is none yet). A malformed line is an error naming it."""
     try:
         text = (out_dir / SUMS).read_text()
     except FileNotFoundError:
         return {}
-    except OSError as exc:
-        raise BuildError(f"cannot read {out_dir / SUMS}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read {_shown(out_dir / SUMS)}: {getattr(exc, 'strerror', None) or exc}",
+                         hint=RECOVER) from None
     result = {}
     for number, line in enumerate(text.splitlines(), 1):
         digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise BuildError(f"{out_dir / SUMS}:{number}: not a 'sha256  name' line",
-                             hint="delete it and rebuild (doit -a ...) to recreate it")
+        if not sep or len(digest) != 64 or not _is_hex(digest) or not name:
+            raise BuildError(f"{_shown(out_dir / SUMS)}:{number}: not a 'sha256  name' line", hint=RECOVER)
         result[name] = digest
     return result
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def read_manifest(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """out/manifest.json's artifacts ({} when there is none yet); anything but that shape is an error."""
+    path = out_dir / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or "not valid JSON"
+        raise BuildError(f"{_shown(path)}: {reason}", hint=RECOVER) from None
+    entries = data.get("artifacts") if isinstance(data, dict) else None
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) and isinstance(e.get("sha256"), str)
+                                                for e in entries.values()):
+        raise BuildError(f"{_shown(path)}: expected {{\"artifacts\": {{NAME: {{\"sha256\": ...}}}}}}", hint=RECOVER)
+    return entries
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -74,12 +139,8 @@ def listing(directory: Path) -> dict[str, int]:
             for p in sorted(directory.rglob("*")) if not p.is_dir()}
 
 
-def install(exported: Path, names: list[str], out_dir: Path, *, label: str) -> dict[str, str]:
-    """Move each declared output from the export directory into out/ (rename, so atomic).
-
-    The export must hold exactly the outputs, each checked before any is moved, so a failed build
-    changes nothing.
-    """
+def check_export(exported: Path, names: list[str], *, label: str) -> None:
+    """The export must hold exactly the declared outputs, each a file."""
     found = listing(exported)
     missing = [n for n in names if not (exported / n).is_file()]
     if missing:
@@ -88,19 +149,40 @@ def install(exported: Path, names: list[str], out_dir: Path, *, label: str) -> d
     extra = sorted(set(found) - set(names))
     if extra:
         raise BuildError(f"{label}: the export holds more than the outputs: {', '.join(extra[:5])}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    digests = {}
+
+
+def check_out_dir(out_dir: Path, names: Iterable[str] = ()) -> Path:
+    """The directory out/ really is (symlinks resolved), checked before any long work: out/ must be a
+    writable directory (or absent), and no artifact name may be taken by a directory there."""
+    shown = _shown(out_dir)
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise BuildError(f"{shown} is a symlink to {os.readlink(out_dir)}, which does not exist",
+                         hint="create that directory or remove the link")
+    real = out_dir.resolve()
+    if real.exists() and not real.is_dir():
+        raise BuildError(f"{shown} is a file; artifacts go into a directory of that name", hint="move it aside")
+    if real.is_dir() and not real.stat().st_mode & stat.S_IWUSR:
+        raise BuildError(f"{shown} is read-only (mode {stat.S_IMODE(real.stat().st_mode):04o})",
+                         hint=f"chmod u+w {shown}")
     for name in names:
-        src = exported / name
-        digests[name] = sha256_file(src)
-        os.chmod(src, 0o644)
-        try:
-            os.replace(src, out_dir / name)
-        except OSError:  # another filesystem: copy beside the target, then rename
-            tmp = out_dir / f".{name}.partial"
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, out_dir / name)
-    return digests
+        if (real / name).is_dir() and not (real / name).is_symlink():
+            raise BuildError(f"{shown}/{name} is a directory, where the artifact {name} goes", hint="move it aside")
+    if not real.parent.is_dir():
+        raise BuildError(f"{shown}: its parent directory {real.parent} does not exist")
+    return real
+
+
+def _staging(real: Path) -> list[Path]:
+    return sorted(real.parent.glob(f".{real.name}.next-*")) + sorted(real.parent.glob(f".{real.name}.prev"))
+
+
+def recover(real: Path) -> None:
+    """Undo what a killed publish left: restore out/ if it was renamed aside, remove staging trees."""
+    previous = real.parent / f".{real.name}.prev"
+    if previous.is_dir() and not real.exists():
+        os.rename(previous, real)  # killed between the fallback's two renames: roll back
+    for leftover in _staging(real):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 @contextmanager
@@ -111,27 +193,154 @@ def _locked(lock_dir: Path) -> Iterator[None]:
         yield
 
 
-def record(out_dir: Path, artifacts: Mapping[str, str], details: Mapping[str, object], *,
-           signature: tuple[str, Mapping[str, object]], lock_dir: Path) -> None:
-    """Add ``artifacts`` (name -> sha256) to SHA256SUMS and manifest.json, and write the task's input
-    signature to .inputs/NAME.json; each file is rewritten atomically. The lock lives in ``lock_dir``
-    (build state), never among the artifacts."""
-    with _locked(lock_dir):
-        name, data = signature
-        atomic_write(out_dir / SIGNATURES / f"{name}.json",
-                     (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-        manifest_path = out_dir / MANIFEST
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            manifest = {"artifacts": {}}
-        entries = manifest.setdefault("artifacts", {})
-        for artifact, digest in artifacts.items():
-            entries[artifact] = {"sha256": digest, **details}
-        # only artifacts still present are listed
-        entries = {n: e for n, e in sorted(entries.items()) if (out_dir / n).is_file()}
-        manifest["artifacts"] = entries
-        atomic_write(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-        sums = "".join(f"{e['sha256']}  {n}\n" for n, e in entries.items())
-        atomic_write(out_dir / SUMS, sums.encode())
+def _link_tree(source: Path, dest: Path) -> None:
+    """``dest`` holds what ``source`` holds: files hard-linked (never rewritten in place), links as links."""
+    for directory, subdirs, files in os.walk(source):
+        here = Path(directory)
+        there = dest / here.relative_to(source)
+        for name in subdirs:
+            if (here / name).is_symlink():
+                os.symlink(os.readlink(here / name), there / name)
+            else:
+                (there / name).mkdir()
+        for name in files:
+            if (here / name).is_symlink():
+                os.symlink(os.readlink(here / name), there / name)
+                continue
+            try:
+                os.link(here / name, there / name)
+            except OSError:
+                shutil.copy2(here / name, there / name)
+        subdirs[:] = [s for s in subdirs if not (here / s).is_symlink()]
 
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o644)
+
+
+def _move(source: Path, dest: Path) -> None:
+    if dest.is_symlink() or dest.exists():
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(source, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copyfile(source, dest)
+    os.chmod(dest, 0o644)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically; False when this system or filesystem cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    number = ctypes.get_errno()
+    if number in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(number, os.strerror(number), str(first))
+
+
+def _swap(stage: Path, real: Path) -> Path:
+    """Put the staged tree at ``real``; returns where the old tree now is (to be removed)."""
+    if not real.exists():
+        os.rename(stage, real)
+        return stage
+    if _exchange(stage, real):
+        return stage
+    previous = real.parent / f".{real.name}.prev"
+    os.rename(real, previous)
+    os.rename(stage, real)
+    return previous
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one publish does to out/: new artifacts (name -> file to move in), artifacts to drop,
+    manifest details for the new ones, input signatures to write (slug -> data) or drop (slug -> None)."""
+
+    add: Mapping[str, Path]
+    drop: Iterable[str] = ()
+    details: Mapping[str, object] | None = None
+    signatures: Mapping[str, Mapping[str, object] | None] | None = None
+
+
+def publish(out_dir: Path, change: Change, *, lock_dir: Path) -> dict[str, str]:
+    """Apply ``change`` to out/ as one transaction; returns the new artifacts' sha256.
+
+    The lock lives in ``lock_dir`` (build state), never among the artifacts."""
+    with _locked(lock_dir):
+        real = check_out_dir(out_dir, change.add)
+        recover(real)
+        sums = read_sums(real) if real.is_dir() else {}
+        manifest = read_manifest(real) if real.is_dir() else {}
+        for name, digest in sums.items():  # checksums without a manifest entry (written by hand or by an older version)
+            manifest.setdefault(name, {"sha256": digest})
+        stage = real.parent / f".{real.name}.next-{os.getpid()}"
+        try:
+            digests = _stage(real, stage, change, sums, manifest)
+            fault("staged")
+            old = _swap(stage, real)
+            fault("exchanged")
+        except OSError as exc:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise BuildError(f"cannot update {_shown(out_dir)}: {exc.strerror or exc}"
+                             + (f" ({exc.filename})" if exc.filename else ""),
+                             hint="out/ is left as it was") from None
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        fault("committed")
+        return digests
+
+
+def _stage(real: Path, stage: Path, change: Change, sums: dict[str, str],
+           manifest: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Build out/'s next state at ``stage``."""
+    stage.mkdir()
+    fault("stage")
+    if real.is_dir():
+        _link_tree(real, stage)
+    for name, entry in manifest.items():
+        if name in sums and sums[name] != entry["sha256"]:
+            raise BuildError(f"{_shown(real / MANIFEST)} and {SUMS} disagree about {name}", hint=RECOVER)
+    digests = {}
+    for name, source in change.add.items():
+        _move(source, stage / name)
+        digests[name] = sha256_file(stage / name)
+        fault("stage-artifact")
+    for name in change.drop:
+        if (stage / name).is_file() or (stage / name).is_symlink():
+            (stage / name).unlink()
+        manifest.pop(name, None)
+    for slug, data in (change.signatures or {}).items():
+        target = stage / SIGNATURES / f"{slug}.json"
+        if data is None:
+            target.unlink(missing_ok=True)
+        else:
+            target.unlink(missing_ok=True)  # a hard link to the old tree's file: replace, never rewrite
+            _write(target, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    for name, digest in digests.items():
+        manifest[name] = {"sha256": digest, **(change.details or {})}
+    entries = {n: e for n, e in sorted(manifest.items()) if (stage / n).is_file()}
+    sums_text = "".join(f"{e['sha256']}  {n}\n" for n, e in entries.items())
+    for name in (SUMS, MANIFEST):
+        (stage / name).unlink(missing_ok=True)
+    _write(stage / SUMS, sums_text.encode())
+    fault("stage-sums")
+    _write(stage / MANIFEST, (json.dumps({"artifacts": entries}, indent=2, sort_keys=True) + "\n").encode())
+    return digests

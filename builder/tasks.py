@@ -108,8 +108,25 @@ def build_task(plan: Plan, description: str) -> dict[str, object]:
         task.update(actions=[(_dry_run_action, [plan])], uptodate=[False])
     else:
         task.update(actions=[(_build_action, [plan])], targets=[str(t) for t in plan.targets],
-                    uptodate=[UpToDate(plan)], clean=True)
+                    uptodate=[UpToDate(plan)], clean=[(clean_action, [plan.project.root, plan.slug, plan.outputs])])
     return task
+
+
+def clean_action(root: Path, slug: str, names: list[str], dryrun: bool = False) -> TaskFailed | None:
+    """`doit clean`: the task's artifacts leave out/ together with their lines in SHA256SUMS and manifest.json
+    and the task's input signature (one out/ transaction)."""
+    from builder import outputs
+
+    if dryrun:
+        print(f"    would remove {', '.join(f'out/{n}' for n in names)}")
+        return None
+    try:
+        outputs.publish(root / "out", outputs.Change(add={}, drop=names, signatures={slug: None}),
+                        lock_dir=root / ".builder")
+    except BuildError as exc:
+        return TaskFailed(str(exc))
+    print(f"    removed {', '.join(f'out/{n}' for n in names)}")
+    return None
 
 
 def generate(project: Project) -> Iterator[dict[str, object]]:
@@ -183,9 +200,10 @@ def _from_memo(root: Path, words: dict[str, str], entry: Mapping[str, Any]) -> I
         task: dict[str, object] = dict(described)
         if task["name"] is not None:
             label = f"{task['basename']}:{task['name']}"
+            names = [Path(t).name for t in task.get("targets") or []]  # type: ignore[attr-defined]
             task.update(actions=[(_memo_build_action, [root, words, task["basename"], task["name"]])],
-                        uptodate=[MemoUpToDate(root, entry["checks"][label], identities)], clean=True,
-                        verbosity=2)
+                        uptodate=[MemoUpToDate(root, entry["checks"][label], identities)],
+                        clean=[(clean_action, [root, f"{task['basename']}-{task['name']}", names])], verbosity=2)
         yield task
 
 

@@ -1,0 +1,74 @@
+"""out/ as a transaction, through a real doit run: a build killed (SIGKILL) at each write boundary of its
+publish leaves out/ verifying with `sha256sum -c SHA256SUMS`, whole (the old tree or the new one), and the
+next run converges with nothing left behind. `doit clean` takes artifacts and their checksum lines together."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder.outputs import FAULT_POINTS, FAULT_VARIABLE
+
+from .conftest import ROOT, doit, snapshot
+
+pytestmark = [pytest.mark.build]
+CASE = Path(__file__).resolve().parents[1] / "cases" / "artifact-dependency"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("transaction") / "project"
+    shutil.copytree(CASE, project, ignore=shutil.ignore_patterns("case.yaml"))
+    shutil.copy(ROOT / "dodo.py", project / "dodo.py")
+    result = doit(project, "consumer", timeout=900)
+    assert result.code == 0, result.text[-3000:]
+    return project
+
+
+def verifies(out: Path) -> None:
+    check = subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def leftovers(project: Path) -> list[str]:
+    """Anything a build leaves that is neither its result nor its state."""
+    found = [p.name for p in project.iterdir() if p.name.startswith(".out.")]
+    tmp = project / ".builder" / "tmp"
+    found += [f"tmp/{p.name}" for p in tmp.iterdir()] if tmp.is_dir() else []
+    return found
+
+
+@pytest.mark.parametrize("point", FAULT_POINTS)
+def test_a_build_killed_at_a_write_boundary_leaves_out_whole_and_the_next_run_converges(built: Path,
+                                                                                        point: str) -> None:
+    out = built / "out"
+    before = snapshot(out)
+    greeting = f"GREETING=killed-at-{point}"
+    killed = doit(built, "consumer", greeting, env={FAULT_VARIABLE: point}, timeout=900)
+    assert killed.code == -9, killed.text[-3000:]
+    after = snapshot(out)
+    verifies(out)
+    assert after == before or after["produced-amd64.txt"] != before["produced-amd64.txt"], "a mix of two trees"
+    again = doit(built, "consumer", greeting, timeout=900)
+    assert again.code == 0, again.text[-3000:]
+    assert (out / "consumed-amd64.txt").read_text().startswith(f"killed-at-{point} from the producer")
+    verifies(out)
+    assert leftovers(built) == []
+
+
+def test_doit_clean_removes_artifacts_with_their_checksum_lines(built: Path) -> None:
+    result = doit(built, "clean", "consumer")
+    assert result.code == 0, result.text[-3000:]
+    out = built / "out"
+    assert not (out / "consumed-amd64.txt").exists()
+    assert "consumed-amd64.txt" not in (out / "SHA256SUMS").read_text()
+    assert "consumed-amd64.txt" not in (out / "manifest.json").read_text()
+    assert not (out / ".inputs" / "consumer-amd64.json").exists()
+    assert (out / "produced-amd64.txt").exists()  # only the named task's outputs
+    verifies(out)
+    rebuilt = doit(built, "consumer", timeout=900)
+    assert rebuilt.code == 0 and rebuilt.ran("consumer:amd64"), rebuilt.text[-3000:]
+    verifies(out)
