@@ -57,7 +57,7 @@ class Project:
 
     @cached_property
     def cache(self) -> SourceCache:
-        return SourceCache(default_cache_dir(), self.settings.source_mirror)
+        return SourceCache(default_cache_dir(), self.settings.source_mirror, self.settings.fetch_limits)
 
     @cached_property
     def identities(self) -> Identities:

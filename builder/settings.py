@@ -3,10 +3,16 @@
 `NAME=value` words are either a setting (PLATFORM, BACKEND, NO_CACHE, ...), which says *how* to build,
 or a template variable, which says *what* is built (recipes see it as ``{{ NAME }}``). Settings are typed
 fields; template variables stay a separate mapping.
+
+Source downloads have two deadlines, both in seconds (a positive number, at most a week):
+FETCH_STALL_TIMEOUT (default 60) fails a download when no byte arrives for that long, while connecting,
+waiting for the response or reading the body; FETCH_TIMEOUT (default 3600) bounds one download as a whole,
+so a server that trickles a byte now and then fails too.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +23,7 @@ from builder.platforms import Platform, host_platform, parse_platforms
 BACKENDS = ("auto", "buildx", "engine")
 TRUE = frozenset({"1", "yes", "true", "on"})
 FALSE = frozenset({"0", "no", "false", "off", ""})
+MAX_SECONDS = 7 * 24 * 3600  # a week: longer is a typo, and a socket timeout must fit a C timeval
 
 # Setting name -> what it means, for `builder --help` texts and error messages.
 SETTINGS: dict[str, str] = {
@@ -28,7 +35,17 @@ SETTINGS: dict[str, str] = {
     "SOURCE_MIRROR": "a local directory searched for sources before their URLs (air-gapped sites)",
     "CACHE_FROM": "BuildKit cache import, e.g. type=registry,ref=host/cache (buildx only)",
     "CACHE_TO": "BuildKit cache export, e.g. type=registry,ref=host/cache,mode=max (buildx only)",
+    "FETCH_STALL_TIMEOUT": "seconds a source download may receive nothing, connecting included (default 60)",
+    "FETCH_TIMEOUT": "seconds one source download may take as a whole (default 3600)",
 }
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """The deadlines of one source download, in seconds: ``stall`` without a byte, ``total`` overall."""
+
+    stall: float = 60.0
+    total: float = 3600.0
 
 
 def flag(value: str, name: str) -> bool:
@@ -39,6 +56,23 @@ def flag(value: str, name: str) -> bool:
     if word in FALSE:
         return False
     raise BuildError(f"{value!r} is not a flag; expected 1 or 0 (yes/no, true/false)", where=name)
+
+
+def seconds(value: str, name: str) -> float:
+    """A positive number of seconds, at most MAX_SECONDS; anything else (abc, 0, -1, 1e30, nan) is an error."""
+    try:
+        number = float(value.strip())
+    except ValueError:
+        number = math.nan
+    if not 0 < number <= MAX_SECONDS:  # false for nan too
+        raise BuildError(f"{value!r} is not a number of seconds; expected a number greater than 0 and at most "
+                         f"{MAX_SECONDS} (a week)", where=name)
+    return number
+
+
+def seconds_word(number: float) -> str:
+    """A number of seconds as a word that parses back to exactly that number: 60, 0.5."""
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 @dataclass(frozen=True)
@@ -53,6 +87,7 @@ class Settings:
     source_mirror: Path | None = None
     cache_from: str | None = None
     cache_to: str | None = None
+    fetch_limits: FetchLimits = FetchLimits()
     variables: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -78,6 +113,9 @@ class Settings:
             source_mirror=Path(mirror) if mirror else None,
             cache_from=taken.get("CACHE_FROM") or None,
             cache_to=taken.get("CACHE_TO") or None,
+            fetch_limits=FetchLimits(
+                stall=seconds(taken.get("FETCH_STALL_TIMEOUT", str(FetchLimits.stall)), "FETCH_STALL_TIMEOUT"),
+                total=seconds(taken.get("FETCH_TIMEOUT", str(FetchLimits.total)), "FETCH_TIMEOUT")),
             variables=variables,
         )
 
@@ -96,6 +134,10 @@ class Settings:
             out["CACHE_FROM"] = self.cache_from
         if self.cache_to:
             out["CACHE_TO"] = self.cache_to
+        if self.fetch_limits.stall != FetchLimits.stall:
+            out["FETCH_STALL_TIMEOUT"] = seconds_word(self.fetch_limits.stall)
+        if self.fetch_limits.total != FetchLimits.total:
+            out["FETCH_TIMEOUT"] = seconds_word(self.fetch_limits.total)
         return out
 
 

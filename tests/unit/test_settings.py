@@ -8,7 +8,7 @@ import pytest
 
 from builder.errors import BuildError
 from builder.platforms import AMD64, ARM64
-from builder.settings import Settings, doit_words, flag
+from builder.settings import FetchLimits, Settings, doit_words, flag
 
 
 def test_settings_are_taken_out_and_the_rest_are_template_variables() -> None:
@@ -55,3 +55,25 @@ def test_doit_words_follow_doits_own_rule() -> None:
 def test_settings_round_trip_as_words() -> None:
     words = {"PLATFORM": "linux/arm64", "BACKEND": "buildx", "NO_CACHE": "1", "BUILDER": "ci"}
     assert Settings.parse(Settings.parse(words, host=AMD64).words(), host=AMD64) == Settings.parse(words, host=AMD64)
+
+
+def test_download_deadlines_default_to_a_minute_without_data_and_an_hour_overall() -> None:
+    assert Settings.parse({}, host=AMD64).fetch_limits == FetchLimits(stall=60.0, total=3600.0)
+
+
+def test_download_deadlines_are_settings_not_template_variables() -> None:
+    settings = Settings.parse({"FETCH_STALL_TIMEOUT": "2.5", "FETCH_TIMEOUT": "600"}, host=AMD64)
+    assert settings.fetch_limits == FetchLimits(stall=2.5, total=600.0)
+    assert dict(settings.variables) == {}
+    assert settings.words()["FETCH_STALL_TIMEOUT"] == "2.5" and settings.words()["FETCH_TIMEOUT"] == "600"
+    assert Settings.parse(settings.words(), host=AMD64) == settings
+
+
+@pytest.mark.parametrize("name", ["FETCH_STALL_TIMEOUT", "FETCH_TIMEOUT"])
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1e30", "nan", "inf", "", "604801"])
+def test_a_download_deadline_that_is_not_a_sane_number_of_seconds_is_one_line_naming_it(name: str,
+                                                                                          value: str) -> None:
+    with pytest.raises(BuildError) as info:
+        Settings.parse({name: value}, host=AMD64)
+    assert str(info.value) == (f"{name}: {value!r} is not a number of seconds; expected a number greater than 0 "
+                               f"and at most 604800 (a week)")

@@ -21,6 +21,12 @@ Load = Callable[..., Recipe]
 MakeRecipe = Callable[..., Recipe]
 
 
+@pytest.fixture(autouse=True)
+def no_netrc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A developer's own ~/.netrc plays no part in these tests."""
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
 @pytest.fixture
 def upstream(tmp_path: Path) -> Path:
     path = tmp_path / "upstream" / "hello.tar"
@@ -141,7 +147,7 @@ def test_an_unreachable_url_without_a_mirror_says_where_to_put_the_file(
     with pytest.raises(BuildError) as info:
         cache.fetch(hello, 1)
     text = str(info.value)
-    assert text.startswith(f"{hello.path}:7: source not found: cannot fetch {UNREACHABLE}")
+    assert text.startswith(f"{hello.path}:7: connection refused: cannot fetch {UNREACHABLE}")
     assert "SOURCE_MIRROR" in text
     assert downloads(cache) == []
 
@@ -177,6 +183,17 @@ def test_a_source_mirror_that_is_not_a_directory_is_an_error(tmp_path: Path, rec
 def test_an_unsupported_url_scheme_is_an_error(cache: SourceCache, recipe: MakeRecipe) -> None:
     with pytest.raises(BuildError, match=r"unsupported URL scheme in 'ftp://example\.invalid/hello\.tar'"):
         cache.fetch(recipe("ftp://example.invalid/hello.tar"), 1)
+
+
+def test_no_message_shows_a_password_in_the_url(cache: SourceCache, recipe: MakeRecipe, tmp_path: Path) -> None:
+    with pytest.raises(BuildError) as info:
+        cache.fetch(recipe("ftp://user:hunter2@example.invalid/hello.tar"), 1)
+    assert "'ftp://user:***@example.invalid/hello.tar'" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    url = f"file://user:hunter2@{tmp_path / 'nowhere.tar'}"
+    with pytest.raises(BuildError) as info:
+        cache.fetch(recipe(url), 1)
+    assert "hunter2" not in str(info.value)
 
 
 def test_both_digests_are_computed_in_one_read(upstream: Path) -> None:
