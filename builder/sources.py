@@ -165,13 +165,33 @@ class SourceCache:
 
 
 def _partial_file(folder: Path, shown: str, where: str) -> Path:
-    """An empty .partial-* file in the cache directory, for a copy that becomes the cached file by a rename."""
+    """An empty .partial-PID-* file in the cache directory, for a copy that becomes the cached file by a rename."""
+    _remove_orphans(folder)
     try:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".partial-")
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".partial-{os.getpid()}-")
     except OSError as exc:
         raise cache_write_error(exc, folder, shown, where) from None
     os.close(fd)
     return Path(name)
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Remove the partial files of writers that no longer run (what a SIGKILL left). The cache is shared
+    between projects and processes, so a live writer's file is never touched."""
+    for leftover in folder.glob(".partial-*"):
+        pid = leftover.name.split("-")[1]
+        if not (pid.isdigit() and _alive(int(pid))):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cache_write_error(exc: OSError, folder: Path, shown: str, where: str) -> BuildError:

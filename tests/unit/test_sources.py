@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,3 +200,16 @@ def test_no_message_shows_a_password_in_the_url(cache: SourceCache, recipe: Make
 
 def test_both_digests_are_computed_in_one_read(upstream: Path) -> None:
     assert digests(upstream) == (SHA256, SHA512)
+
+
+def test_partial_files_a_killed_writer_left_are_removed_and_a_live_writers_kept(tmp_path: Path) -> None:
+    from builder.sources import _partial_file
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid names no running process now
+    (tmp_path / f".partial-{dead.pid}-abc").write_bytes(b"half")
+    (tmp_path / ".partial-old-format").write_bytes(b"half")
+    (tmp_path / f".partial-{os.getppid()}-live").write_bytes(b"in progress")
+    made = _partial_file(tmp_path, "url", "recipe")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".partial-{os.getppid()}-live", made.name])
+    assert made.name.startswith(f".partial-{os.getpid()}-")
