@@ -13,10 +13,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from builder.run import handle_signals
 from builder.tasks import dodo_tasks, doit_config
 
+handle_signals()  # from here on Ctrl-C / SIGTERM end doit with one line and status 130 / 143, the build stopped
 ROOT = Path(__file__).resolve().parent
-DOIT_CONFIG = doit_config(ROOT)
+DOIT_CONFIG = doit_config(ROOT)  # a damaged .doit.db is one line and status 2, before doit opens it
 
 
 def task_recipes() -> Iterator[dict[str, object]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from builder import run
+from builder import engine, run
 from builder.errors import BuildError
 from builder.log import say
 
@@ -27,7 +27,6 @@ STEP_LINE = re.compile(r"^#\d+ \[(?P<stage>[\w.-]+) (?P<n>\d+)/(?P<of>\d+)\] (?P
 SCRIPT = re.compile(r"/\.builder/step/\d+-(\w+)\.sh")
 TAIL_LINES = 25
 HEARTBEAT_SECONDS = 30
-PROBE_SECONDS = 30
 
 OutputKind = Literal["local", "tar", "oci", "image", "push"]
 
@@ -162,13 +161,27 @@ def _clients() -> list[str]:
     return found
 
 
+_probes: dict[tuple[str, ...], str | None | BuildError] = {}
+
+
 def _output(argv: list[str]) -> str | None:
-    """stdout of a quick probe, or None when it fails or does not answer in time."""
-    try:
-        proc = run.run(argv, capture=True, check=False, timeout=PROBE_SECONDS)
-    except BuildError:
-        return None
-    return proc.stdout.decode(errors="replace") if proc.returncode == 0 else None
+    """stdout of a quick probe, or None when it fails; asked once per process.
+
+    A probe that does not finish within the engine's deadline (`docker buildx inspect` asks the engine) is
+    an error, not an absent feature: the engine is stuck, and every path through it would be too."""
+    key = tuple(argv)
+    if key not in _probes:
+        try:
+            proc = run.run(argv, capture=True, check=False, timeout=engine.answer_seconds())
+            _probes[key] = proc.stdout.decode(errors="replace") if proc.returncode == 0 else None
+        except run.TimedOut as exc:
+            _probes[key] = engine.EngineError(exc.message, hint=engine.engine_hint("timeout"))
+        except BuildError:
+            _probes[key] = None
+    answer = _probes[key]
+    if isinstance(answer, BuildError):
+        raise answer
+    return answer
 
 
 def _client_major(client: str) -> int | None:
@@ -247,11 +260,12 @@ def _stream(argv: list[str], env: dict[str, str], log: object, log_path: Path, l
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     marker: str | None = None
     start = time.monotonic()
-    proc = run.start(argv, env=env, text=True)
-    assert proc.stdout is not None
     shown: set[str] = set()
     current, last_said = "", start
+    # its own session: a Ctrl-C in the terminal reaches this process only, which stops the client (below)
+    proc = run.start(argv, env=env, text=True, own_session=True)
     try:
+        assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)  # type: ignore[attr-defined]
             line = line.rstrip("\n")
@@ -270,9 +284,7 @@ def _stream(argv: list[str], env: dict[str, str], log: object, log_path: Path, l
                 say(f"    {label}: {current} ... {latest}  [{now - start:.0f}s]")
         code = proc.wait()
     finally:
-        if proc.poll() is None:  # interrupted: do not leave the build client running
-            proc.terminate()
-            proc.wait()
+        run.stop(proc)  # interrupted (Ctrl-C, SIGTERM): the client must not keep building on its own
     if code != 0:
         for line in tail:
             say(f"    | {line}")

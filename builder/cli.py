@@ -7,17 +7,22 @@ import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from builder import run
 from builder.errors import BuildError
+
+if TYPE_CHECKING:
+    from builder.project import Project
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly(func: F) -> F:
-    """BuildErrors become one line on stderr and exit status 1; tracebacks are for bugs."""
+    """BuildErrors become one line on stderr and exit status 1 (or the error's own ``exit_status``: 2 for a
+    damaged doit database, as doit says it); tracebacks are for bugs."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -25,9 +30,26 @@ def friendly(func: F) -> F:
             return func(*args, **kwargs)
         except BuildError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            sys.exit(getattr(exc, "exit_status", 1))
 
     return wrapper  # type: ignore[return-value]
+
+
+class Interruptible(click.Group):
+    """The `builder` command group: Ctrl-C (SIGINT) and SIGTERM end any command - while it parses, loads
+    recipes or waits for a build - with one line and status 130 or 143, after every ``finally`` has run (the
+    build client stopped, temporary directories removed). click alone would say "Aborted!" with status 1,
+    and SIGTERM would orphan the build client."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        previous = run.handle_signals()
+        try:
+            return super().main(*args, **kwargs)
+        except run.Interrupted as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.exit_status)
+        finally:
+            run.restore_signals(previous)  # when run inside another program (tests), give its handlers back
 
 
 def _project(pairs: tuple[str, ...], platform_spec: str | None = None, **settings: str) -> Any:
@@ -44,7 +66,7 @@ def _project(pairs: tuple[str, ...], platform_spec: str | None = None, **setting
     return project
 
 
-@click.group()
+@click.group(cls=Interruptible)
 @click.version_option(package_name="builder")
 def main() -> None:
     """Build Linux kernels, initramfs and boot images from recipes, in BuildKit."""
@@ -69,10 +91,9 @@ def build(targets: tuple[str, ...], platform_spec: str | None, backend: str | No
 
     project = _project(pairs, platform_spec, BACKEND=backend or "", BUILDER=builder_name or "",
                        DRY_RUN="1" if dry_run else "", NO_CACHE="1" if no_cache else "")
-    known = {plan.recipe.name for plan in project.plans()}
     for target in targets:
-        if target.split(":", 1)[0] not in known:
-            raise BuildError(f"unknown target {target!r}; known targets: {', '.join(sorted(known)) or 'none'}")
+        check_target(project, target)
+    config = doit_config(project.root)  # a damaged doit database: one line, exit status 2
     if not project.settings.dry_run:
         acquire_run_lock(project.root)
     tasks = list(generate(project))
@@ -80,8 +101,41 @@ def build(targets: tuple[str, ...], platform_spec: str | None, backend: str | No
     def task_recipes() -> Iterator[dict[str, object]]:
         yield from tasks
 
-    loader = ModuleTaskLoader({"task_recipes": task_recipes, "DOIT_CONFIG": doit_config(project.root)})
+    loader = ModuleTaskLoader({"task_recipes": task_recipes, "DOIT_CONFIG": config})
     sys.exit(DoitMain(loader).run(["run", *targets]))
+
+
+def check_target(project: Project, target: str) -> None:
+    """``target`` (NAME or NAME:ARCH) is a task this run has, or a BuildError that says what to type instead:
+    doit's own message would name a command that does not exist (`builder list`)."""
+    plans = project.plans()
+    names = sorted({plan.recipe.name for plan in plans})
+    known = f"known targets: {', '.join([*names, *sorted(plan.label for plan in plans)]) or 'none'}"
+    name, _, arch = target.partition(":")
+    recipes = project.graph(project.settings.platforms[0]).recipes
+    if name in recipes and not recipes[name].outputs:
+        users = sorted(r.name for r in recipes.values() if any(d.stage == name for d in r.dependencies))
+        built = [user for user in users if user in names]
+        raise BuildError(f"recipe {name} has no outputs; nothing to build - it is a stage "
+                         + (f"for {', '.join(users)}" if users else "no recipe uses"),
+                         hint=f"builder build {' '.join(built)}" if built else
+                         f"add outputs: to {recipes[name].where('name').rsplit(':', 1)[0]} to build it on its own")
+    if target in names or target in {plan.label for plan in plans}:
+        return
+    from builder.platforms import PLATFORMS
+
+    asked = ",".join(p.docker for p in project.settings.platforms)
+    if name in recipes and not arch:  # its `platforms` leave out every one asked for
+        wanted = ",".join(recipes[name].platforms or [])
+        raise BuildError(f"recipe {name} is not built for {asked} (its platforms: {wanted})",
+                         hint=f"builder build {name} --platform {wanted}")
+    if name in recipes and f"linux/{arch}" in PLATFORMS:
+        hint = f"this run builds {asked}; for {arch}: builder build {name} --platform linux/{arch}"
+    elif name in recipes:
+        hint = f"there is no platform {arch}; the platforms are {', '.join(PLATFORMS)}"
+    else:
+        hint = "builder build takes recipe names with outputs, or NAME:ARCH; builder graph shows them all"
+    raise BuildError(f"unknown target {target!r}; {known}", hint=hint)
 
 
 @main.command()
@@ -125,6 +179,7 @@ def graph(platform_spec: str | None, dot: bool, pairs: tuple[str, ...]) -> None:
 def doctor() -> None:
     """Check the machine: engine, BuildKit, toolchain image, QEMU - each with its fix."""
     from builder import backend, engine
+    from builder.engine import EngineError
     from builder.variables import DEFAULTS, debian_mirror
 
     problems = 0
@@ -134,11 +189,17 @@ def doctor() -> None:
         problems += not ok
         click.echo(f"[{'ok' if ok else 'FAIL'}] {what}" + ("" if ok else f"\n       fix: {fix}"))
 
-    up, detail = engine.reachable()
-    report(up, f"Docker engine: {detail}", engine.engine_hint())
+    # Each check has its own deadline (engine.answer_seconds()); an engine that timed out once is not asked
+    # again, so a stuck engine costs one deadline, and each check still says what it found.
+    try:
+        report(True, f"Docker engine: {engine.server_version()} at {engine.host()}", "")
+    except BuildError as exc:
+        report(False, f"Docker engine: {exc.message}", exc.hint or engine.engine_hint())
     try:
         kit = backend.select()
         report(True, f"BuildKit (BACKEND=auto): {kit.kind} via {kit.docker}", "")
+    except EngineError as exc:
+        report(False, f"BuildKit: {exc.message}", exc.hint or engine.engine_hint())
     except BuildError as exc:
         report(False, f"BuildKit: {exc.message}", "./setup.sh installs docker-buildx (and docker.io)")
     for name in ("buildx", "engine"):  # what BACKEND=... can choose here; one of them is enough
@@ -147,15 +208,14 @@ def doctor() -> None:
             click.echo(f"[ok] BACKEND={name}: {chosen.kind} via {chosen.docker}")
         except BuildError as exc:
             click.echo(f"[--] BACKEND={name}: not available here ({exc.message})")
-    if up:
-        from builder.identity import Identities
+    from builder.identity import Identities
 
-        ref = DEFAULTS["TOOLCHAIN"]
-        try:
-            identity = Identities(Path("out")).image(ref)
-            report(True, f"toolchain image {ref}: {identity}", "")
-        except BuildError as exc:
-            report(False, f"toolchain image {ref}: {exc.message}", "builder toolchain ensure")
+    ref = DEFAULTS["TOOLCHAIN"]
+    try:
+        identity = Identities(Path("out")).image(ref)
+        report(True, f"toolchain image {ref}: {identity}", "")
+    except BuildError as exc:
+        report(False, f"toolchain image {ref}: {exc.message}", exc.hint or "builder toolchain ensure")
     mirror = debian_mirror(DEFAULTS["DEBIAN_SUITE"])
     report(mirror is not None, f"Debian mirror from apt sources: {mirror or 'none'}",
            "add a bookworm source to /etc/apt/sources.list.d/ or set DEBIAN_MIRROR=URL")

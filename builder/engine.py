@@ -1,5 +1,14 @@
 """The Docker engine: reachability and image queries over its socket (stdlib, with deadlines), and the
-docker SDK for the rest (import, containers, push)."""
+docker SDK for the rest (import, containers, push).
+
+Every question to the engine has a deadline: ``answer_seconds()``, 30 s unless the environment variable
+BUILDER_ENGINE_TIMEOUT gives another number of seconds (the tests use 1-2 s). It also bounds the docker
+client probes of backend.py (`docker buildx inspect` asks the engine). An engine that did not answer in time
+is not asked again by the same process: every later question fails at once with the same error, so a stuck
+engine costs one deadline, not one per image or task. Failures say which of three things happened: nothing
+listens (not running, refused), it listens and does not answer (timed out), or the socket is not ours to
+use (permission denied).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ import socket
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlparse
 
 from builder.errors import BuildError
@@ -18,13 +27,45 @@ from builder.errors import BuildError
 ENGINE_HINT = "start it with ./setup.sh, or: dockerd --bridge=none --iptables=false --ip-forward=false &"
 DEFAULT_SOCKET = "/var/run/docker.sock"
 ANSWER_SECONDS = 30  # an engine that accepts a connection and never answers fails after this
+TIMEOUT_VARIABLE = "BUILDER_ENGINE_TIMEOUT"
+
+Trouble = Literal["down", "timeout", "permission"]
 
 
-def engine_hint() -> str:
-    """How to reach the engine, honouring DOCKER_HOST."""
-    host = os.environ.get("DOCKER_HOST")
-    if host:
-        return f"DOCKER_HOST is {host}: start an engine there, or unset DOCKER_HOST to use {DEFAULT_SOCKET}"
+class EngineError(BuildError):
+    """The engine cannot be asked at all (as opposed to an answer about one image): nothing about a task
+    can be said until it is fixed."""
+
+
+def answer_seconds() -> float:
+    """How long to wait for the engine: BUILDER_ENGINE_TIMEOUT seconds when set, else ANSWER_SECONDS."""
+    value = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return ANSWER_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds < 86400:
+        raise BuildError(f"{value!r} is not a number of seconds", where=TIMEOUT_VARIABLE)
+    return seconds
+
+
+def host() -> str:
+    """Where the engine is: DOCKER_HOST, else the default socket."""
+    return os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+
+
+def engine_hint(trouble: Trouble = "down") -> str:
+    """What to do about ``trouble`` with the engine, honouring DOCKER_HOST."""
+    named = os.environ.get("DOCKER_HOST")
+    if trouble == "permission":
+        return "run as root, or add your user to the docker group and log in again"
+    if trouble == "timeout":
+        return "it is stuck: restart it (systemctl restart docker)" + (
+            f", or unset DOCKER_HOST to use {DEFAULT_SOCKET}" if named else "")
+    if named:
+        return f"DOCKER_HOST is {named}: start an engine there, or unset DOCKER_HOST to use {DEFAULT_SOCKET}"
     return ENGINE_HINT
 
 
@@ -40,20 +81,45 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def _connection() -> http.client.HTTPConnection | None:
+def _connection(seconds: float) -> http.client.HTTPConnection | None:
     """A plain HTTP connection to the engine API, or None when DOCKER_HOST needs the SDK (ssh, TLS)."""
-    host = os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-    url = urlparse(host)
+    url = urlparse(host())
     if url.scheme == "unix":
-        return _UnixConnection(url.path, ANSWER_SECONDS)
+        return _UnixConnection(url.path, seconds)
     if url.scheme in ("tcp", "http") and not os.environ.get("DOCKER_TLS_VERIFY") and url.hostname:
-        return http.client.HTTPConnection(url.hostname, url.port or 2375, timeout=ANSWER_SECONDS)
+        return http.client.HTTPConnection(url.hostname, url.port or 2375, timeout=seconds)
     return None
+
+
+_stuck: dict[str, EngineError] = {}  # host -> the timeout it gave: not asked again by this process
+
+
+def timed_out(seconds: float) -> EngineError:
+    """The error for an engine that accepted the connection and did not answer within ``seconds``."""
+    return EngineError(f"the Docker engine is not reachable (timed out after {seconds:.0f}s: {host()} accepted "
+                       "the connection and did not answer)", hint=engine_hint("timeout"))
+
+
+def _unreachable(exc: OSError) -> EngineError:
+    """Nothing listens (not running, refused), or the socket is not ours to use (permission denied)."""
+    if isinstance(exc, PermissionError):
+        return EngineError(f"the Docker engine is not reachable (permission denied on {host()})",
+                           hint=engine_hint("permission"))
+    if isinstance(exc, FileNotFoundError):
+        why = f"not running: {host()} does not exist"
+    elif isinstance(exc, ConnectionRefusedError):
+        why = f"not running: {host()} refused the connection"
+    else:
+        why = f"{exc.strerror or type(exc).__name__} at {host()}"
+    return EngineError(f"the Docker engine is not reachable ({why})", hint=engine_hint())
 
 
 def _get(path: str) -> tuple[int, bytes] | None:
     """GET ``path`` from the engine API (status, body); None when only the SDK can reach it."""
-    conn = _connection()
+    if host() in _stuck:
+        raise _stuck[host()]
+    seconds = answer_seconds()
+    conn = _connection(seconds)
     if conn is None:
         return None
     try:
@@ -61,19 +127,19 @@ def _get(path: str) -> tuple[int, bytes] | None:
         response = conn.getresponse()
         return response.status, response.read()
     except TimeoutError:
-        raise BuildError(f"the Docker engine did not answer within {ANSWER_SECONDS}s", hint=engine_hint()) from None
+        _stuck[host()] = timed_out(seconds)
+        raise _stuck[host()] from None
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise BuildError(f"the Docker engine is not reachable ({reason})", hint=engine_hint()) from None
+        raise _unreachable(exc) from None
     finally:
         conn.close()
 
 
 def ping() -> None:
-    """A BuildError unless the engine answers /_ping within ANSWER_SECONDS (skipped for ssh/TLS hosts)."""
+    """An EngineError unless the engine answers /_ping within answer_seconds() (skipped for ssh/TLS hosts)."""
     answer = _get("/_ping")
     if answer is not None and answer[0] != 200:
-        raise BuildError(f"the Docker engine answered /_ping with {answer[0]}", hint=engine_hint())
+        raise EngineError(f"the Docker engine answered /_ping with {answer[0]}", hint=engine_hint())
 
 
 def inspect_image(ref: str) -> dict[str, Any] | None:
@@ -110,11 +176,11 @@ def client() -> Any:
     import docker.errors
 
     try:
-        ping()  # within ANSWER_SECONDS, before the SDK's long per-call timeout (imports take minutes)
+        ping()  # within answer_seconds(), before the SDK's long per-call timeout (imports take minutes)
         api = docker.from_env(timeout=600)
         api.ping()
     except docker.errors.DockerException as exc:
-        raise BuildError(f"the Docker engine is not reachable ({_short(exc)})", hint=engine_hint()) from None
+        raise EngineError(f"the Docker engine is not reachable ({_short(exc)})", hint=engine_hint()) from None
     return api
 
 
@@ -123,12 +189,14 @@ def _short(exc: Exception) -> str:
     return text[:160]
 
 
-def reachable() -> tuple[bool, str]:
-    """(True, server version) or (False, why) - for doctor."""
+def server_version() -> str:
+    """The engine's version, for doctor: asked through the SDK, after a ping within the deadline."""
+    import docker.errors
+
     try:
-        return True, client().version().get("Version", "?")
-    except BuildError as exc:
-        return False, exc.message
+        return str(client().version().get("Version", "?"))
+    except docker.errors.DockerException as exc:
+        raise EngineError(f"the Docker engine did not say its version ({_short(exc)})", hint=engine_hint()) from None
 
 
 def image_id(ref: str) -> str | None:
@@ -137,12 +205,24 @@ def image_id(ref: str) -> str | None:
     return str(info["Id"]) if info else None
 
 
+def absent_image_hint(ref: str, *, toolchain: bool) -> str:
+    """How to get an absent image: only the toolchain is made by `builder toolchain ensure`; any other
+    image (a recipe's ``image:`` dependency) is built, pulled or loaded by whoever provides it."""
+    if not toolchain:
+        return f"build or pull that image first: docker pull {ref}, or docker load -i FILE"
+    from builder.variables import DEFAULTS  # only on this error path: a no-op run never imports it
+
+    if ref == DEFAULTS["TOOLCHAIN"]:
+        return "run ./setup.sh or 'builder toolchain ensure'"
+    return f"docker pull {ref}, or make it here: builder toolchain ensure --ref {ref}"
+
+
 def require_image(ref: str, variable: str = "TOOLCHAIN") -> str:
     """The image ID of ``ref``; a clear error when it is absent."""
     found = image_id(ref)
     if found is None:
         raise BuildError(f"image {ref} ({variable}) is not in the Docker engine",
-                         hint="run ./setup.sh or 'builder toolchain ensure'")
+                         hint=absent_image_hint(ref, toolchain=variable == "TOOLCHAIN"))
     return found
 
 

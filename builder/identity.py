@@ -29,8 +29,7 @@ class Identities:
             info = engine.inspect_image(ref)
             if info is None:
                 raise BuildError(f"image {ref} ({where}) is not in the Docker engine",
-                                 hint="run ./setup.sh or 'builder toolchain ensure'" if where == "TOOLCHAIN"
-                                 else f"docker pull or docker load {ref} first")
+                                 hint=engine.absent_image_hint(ref, toolchain=where == "TOOLCHAIN"))
             labels = (info.get("Config") or {}).get("Labels") or {}
             if labels.get(ROOTFS_LABEL):
                 self._images[ref] = f"rootfs:sha256:{labels[ROOTFS_LABEL]}"

@@ -16,6 +16,8 @@ from builder.platforms import Platform
 
 POWEROFF_GRACE = 30  # seconds QEMU may take to end by itself after the marker (no ACPI/PSCI: we stop it)
 MARKER = re.compile(r"BUILDER-BOOT-OK release=(?P<release>\S+) machine=(?P<machine>\S+)\r?\n")  # whole line only
+PANIC = re.compile(r"Kernel panic - not syncing: [^\r\n]*(?=\r?\n)")  # a whole line: its reason is the news
+PANIC_GRACE = 2  # seconds of console kept after a panic line (its call trace), then QEMU is stopped
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ def boot(platform: Platform, kernel: Path, initrd: Path, *, timeout: float = 300
     os.set_blocking(proc.stdout.fileno(), False)
     buffer = b""
     found: re.Match[str] | None = None
-    found_at = 0.0
+    panic: re.Match[str] | None = None
+    found_at = panic_at = 0.0
     try:
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
@@ -59,12 +62,18 @@ def boot(platform: Platform, kernel: Path, initrd: Path, *, timeout: float = 300
                 exited = proc.poll() is not None
                 if found and (exited or now > found_at + POWEROFF_GRACE):
                     break
+                if panic and (exited or now > panic_at + PANIC_GRACE):  # a panicked kernel never boots
+                    break
                 if sel.select(timeout=0.5) or exited:
                     buffer += proc.stdout.read() or b""
-                if not found and (found := MARKER.search(buffer.decode(errors="replace"))):
-                    found_at = now
-                if exited and not found:
-                    break
+                if not (found or panic):
+                    text = buffer.decode(errors="replace")
+                    if found := MARKER.search(text):
+                        found_at = now
+                    elif panic := PANIC.search(text):
+                        panic_at = now
+                    elif exited:
+                        break
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -74,6 +83,9 @@ def boot(platform: Platform, kernel: Path, initrd: Path, *, timeout: float = 300
     if console is not None:
         console.parent.mkdir(parents=True, exist_ok=True)
         console.write_text(text)
+    if panic and not found:
+        raise BuildError(f"{platform.arch} kernel panicked: {panic.group(0).strip()}",
+                         where=str(console) if console else None)
     if not found:
         last = " | ".join(line for line in text.strip().splitlines()[-3:])
         why = f"QEMU exited with {proc.returncode}" if time.monotonic() - start < timeout else f"{timeout:.0f}s passed"

@@ -46,7 +46,71 @@ class OneLineReporter(ConsoleReporter):
         super()._write_failure(result, write_exception)
 
 
+class DepFileError(BuildError):
+    """doit's database cannot be read. Exit status 2, like every mistake found before doit runs anything."""
+
+    exit_status = 2
+
+
+SQLITE_BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED: another doit is writing it; not our business here
+SQLITE_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def check_dep_file(path: Path) -> None:
+    """A DepFileError when doit's sqlite3 database ``path`` exists and cannot be read whole: garbage bytes,
+    a truncated copy, or values that are not doit's JSON. doit itself would stop with a traceback."""
+    if not path.exists():
+        return
+    import sqlite3
+
+    try:
+        problem = _dep_file_problem(path)
+    except sqlite3.Error as exc:
+        code = (exc.sqlite_errorcode or 0) & 0xFF
+        if code in SQLITE_BUSY:
+            return
+        if code not in SQLITE_DAMAGED:
+            raise DepFileError(f"cannot read doit's database {path} ({exc})",
+                               hint="it must be a readable and writable file") from None
+        problem = str(exc)
+    if problem:
+        raise DepFileError(f"doit's database {path} is damaged ({problem})",
+                           hint=f"delete it to forget what was built; out/ is kept and the next run rebuilds: "
+                                f"rm {path}")
+
+
+def _dep_file_problem(path: Path) -> str | None:
+    """What is wrong inside the database (None: nothing); sqlite3.Error when sqlite cannot read it at all."""
+    import json
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(str(path), timeout=5)) as db:
+        check = "; ".join(str(row[0]) for row in db.execute("PRAGMA quick_check"))
+        if check != "ok":
+            return check or "no answer to an integrity check"
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'doit'").fetchone():
+            return None  # a new database: doit creates its table
+        for task_id, data in db.execute("SELECT task_id, task_data FROM doit"):
+            try:
+                values = json.loads(data)
+            except (ValueError, TypeError):
+                values = None
+            if not isinstance(values, dict):
+                return f"the values stored for {task_id} are not doit's JSON"
+    return None
+
+
 def doit_config(root: Path) -> dict[str, object]:
+    """What a project's dodo.py gives doit as DOIT_CONFIG.
+
+    Called when doit imports dodo.py, before doit opens its database: a damaged one is one line and exit
+    status 2 here, not doit's traceback later."""
+    try:
+        check_dep_file(root / DEP_FILE)
+    except DepFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_status)
     return {
         "backend": "sqlite3",
         "dep_file": str(root / DEP_FILE),
@@ -83,6 +147,18 @@ def _build_action(plan: Plan) -> dict[str, object] | TaskFailed:
         return execute(plan)
     except BuildError as exc:
         return TaskFailed(str(exc))
+    except OSError as exc:  # the machine, not the recipe: a full disk, a directory that cannot be written
+        where = f" ({_relative(exc.filename, plan.project.root)})" if exc.filename else ""
+        return TaskFailed(f"{plan.label}: {exc.strerror or exc}{where}; nothing in out/ changed")
+
+
+def _relative(path: object, root: Path) -> str:
+    """A host path as the user knows it: relative to the project when inside it."""
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    try:
+        return str(Path(text).relative_to(root))
+    except ValueError:
+        return text
 
 
 def _dry_run_action(plan: Plan) -> TaskFailed | None:

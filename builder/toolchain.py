@@ -133,19 +133,28 @@ def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SU
     return image
 
 
+def bootstrap_log(suite: str) -> Path:
+    """Where the last bootstrap of ``suite`` wrote mmdebstrap's output: in the cache directory, outside the
+    work directory that is always removed, so a failure's log stays to be read (the next run replaces it)."""
+    from builder.sources import default_cache_dir
+
+    return default_cache_dir() / "logs" / f"toolchain-{suite}.log"
+
+
 def _bootstrap(ref: str, suite: str, mirror: str) -> str:
     """mmdebstrap ``suite`` into a tar, then docker import it as ``ref``; the new image ID."""
+    log = bootstrap_log(suite)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)  # run() appends: this run's output only
     workdir = Path(tempfile.mkdtemp(prefix="builder-toolchain-", dir="/var/tmp"))
     workdir.chmod(0o700)  # mkdtemp's mode already; the rootfs depends on it (see mmdebstrap_env)
     made, tarball = workdir / "mmdebstrap.tar", workdir / "rootfs.tar"
-    lock_copy, log = workdir / "toolchain.lock", workdir / "mmdebstrap.log"
-    keep_log = False
+    lock_copy = workdir / "toolchain.lock"
     try:
-        with step(f"mmdebstrap {suite} ({len(PACKAGES)} packages) -> {made}"):
+        with step(f"mmdebstrap {suite} ({len(PACKAGES)} packages) -> {made}; log: {log}"):
             done = run(mmdebstrap_argv(suite, made, mirror, lock_copy), env=mmdebstrap_env(workdir),
                        log=log, check=False)
             if done.returncode != 0:
-                keep_log = True
                 raise BuildError(f"mmdebstrap of {suite} failed with exit status {done.returncode}: "
                                  f"{_last_line(log)}", hint=f"full log: {log}")
         lock = lock_copy.read_text()
@@ -160,23 +169,18 @@ def _bootstrap(ref: str, suite: str, mirror: str) -> str:
             image = engine.import_rootfs(tarball, ref, changes=[f"LABEL {LABEL}={packages_digest}",
                                                                 f"LABEL {ROOTFS_LABEL}={rootfs_digest}"])
     finally:
-        _clean(workdir, keep=log if keep_log else None)
+        _clean(workdir)
     return image
 
 
-def _clean(workdir: Path, *, keep: Path | None) -> None:
-    """Remove ``workdir`` (all but ``keep``) - never while something is still mounted under it."""
+def _clean(workdir: Path) -> None:
+    """Remove ``workdir`` - never while something is still mounted under it."""
     mounts = mounted_under(workdir)
     if mounts:
         say(f"left {workdir} in place: {len(mounts)} mounts remain under it (first: {mounts[0]});"
             " unmount them (umount -R) before deleting it")
         return
-    if keep is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-        return
-    for item in workdir.iterdir():
-        if item != keep:
-            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def mounted_under(directory: Path, mounts: Path = Path("/proc/self/mounts")) -> list[str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.engine import EngineError
 from builder.errors import BuildError
 from builder.outputs import sha256_file
 from builder.plan import Plan
@@ -20,11 +21,16 @@ class Verdict:
 
 
 def stored_values(dep_file: Path, task: str) -> dict[str, Any]:
-    """What doit stored for ``task`` after its last successful run ({} if never)."""
+    """What doit stored for ``task`` after its last successful run ({} if never).
+
+    A damaged database is a DepFileError (one line, exit status 2) saying how to reset it."""
     if not dep_file.exists():
         return {}
     from doit.dependency import Dependency, SqliteDB
 
+    from builder.tasks import check_dep_file
+
+    check_dep_file(dep_file)
     db = Dependency(SqliteDB, str(dep_file))
     try:
         return dict(db.get_values(task) or {})
@@ -67,6 +73,8 @@ def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Verdic
     before: dict[str, str] = stored["inputs"]
     try:
         now = plan.inputs(plan.project.identities)
+    except EngineError:
+        raise  # nothing can be said about any task until the engine answers
     except BuildError as exc:
         return Verdict(plan.label, False, [f"cannot check: {exc}", *reasons])
     reasons += differences(before, now, plan.origin, width=20)

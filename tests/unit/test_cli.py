@@ -133,3 +133,41 @@ def test_variables_a_recipe_uses_or_a_vars_file_defines_are_known(project_dir: C
                  "recipes/c/pkg.yaml": "name: c\nvariant: scratch\ndescription: '{{ GREETING | default(1) }}'\n"})
     for word in ("FLAVOR=y", "GREETING=hi", "TOOLCHAIN=t:1", "NO_CACHE=1"):
         assert invoke("validate", "-v", word).exit_code == 0, word
+
+
+# --- builder build: what it takes, said in its own words ---
+
+AMD64_RUN = ("--platform", "linux/amd64")  # whatever this machine is
+TARGETS = {
+    "recipes/s/pkg.yaml": "name: s\nvariant: scratch\nfinalize:\n  - from: /\n",
+    "recipes/k/pkg.yaml": ("name: k\nvariant: scratch\ndependencies:\n  - stage: s\nfinalize:\n  - from: /\n"
+                           "outputs:\n  - k-{{ ARCH }}\n"),
+    "recipes/fw/pkg.yaml": ("name: fw\nvariant: scratch\nplatforms: [linux/arm64]\nfinalize:\n  - from: /\n"
+                            "outputs:\n  - fw.bin\n"),
+}
+
+
+def test_an_unknown_build_target_names_the_known_targets_and_the_command(project_dir: Callable[..., Path]) -> None:
+    project_dir(TARGETS)
+    assert assert_one_error_line(invoke("build", "nosuch", *AMD64_RUN)) == (
+        "error: unknown target 'nosuch'; known targets: k, k:amd64 (builder build takes recipe names with outputs, "
+        "or NAME:ARCH; builder graph shows them all)")
+
+
+def test_a_build_target_for_a_platform_not_in_the_run_says_how_to_ask_for_it(project_dir: Callable[..., Path]) -> None:
+    project_dir(TARGETS)
+    assert assert_one_error_line(invoke("build", "k:arm64", *AMD64_RUN)) == (
+        "error: unknown target 'k:arm64'; known targets: k, k:amd64 (this run builds linux/amd64; for arm64: "
+        "builder build k --platform linux/arm64)")
+    assert assert_one_error_line(invoke("build", "k:riscv64", *AMD64_RUN)).endswith(
+        "(there is no platform riscv64; the platforms are linux/amd64, linux/arm64)")
+    assert assert_one_error_line(invoke("build", "fw", *AMD64_RUN)) == (
+        "error: recipe fw is not built for linux/amd64 (its platforms: linux/arm64) (builder build fw --platform "
+        "linux/arm64)")
+
+
+def test_building_a_stage_without_outputs_says_there_is_nothing_to_build_and_what_uses_it(
+        project_dir: Callable[..., Path]) -> None:
+    project_dir(TARGETS)
+    assert assert_one_error_line(invoke("build", "s", *AMD64_RUN)) == (
+        "error: recipe s has no outputs; nothing to build - it is a stage for k (builder build k)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -82,21 +83,73 @@ def test_an_absent_image_is_none(serve: Serve) -> None:
     assert engine.image_id("nope:1") is None
 
 
+@pytest.fixture(autouse=True)
+def _no_stuck_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine that timed out is remembered per process: each test starts without that memory."""
+    monkeypatch.setattr(engine, "_stuck", {})
+
+
 def test_an_engine_that_accepts_and_never_answers_fails_within_the_deadline(
         serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "ANSWER_SECONDS", 1)
-    serve(lambda request: None)
-    with pytest.raises(BuildError, match=r"the Docker engine did not answer within 1s \(DOCKER_HOST is unix://"):
+    monkeypatch.setenv("BUILDER_ENGINE_TIMEOUT", "1")
+    path = serve(lambda request: None)
+    started = time.monotonic()
+    with pytest.raises(engine.EngineError) as info:
         engine.inspect_image("builder-toolchain:bookworm")
+    assert str(info.value) == (f"the Docker engine is not reachable (timed out after 1s: unix://{path} accepted the "
+                               "connection and did not answer) (it is stuck: restart it (systemctl restart docker), "
+                               "or unset DOCKER_HOST to use /var/run/docker.sock)")
+    with pytest.raises(engine.EngineError, match="timed out after 1s"):  # not asked again: no second wait
+        engine.inspect_image("other:1")
+    assert time.monotonic() - started < 1.9
 
 
-def test_no_engine_at_all_is_not_reachable_and_the_hint_honours_docker_host(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_deadline_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BUILDER_ENGINE_TIMEOUT", raising=False)
+    assert engine.answer_seconds() == 30
+    monkeypatch.setenv("BUILDER_ENGINE_TIMEOUT", "2.5")
+    assert engine.answer_seconds() == 2.5
+    monkeypatch.setenv("BUILDER_ENGINE_TIMEOUT", "soon")
+    with pytest.raises(BuildError, match=r"^BUILDER_ENGINE_TIMEOUT: 'soon' is not a number of seconds$"):
+        engine.answer_seconds()
+
+
+def test_no_engine_at_all_is_not_running_and_the_hint_honours_docker_host(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     with pytest.raises(BuildError) as info:
         engine.ping()
-    assert str(info.value).startswith("the Docker engine is not reachable (No such file or directory) "
-                                      f"(DOCKER_HOST is unix://{tmp_path}/none.sock:")
+    sock = f"unix://{tmp_path}/none.sock"
+    assert str(info.value) == (f"the Docker engine is not reachable (not running: {sock} does not exist) "
+                               f"(DOCKER_HOST is {sock}: start an engine there, or unset DOCKER_HOST to use "
+                               "/var/run/docker.sock)")
+
+
+def test_a_socket_nobody_listens_on_refuses_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "stale.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening: what a dead engine leaves behind
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    try:
+        with pytest.raises(engine.EngineError) as info:
+            engine.ping()
+    finally:
+        stale.close()
+    assert info.value.message == (f"the Docker engine is not reachable (not running: unix://{path} refused the "
+                                  "connection)")
+
+
+def test_a_socket_that_is_not_ours_is_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/engine.sock")
+
+    def refuse(self: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(engine._UnixConnection, "connect", refuse)
+    with pytest.raises(engine.EngineError) as info:
+        engine.ping()
+    assert str(info.value) == (f"the Docker engine is not reachable (permission denied on unix://{tmp_path}/"
+                               "engine.sock) (run as root, or add your user to the docker group and log in again)")
 
 
 def test_a_garbled_answer_is_a_clear_error(serve: Serve) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,14 +34,39 @@ def test_booting_without_a_kernel_names_it_and_the_build_command(tmp_path: Path)
                                "PLATFORM=linux/arm64)")
 
 
-def test_a_guest_that_never_prints_the_marker_is_an_error_with_its_last_lines(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """fake_qemu(script body): QEMU replaced by a shell script; kernel and initrd exist."""
     for name in ("k", "i"):
         (tmp_path / name).write_bytes(b"x")
-    script = tmp_path / "fake-qemu"
-    script.write_text("#!/bin/sh\necho 'Booting Linux'\necho 'Kernel panic - not syncing: VFS'\nexit 1\n")
-    script.chmod(0o755)
-    monkeypatch.setattr(qemu, "command", lambda *args, **kwargs: [str(script)])
+
+    def make(body: str) -> None:
+        script = tmp_path / "fake-qemu"
+        script.write_text("#!/bin/sh\n" + body)
+        script.chmod(0o755)
+        monkeypatch.setattr(qemu, "command", lambda *args, **kwargs: [str(script)])
+
+    return make
+
+
+def test_a_guest_that_never_prints_the_marker_is_an_error_with_its_last_lines(
+        tmp_path: Path, fake_qemu: Callable[[str], None]) -> None:
+    fake_qemu("echo 'Booting Linux'\necho 'Run /init as init process'\nexit 1\n")
     with pytest.raises(BuildError, match=r"amd64 did not boot to the marker \(QEMU exited with 1\); last console "
-                                         r"lines: Booting Linux \| Kernel panic - not syncing: VFS"):
+                                         r"lines: Booting Linux \| Run /init as init process"):
         qemu.boot(AMD64, tmp_path / "k", tmp_path / "i", timeout=30)
+
+
+def test_a_kernel_panic_stops_the_boot_early_and_is_the_error(tmp_path: Path, fake_qemu: Callable[[str], None]) -> None:
+    # a guest that panics and then hangs (no panic=-1 reboot): QEMU is stopped within the grace, not the timeout
+    fake_qemu("echo 'Booting Linux'\n"
+              "printf 'Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\\r\\n'\n"
+              "echo 'CPU: 0 PID: 1 Comm: swapper'\nexec sleep 60\n")
+    console = tmp_path / "boot.log"
+    started = time.monotonic()
+    with pytest.raises(BuildError) as info:
+        qemu.boot(AMD64, tmp_path / "k", tmp_path / "i", timeout=60, console=console)
+    assert str(info.value) == (f"{console}: amd64 kernel panicked: Kernel panic - not syncing: VFS: Unable to "
+                               "mount root fs on unknown-block(0,0)")
+    assert time.monotonic() - started < 10
+    assert "CPU: 0 PID: 1 Comm: swapper" in console.read_text()  # the trace after the panic line is kept
