@@ -79,6 +79,11 @@ _ALIASES: dict[str, Platform] = {
 }
 
 
+def by_any_name(name: str) -> Platform | None:
+    """The platform ``name`` means, exact (linux/amd64) or an alias (amd64, x86_64, linux/x86_64); else None."""
+    return _ALIASES.get(name)
+
+
 def host_platform() -> Platform:
     """The platform this machine (and so the toolchain image) runs natively."""
     machine = _host.machine()

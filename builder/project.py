@@ -11,7 +11,7 @@ from builder.errors import BuildError
 from builder.graph import Graph
 from builder.identity import Identities
 from builder.plan import Plan
-from builder.platforms import Platform, host_platform
+from builder.platforms import PLATFORMS, Platform, host_platform
 from builder.recipe import Recipe, find_recipe_files, load_recipe, template_names
 from builder.settings import SETTINGS, Settings
 from builder.sources import SourceCache, default_cache_dir
@@ -73,7 +73,7 @@ class Project:
     def graph(self, platform: Platform) -> Graph:
         if platform not in self._graphs:
             recipes = []
-            for path in find_recipe_files(self.recipes_root):
+            for path in find_recipe_files(self.recipes_root, display_root=self.root):
                 display = str(path.relative_to(self.root))
                 recipes.append(load_recipe(path, self.variables(path.parent, platform), display))
             self._graphs[platform] = Graph.of(recipes, platform.docker)
@@ -86,11 +86,18 @@ class Project:
             return
         known = set(SETTINGS) | set(DEFAULTS) | {"SOURCE_DATE_EPOCH", "DEBIAN_MIRROR"}
         known |= set(self.host.variables(self.host))
-        for path in find_recipe_files(self.recipes_root):
+        for path in find_recipe_files(self.recipes_root, display_root=self.root):
             known |= template_names(path)
         for path in self.recipes_root.rglob(VARS_FILE):
-            known |= set(load_vars_file(path))
+            known |= set(load_vars_file(path, path.relative_to(self.root).as_posix()))
+        from_platform = self.host.variables(self.host)
         for name in sorted(self.settings.variables):
+            if name in from_platform:  # the platform layer would silently win over it
+                value = self.settings.variables[name]
+                chosen = [p.docker for p in PLATFORMS.values() if p.variables(self.host)[name] == value]
+                raise BuildError(f"{name} is set from the platform, so {name}={value} would be ignored",
+                                 where="command line", hint="choose the platform instead: PLATFORM="
+                                 + (chosen[0] if chosen else ",".join(PLATFORMS)))
             if name not in known:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"did you mean {close[0]}?" if close else "no recipe, vars.yaml or setting uses it"

@@ -22,9 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-from builder import yamlfile
+from builder import files, yamlfile
 from builder.errors import RecipeError
-from builder.platforms import PLATFORMS
+from builder.platforms import PLATFORMS, by_any_name
+from builder.variables import check_image_reference
 
 RECIPE_FILE = "pkg.yaml"
 PHASES = ("prepare", "build", "install", "test")
@@ -116,6 +117,11 @@ class Dependency(_Model):
     from_: str = Field("/", alias="from")
     to: str = "/"
 
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        return v if v is None else check_image_reference(v)
+
     @model_validator(mode="after")
     def _one_kind(self) -> Dependency:
         if sum(kind is not None for kind in (self.stage, self.artifact, self.image)) != 1:
@@ -164,10 +170,19 @@ class Finalize(_Model):
 
 
 class FileSpec(_Model):
-    """Project files (a glob relative to the project root) given to the build under /pkg."""
+    """Project files (a glob relative to the project root) given to the build under /pkg. ``check`` names a
+    host-side check every matched file must pass before any build (files.CHECKS: e.g. kconfig)."""
 
     src: str
     dest: str
+    check: str | None = None
+
+    @field_validator("check")
+    @classmethod
+    def _check(cls, v: str | None) -> str | None:
+        if v is not None and v not in files.CHECKS:
+            raise ValueError(f"unknown check {v!r}; expected one of {', '.join(sorted(files.CHECKS))}")
+        return v
 
     @field_validator("src")
     @classmethod
@@ -237,9 +252,14 @@ class Recipe(_Model):
             return v
         if not v:
             raise ValueError("an empty list would build this recipe for no platform; leave 'platforms' out instead")
-        for item in v:
+        for index, item in enumerate(v):
+            meant = by_any_name(item)
+            if meant is not None and item not in PLATFORM_NAMES:
+                raise ValueError(f"{item!r} is not an OCI platform name; write {meant.docker!r}")
             if item not in PLATFORM_NAMES:
                 raise ValueError(f"unknown platform {item!r}; expected one of {', '.join(PLATFORM_NAMES)}")
+            if item in v[:index]:
+                raise ValueError(f"{item!r} is listed twice")
         return v
 
     @model_validator(mode="after")
@@ -383,17 +403,19 @@ def _model_at(loc: tuple[Any, ...]) -> type[_Model] | None:
     return None
 
 
-def find_recipe_files(recipes_root: Path) -> list[Path]:
+def find_recipe_files(recipes_root: Path, *, display_root: Path | None = None) -> list[Path]:
     """Every pkg.yaml under ``recipes_root``, in a stable order. One that is a link going nowhere (dangling,
-    or a loop) is an error: it would otherwise vanish from the build without a word."""
+    or a loop) or not a regular file (a directory, a fifo, which reading would block on) is an error: it
+    would otherwise vanish from the build without a word. Errors name it relative to ``display_root``."""
     found = []
     for path in sorted(recipes_root.rglob("*")):
         if path.name != RECIPE_FILE:
             continue
         if not path.is_file():
-            if path.is_symlink():
-                raise RecipeError("a link that leads to no file (dangling, or a loop)", where=str(path))
-            continue
+            where = str(path.relative_to(display_root)) if display_root else str(path)
+            if path.is_symlink() and not path.exists():
+                raise RecipeError("a link that leads to no file (dangling, or a loop)", where=where)
+            raise RecipeError("not a regular file (a recipe is a YAML text file)", where=where)
         found.append(path)
     return found
 

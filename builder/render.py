@@ -22,6 +22,7 @@ from builder import files
 from builder.errors import RecipeError
 from builder.graph import Graph
 from builder.recipe import Recipe
+from builder.sources import redact
 from builder.variables import build_environment
 
 LIB = "lib/builder.sh"
@@ -127,6 +128,15 @@ def render(
     return context
 
 
+def _check(kind: str, data: bytes, rel: str, declared: str) -> None:
+    """Run the ``check:`` a files: entry declares on one matched file; its problem names the file and line."""
+    try:
+        files.CHECKS[kind](data)
+    except files.CheckError as exc:
+        raise RecipeError(exc.message, where=f"{rel}:{exc.line}" if exc.line else rel,
+                          hint=f"check: {kind}, {declared}") from None
+
+
 def _stage(
     graph: Graph,
     recipe: Recipe,
@@ -150,35 +160,38 @@ def _stage(
 
     for index, src in enumerate(recipe.sources):
         context.files[f"{prefix}/sources/{src.destination}"] = ContextFile(
-            digest=src.sha256, origin=src.url, fetch=(recipe.name, index))
+            digest=src.sha256, origin=redact(src.url), fetch=(recipe.name, index))
 
     has_files = False
     for index, spec in enumerate(recipe.files):
+        where = recipe.where("files", index, "src")
         matches = files.match(project_root, spec.src)
-        for rel in matches:  # a link may point anywhere: what it resolves to must stay in the project
-            target = (project_root / rel).resolve()
-            if not target.is_relative_to(project_root.resolve()):
-                raise RecipeError(f"files.{index}: {rel!r} resolves outside the project (to {target}); "
-                                  "builds only take project files", where=recipe.where("files", index, "src"))
-            if rel.endswith(".patch") and target.stat().st_size == 0:  # patch(1) would apply it silently
-                raise RecipeError(f"files.{index}: {rel!r} is an empty patch",
-                                  where=recipe.where("files", index, "src"))
-        context.patterns[spec.src] = matches
         is_glob = files.is_glob(spec.src)
         if not matches and not is_glob:
-            raise RecipeError(f"files.{index}.src: no such file {spec.src!r} in the project",
-                              where=recipe.where("files", index, "src"))
+            what = files.why_not_a_file(project_root / spec.src)
+            raise RecipeError(f"files.{index}.src: {spec.src!r} {what}" if what else
+                              f"files.{index}.src: no such file {spec.src!r} in the project", where=where)
+        context.patterns[spec.src] = matches
         into_dir = spec.dest.endswith("/") or is_glob
         if not into_dir and len(matches) != 1:
             raise RecipeError(f"files.{index}: {spec.src!r} matches {len(matches)} files; end dest with '/'",
                               where=recipe.where("files", index))
         for rel in matches:
+            target = (project_root / rel).resolve()  # a link may point anywhere: it must stay in the project
+            if not target.is_relative_to(project_root.resolve()):
+                raise RecipeError(f"files.{index}: {rel!r} resolves outside the project (to {target}); "
+                                  "builds only take project files", where=where)
+            data = (project_root / rel).read_bytes()
+            if rel.endswith(".patch") and not data:  # patch(1) would apply it silently
+                raise RecipeError(f"files.{index}: {rel!r} is an empty patch", where=where)
+            if spec.check is not None:
+                _check(spec.check, data, rel, recipe.where("files", index, "check"))
             dest = f"{spec.dest.rstrip('/')}/{rel.rsplit('/', 1)[-1]}" if into_dir else spec.dest
             if f"{prefix}/files/{dest}" in context.project_files:
                 other = context.project_files[f"{prefix}/files/{dest}"]
                 raise RecipeError(f"files.{index}: {rel!r} and {other!r} would both be /pkg/{dest}",
                                   where=recipe.where("files", index))
-            context.add(f"{prefix}/files/{dest}", (project_root / rel).read_bytes(), rel)
+            context.add(f"{prefix}/files/{dest}", data, rel)
             context.project_files[f"{prefix}/files/{dest}"] = rel
             has_files = True
 

@@ -13,6 +13,7 @@ from builder.errors import RecipeError
 from builder.platforms import Platform
 
 VARS_FILE = "vars.yaml"
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 DEFAULTS: dict[str, str] = {
@@ -92,16 +93,17 @@ def _apt_entries(sources: tuple[Path, ...]) -> list[tuple[list[str], list[str], 
     return entries
 
 
-def load_vars_file(path: Path) -> dict[str, str]:
-    """A vars.yaml: a flat mapping of variable names to scalar values."""
-    data, lines = yamlfile.load(yamlfile.read_text(path, str(path)), str(path))
+def load_vars_file(path: Path, display: str | None = None) -> dict[str, str]:
+    """A vars.yaml: a flat mapping of variable names to scalar values (``display``: its name in errors)."""
+    name = display or str(path)
+    data, lines = yamlfile.load(yamlfile.read_text(path, name), name)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise RecipeError("expected a mapping of variable names to values", where=f"{path}:1")
+        raise RecipeError("expected a mapping of variable names to values", where=f"{name}:1")
     result = {}
     for key, value in data.items():
-        where = f"{path}:{lines.get((key,), 1)}"
+        where = f"{name}:{lines.get((key,), 1)}"
         if not isinstance(key, str) or not NAME.match(key):
             raise RecipeError(f"invalid variable name {key!r}; expected letters, digits and _", where=where)
         if isinstance(value, (dict, list)) or value is None:
@@ -118,8 +120,8 @@ def directory_layers(recipes_root: Path, recipe_dir: Path) -> dict[str, str]:
     for part in ("", *rel.parts):
         current = current / part if part else current
         candidate = current / VARS_FILE
-        if candidate.is_file():
-            merged.update(load_vars_file(candidate))
+        if candidate.exists() or candidate.is_symlink():  # a fifo or a dangling link is an error, not absent
+            merged.update(load_vars_file(candidate, candidate.relative_to(recipes_root.parent).as_posix()))
     return merged
 
 
@@ -146,10 +148,38 @@ def resolve(
     if mirror:
         merged["DEBIAN_MIRROR"] = mirror
     merged.update(directory_layers(recipes_root, recipe_dir))
-    merged.update(command_line_layer(cli))
+    layer = command_line_layer(cli)
+    for name, value in layer.items():
+        if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):  # a pasted line break, a NUL
+            raise RecipeError(f"{name}: a value with a line break or control character ({value!r})",
+                              where="command line")
+    merged.update(layer)
     merged.update(platform.variables(host))
     _check_epoch(merged)
+    _check_toolchain(merged, from_command_line="TOOLCHAIN" in layer)
     return merged
+
+
+# An image reference as docker reads it: [host[:port]/]path[:tag][@algorithm:hex]
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(rf"^{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+                             r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$")
+IMAGE_FORMS = "expected [registry/]name[:tag][@sha256:digest], e.g. builder-toolchain:bookworm"
+
+
+def check_image_reference(value: str) -> str:
+    """``value`` when it is an image reference docker can read; a ValueError saying the forms otherwise."""
+    if len(value) > 255 or not IMAGE_REFERENCE.match(value):
+        raise ValueError(f"{value!r} is not an image reference; {IMAGE_FORMS}")
+    return value
+
+
+def _check_toolchain(variables: dict[str, str], *, from_command_line: bool) -> None:
+    try:
+        check_image_reference(variables.get("TOOLCHAIN", ""))
+    except ValueError as exc:
+        raise RecipeError(f"TOOLCHAIN: {exc}", where="command line" if from_command_line else None) from None
 
 
 def _check_epoch(variables: dict[str, str]) -> None:
@@ -159,6 +189,9 @@ def _check_epoch(variables: dict[str, str]) -> None:
                           hint="set it there, on the command line or in the environment")
     if not (value.isascii() and value.isdigit()):
         raise RecipeError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, not {value!r}")
+    if int(value) > MAX_EPOCH:
+        raise RecipeError(f"SOURCE_DATE_EPOCH {value} is after 9999-12-31 (the last date time formats and "
+                          f"archives can hold: at most {MAX_EPOCH})")
 
 
 def build_environment(variables: Mapping[str, str]) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,19 @@ from builder.errors import RecipeError
 Path_ = tuple[Hashable, ...]
 
 
+MAX_BYTES = 1 << 20  # a recipe or vars.yaml is a few kilobytes; anything this big is some other file
+
+
 def read_text(path: Path, display: str) -> str:
-    """A project text file as UTF-8; unreadable or not UTF-8 is a RecipeError naming it."""
+    """A project text file as UTF-8; unreadable, not a regular file (a fifo would block the read), larger than
+    MAX_BYTES or not UTF-8 is a RecipeError naming it."""
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise RecipeError("not a regular file", where=display)
+        if info.st_size > MAX_BYTES:
+            raise RecipeError(f"{info.st_size} bytes; a recipe or vars.yaml is at most {MAX_BYTES} bytes",
+                              where=display)
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RecipeError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
@@ -52,8 +63,9 @@ def load(text: str, filename: str) -> tuple[Any, dict[Path_, int]]:
     Duplicate keys, tags, aliases, nesting deeper than MAX_DEPTH and malformed YAML are RecipeErrors
     naming the file and line.
     """
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         _refuse_aliases_and_depth(text, filename)
         node = loader.get_single_node()
         lines: dict[Path_, int] = {}
@@ -62,18 +74,33 @@ def load(text: str, filename: str) -> tuple[Any, dict[Path_, int]]:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
         problem = exc.problem or exc.context or "malformed YAML"
+        if problem == "found character '\\t' that cannot start any token":
+            problem = "a tab character where YAML wants spaces (indent with spaces only)"
         raise RecipeError(f"malformed YAML: {problem}", where=f"{filename}{line}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other controls)
+        line = f":{text[:exc.position].count(chr(10)) + 1}"
+        raise RecipeError(f"malformed YAML: character #x{exc.character:04x} is not allowed in YAML",
+                          where=f"{filename}{line}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"malformed YAML: {exc}", where=filename) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines
+
+
+PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{kind}"
+                      for kind in ("str", "int", "float", "bool", "null", "timestamp", "seq", "map"))
 
 
 def _build(
     loader: yaml.SafeLoader, node: yaml.Node, path: Path_, lines: dict[Path_, int], filename: str
 ) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    if node.tag not in PLAIN_TAGS:  # !!binary, !!set, !!python/...: a recipe is plain data
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise RecipeError(f"malformed YAML: could not determine a constructor for the tag {tag!r} (recipes take "
+                          "plain strings, numbers, lists and mappings)", where=f"{filename}:{_line(node)}")
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
