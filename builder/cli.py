@@ -303,8 +303,8 @@ def why(targets: tuple[str, ...], platform_spec: str | None, pairs: tuple[str, .
 
 
 @main.command()
-@click.argument("first", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("second", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("first", type=click.Path(path_type=Path))
+@click.argument("second", type=click.Path(path_type=Path))
 @friendly
 def diffsigs(first: Path, second: Path) -> None:
     """Compare two input signatures (out/.inputs/TASK.json), e.g. from two machines: which inputs differ.
@@ -313,6 +313,9 @@ def diffsigs(first: Path, second: Path) -> None:
     import json
 
     def inputs(path: Path) -> dict[str, str]:
+        if not path.is_file():
+            raise BuildError("does not exist" if not path.exists() else "is not a file", where=str(path),
+                             hint="input signatures are out/.inputs/TASK.json")
         try:
             data = json.loads(path.read_text())
             return dict(data["inputs"])

@@ -64,7 +64,7 @@ def execute(plan: Plan) -> dict[str, object]:
     """Build, install the outputs into out/ atomically, and return what doit stores as values."""
     project = plan.project
     settings = project.settings
-    outputs.check_out_dir(project.out_dir, plan.outputs)  # out/ unusable: say so before the long work
+    outputs.check(project.out_dir, plan.outputs)  # out/ unusable or its checksum files damaged: say so first
     inputs = plan.inputs(project.identities)  # engine and toolchain checked before any work
     digest = plan.digest(inputs)
     kit = backend.select(settings.backend, settings.builder)

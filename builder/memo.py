@@ -11,6 +11,7 @@ to the full plan.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -60,7 +61,24 @@ def load(state_dir: Path, digest: str) -> dict[str, Any] | None:
         entry = memo.get(digest)
     except (OSError, ValueError, AttributeError):
         return None
-    return entry if isinstance(entry, dict) else None
+    return entry if _well_formed(entry) else None
+
+
+def _well_formed(entry: object) -> bool:
+    """An entry this version wrote: a list of task descriptions and a check for each subtask."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("tasks"), list) or not isinstance(
+            entry.get("checks"), dict):
+        return False
+    check_keys = {"static", "project_files", "patterns", "artifacts", "images"}
+    for task in entry["tasks"]:
+        if not isinstance(task, dict) or not isinstance(task.get("basename"), str):
+            return False
+        if task.get("name") is not None:
+            check = entry["checks"].get(f"{task['basename']}:{task['name']}")
+            if not isinstance(check, dict) or set(check) != check_keys or not all(
+                    isinstance(v, dict) for v in check.values()):
+                return False
+    return True
 
 
 def save(state_dir: Path, digest: str, entry: dict[str, Any]) -> None:
@@ -75,7 +93,8 @@ def save(state_dir: Path, digest: str, entry: dict[str, Any]) -> None:
     memo.pop(digest, None)
     memo[digest] = entry
     memo = dict(list(memo.items())[-KEEP:])
-    outputs.atomic_write(path, json.dumps(memo, sort_keys=False).encode())
+    with contextlib.suppress(OSError):  # the memo only saves time: a run without it is slower, never wrong
+        outputs.atomic_write(path, json.dumps(memo, sort_keys=False).encode())
 
 
 def check_of(plan: Any) -> dict[str, Any]:

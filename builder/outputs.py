@@ -172,6 +172,20 @@ def check_out_dir(out_dir: Path, names: Iterable[str] = ()) -> Path:
     return real
 
 
+def check(out_dir: Path, names: Iterable[str]) -> None:
+    """Everything a publish of ``names`` will need from out/, checked before the long work: a usable
+    directory, and readable, consistent SHA256SUMS and manifest.json."""
+    real = check_out_dir(out_dir, names)
+    if real.is_dir():
+        _consistent(real, read_sums(real), read_manifest(real))
+
+
+def _consistent(real: Path, sums: Mapping[str, str], manifest: Mapping[str, Mapping[str, Any]]) -> None:
+    for name, entry in manifest.items():
+        if name in sums and sums[name] != entry["sha256"]:
+            raise BuildError(f"{_shown(real / MANIFEST)} and {SUMS} disagree about {name}", hint=RECOVER)
+
+
 def _staging(real: Path) -> list[Path]:
     return sorted(real.parent.glob(f".{real.name}.next-*")) + sorted(real.parent.glob(f".{real.name}.prev"))
 
@@ -315,9 +329,7 @@ def _stage(real: Path, stage: Path, change: Change, sums: dict[str, str],
     fault("stage")
     if real.is_dir():
         _link_tree(real, stage)
-    for name, entry in manifest.items():
-        if name in sums and sums[name] != entry["sha256"]:
-            raise BuildError(f"{_shown(real / MANIFEST)} and {SUMS} disagree about {name}", hint=RECOVER)
+    _consistent(real, sums, manifest)
     digests = {}
     for name, source in change.add.items():
         _move(source, stage / name)

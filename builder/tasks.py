@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -292,25 +293,70 @@ def dodo_tasks(root: Path, argv: list[str]) -> Iterator[dict[str, object]]:
     try:
         words = doit_words(argv[1:])
         settings = Settings.parse(words)
+        state = root / ".builder"  # Project.state_dir
+        if state.exists() and not state.is_dir():
+            raise BuildError(".builder is not a directory; it holds build state (logs, locks, the plan memo)",
+                             hint="move it aside")
         if wants_lock(argv) and not settings.dry_run:
             acquire_run_lock(root)
         digest = memo.key(root, words)
-        state = root / ".builder"
         entry = None if settings.dry_run else memo.load(state, digest)
         if entry is not None:
-            yield from list(_from_memo(root, words, entry))
-            return
-        from builder.project import Project
+            tasks = list(_from_memo(root, words, entry))
+        else:
+            from builder.project import Project
 
-        project = Project(root, settings)
-        tasks = list(generate(project))
-        project.check_words()
-        if not settings.dry_run:
-            memo.save(state, digest, _memo_entry(project, tasks))
+            project = Project(root, settings)
+            tasks = list(generate(project))
+            project.check_words()
+            if not settings.dry_run:
+                memo.save(state, digest, _memo_entry(project, tasks))
+        check_task_words(argv, tasks)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     yield from tasks
+
+
+DOIT_COMMANDS = {"run", "clean", "list", "info", "forget", "ignore", "dumpdb", "strace", "help", "tabcompletion",
+                 "auto", "reset-dep"}
+TASK_COMMANDS = {"run", "clean", "forget", "ignore", "info"}  # the commands whose words name tasks
+VALUE_OPTIONS = {"-n", "--process", "-o", "--output-file", "-P", "--parallel-type", "--failure-verbosity", "-r",
+                 "--reporter", "-v", "--verbosity", "--backend", "--check_file_uptodate", "-d", "--dir",
+                 "--db-file", "-f", "--file"}
+
+
+def check_task_words(argv: list[str], tasks: list[dict[str, object]]) -> None:
+    """Every task word on doit's command line names a task (or a target): a typo is one line naming the
+    closest tasks, not doit's 'Invalid parameter'. A command line this cannot read is left to doit."""
+    import difflib
+
+    args = argv[1:]
+    words: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in VALUE_OPTIONS:
+            skip = True
+        elif arg.startswith("-"):
+            if arg.split("=", 1)[0] not in VALUE_OPTIONS and not re.fullmatch(r"-[acksv0-9]+|--[a-z-]+", arg):
+                return  # an option this does not know: doit decides
+        elif "=" not in arg:
+            words.append(arg)
+    if words and words[0] in DOIT_COMMANDS:
+        if words[0] not in TASK_COMMANDS:
+            return
+        words = words[1:]
+    known = {str(t["basename"]) if t.get("name") is None else f"{t['basename']}:{t['name']}" for t in tasks}
+    targets = {str(p) for t in tasks for p in t.get("targets") or []}  # type: ignore[attr-defined]
+    targets |= {os.path.relpath(p) for p in targets}
+    for word in words:
+        if word in known or word in targets or any(c in word for c in "*?["):
+            continue
+        close = difflib.get_close_matches(word, sorted(known), n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"known tasks: {', '.join(sorted(known)[:12])}"
+        raise BuildError(f"command line: unknown task {word!r}", hint=hint)
 
 
 _lock_file: IO[str] | None = None
@@ -322,8 +368,12 @@ def acquire_run_lock(root: Path) -> None:
     if _lock_file is not None:
         return
     state = root / ".builder"  # Project.state_dir
-    state.mkdir(parents=True, exist_ok=True)
-    handle = open(state / "run.lock", "a+")  # noqa: SIM115 - held for the life of the process
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        handle = open(state / "run.lock", "a+")  # noqa: SIM115 - held for the life of the process
+    except OSError as exc:
+        raise BuildError(f"cannot take the run lock in {state}: {exc.strerror}",
+                         hint=".builder must be a writable directory") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -63,6 +63,7 @@ OPERATIONS = {  # operation -> its keys besides the path (optional ones after '?
     "mkdir": set(),
     "mkfifo": set(),
     "copy": {"from"},
+    "chmod": {"mode"},
 }
 TIMEOUT = 60
 # Names a run may add to the project: build state and doit's database. Anything else new is a leftover.
@@ -210,6 +211,8 @@ def apply(operation: dict[str, Any], root: Path) -> None:
         if path.exists():
             path.unlink()
         os.mkfifo(path)
+    elif kind == "chmod":
+        path.chmod(int(str(operation["mode"]), 8))
     elif kind == "copy":
         shutil.copy(Path(__file__).resolve().parent / operation["from"], path)
 

@@ -189,3 +189,34 @@ def test_a_dry_run_task_is_never_up_to_date(make_project: MakeProject) -> None:
 def test_generating_tasks_for_an_unknown_platform_is_an_error(make_project: MakeProject) -> None:
     with pytest.raises(BuildError, match="unknown platform 's390x'"):
         list(generate(make_project(FILES, {"PLATFORM": "s390x"})))
+
+
+TASKS: list[dict[str, object]] = [
+    {"basename": "kernel", "name": None},
+    {"basename": "kernel", "name": "amd64", "targets": ["/p/out/vmlinuz-amd64"]},
+    {"basename": "initramfs", "name": None},
+    {"basename": "initramfs", "name": "amd64", "targets": ["/p/out/initramfs-amd64.xz"]},
+]
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["kernel", "initramfs", "PLATFORM=linux/arm64"], ["-s", "initramfs:amd64"], ["clean", "kernel"],
+    ["list"], ["help", "kernal"], ["-n", "2", "kernel"], ["--db-file", "x.db", "kernel"], ["-a", "kernel:amd64"],
+    ["/p/out/vmlinuz-amd64"], ["kernel:*"], ["info", "initramfs"], ["--unknown-option=x", "kernal"],
+])
+def test_task_words_doit_accepts_are_accepted(argv: list[str]) -> None:
+    from builder.tasks import check_task_words
+
+    check_task_words(["doit", *argv], TASKS)
+
+
+@pytest.mark.parametrize(("argv", "expect"), [
+    (["kernal"], r"unknown task 'kernal' \(did you mean kernel\?\)"),
+    (["forget", "initramfs:arm64"], r"unknown task 'initramfs:arm64' \(did you mean initramfs:amd64"),
+    (["-s", "zzz"], r"unknown task 'zzz' \(known tasks: initramfs, initramfs:amd64, kernel, kernel:amd64\)"),
+])
+def test_an_unknown_task_word_names_the_closest_tasks(argv: list[str], expect: str) -> None:
+    from builder.tasks import check_task_words
+
+    with pytest.raises(BuildError, match=expect):
+        check_task_words(["doit", *argv], TASKS)
