@@ -150,7 +150,13 @@ class BuildKit:
     def shell_command(self, request: BuildRequest) -> str:
         """The commands as one line a user can paste."""
         env = " ".join(f"{k}={v}" for k, v in self.environment().items())
-        return " && ".join(f"{env} {shlex.join(argv)}".strip() for argv in self.commands(request))
+        return " && ".join(f"{env} {shlex.join(_short(argv))}".strip() for argv in self.commands(request))
+
+
+def _short(argv: list[str]) -> list[str]:
+    """``argv`` with the program by name when that is what the PATH finds: no host paths in logs."""
+    name = os.path.basename(argv[0])
+    return [name, *argv[1:]] if shutil.which(name) == argv[0] else argv
 
 
 def _clients() -> list[str]:
