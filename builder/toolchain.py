@@ -35,6 +35,10 @@ TOOLCHAIN_EPOCH = 1735689600  # 2025-01-01T00:00:00Z: every mtime in the tar is 
 HOSTNAME = "builder"
 
 
+APT_STALL_SECONDS = 60
+BOOTSTRAP_SECONDS = 1800  # the whole bootstrap (measured 68-76 s here); past it mmdebstrap is stopped
+
+
 def mmdebstrap_argv(suite: str, tarball: Path, mirror: str, lock_copy: Path) -> list[str]:
     """The mmdebstrap command that writes the toolchain rootfs to ``tarball``.
 
@@ -45,6 +49,8 @@ def mmdebstrap_argv(suite: str, tarball: Path, mirror: str, lock_copy: Path) -> 
     root = '"$1"'
     return [
         "mmdebstrap", "--variant=minbase", "--format=tar", f"--include={','.join(PACKAGES)}",
+        # a mirror that stops answering fails the download after this long without data (apt's own deadline)
+        f"--aptopt=Acquire::http::Timeout \"{APT_STALL_SECONDS}\"", "--aptopt=Acquire::Retries \"2\"",
         f"--customize-hook=mkdir -p {root}{os.path.dirname(LOCK_PATH)}",
         f"--customize-hook=chroot {root} dpkg-query -W -f='${{Package}}=${{Version}}\\n'"
         f" | LC_ALL=C sort > {root}{LOCK_PATH} && test -s {root}{LOCK_PATH}",
@@ -52,7 +58,8 @@ def mmdebstrap_argv(suite: str, tarball: Path, mirror: str, lock_copy: Path) -> 
         f"--customize-hook=: > {root}/etc/resolv.conf",
         f"--customize-hook=echo {HOSTNAME} > {root}/etc/hostname",
         f"--customize-hook=: > {root}/etc/apt/sources.list",
-        f"--customize-hook=rm -f {root}/etc/apt/sources.list.d/*.list {root}/etc/apt/sources.list.d/*.sources",
+        f"--customize-hook=rm -f {root}/etc/apt/sources.list.d/*.list {root}/etc/apt/sources.list.d/*.sources"
+        f" {root}/etc/apt/apt.conf.d/99mmdebstrap",  # the --aptopt file: the host's deadline, not the image's
         suite, str(tarball), mirror,
     ]
 
@@ -153,7 +160,7 @@ def _bootstrap(ref: str, suite: str, mirror: str) -> str:
     try:
         with step(f"mmdebstrap {suite} ({len(PACKAGES)} packages) -> {made}; log: {log}"):
             done = run(mmdebstrap_argv(suite, made, mirror, lock_copy), env=mmdebstrap_env(workdir),
-                       log=log, check=False)
+                       log=log, check=False, timeout=BOOTSTRAP_SECONDS)
             if done.returncode != 0:
                 raise BuildError(f"mmdebstrap of {suite} failed with exit status {done.returncode}: "
                                  f"{_last_line(log)}", hint=f"full log: {log}")

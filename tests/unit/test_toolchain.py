@@ -310,3 +310,9 @@ def test_a_gnu_format_input_gives_the_same_canonical_tar_as_a_pax_one(tmp_path: 
                         io.BytesIO(b"x"))
     assert (toolchain.canonical_tar(tmp_path / "gnu.tar", tmp_path / "gnu.out")
             == toolchain.canonical_tar(tmp_path / "pax.tar", tmp_path / "pax.out"))
+
+
+def test_apt_has_a_deadline_that_does_not_end_up_in_the_image(tmp_path: Path) -> None:
+    args = argv(tmp_path)
+    assert '--aptopt=Acquire::http::Timeout "60"' in args
+    assert any(h.startswith("rm -f ") and h.endswith('"$1"/etc/apt/apt.conf.d/99mmdebstrap') for h in hooks(args))
