@@ -3,6 +3,7 @@ and record them (SHA256SUMS, manifest.json, the input signature). The only layer
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,30 +61,41 @@ def _tmp_root(state_dir: Path) -> Path:
     return root
 
 
+def _build(plan: Plan, inputs: dict[str, str], work: Path) -> Path:
+    """Run the plan's BuildKit build in ``work``; the export directory, holding exactly the plan's outputs."""
+    project = plan.project
+    settings = project.settings
+    kit = backend.select(settings.backend, settings.builder)
+    host_files = _host_files(plan, inputs)
+    plan.context.write(work / "context", host_files)
+    for path, item in plan.context.files.items():  # an artifact must be the bytes its digest names
+        if item.artifact is not None and outputs.sha256_file(work / "context" / path) != inputs[path]:
+            raise BuildError(f"out/{item.artifact} does not match its sha256 in out/SHA256SUMS (changed since it "
+                             f"was built)", hint=f"rebuild it: doit -a {' '.join(plan.upstream)}")
+    export = work / "export"
+    export.mkdir()
+    log = project.state_dir / "logs" / f"{plan.slug}.log"
+    say(f"    {plan.label}: building with {kit.kind}; log: {log.relative_to(project.root)}")
+    backend.build(kit, plan.request(work / "context", export), log_path=log, label=plan.label)
+    outputs.check_export(export, plan.outputs, label=plan.label)
+    return export
+
+
+def _work_dir(plan: Plan) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=_tmp_root(plan.project.state_dir)))
+
+
 def execute(plan: Plan) -> dict[str, object]:
     """Build, install the outputs into out/ atomically, and return what doit stores as values."""
     project = plan.project
-    settings = project.settings
     outputs.check(project.out_dir, plan.outputs)  # out/ unusable or its checksum files damaged: say so first
     inputs = plan.inputs(project.identities)  # engine and toolchain checked before any work
     digest = plan.digest(inputs)
-    kit = backend.select(settings.backend, settings.builder)
-    host_files = _host_files(plan, inputs)
-    tmp_root = _tmp_root(project.state_dir)
-    work = Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=tmp_root))
+    work = _work_dir(plan)
     try:
-        plan.context.write(work / "context", host_files)
-        for path, item in plan.context.files.items():  # an artifact must be the bytes its digest names
-            if item.artifact is not None and outputs.sha256_file(work / "context" / path) != inputs[path]:
-                raise BuildError(f"out/{item.artifact} does not match its sha256 in out/SHA256SUMS (changed since it "
-                                 f"was built)", hint=f"rebuild it: doit -a {' '.join(plan.upstream)}")
-        (work / "export").mkdir()
-        log = project.state_dir / "logs" / f"{plan.slug}.log"
-        say(f"    {plan.label}: building with {kit.kind}; log: {log.relative_to(project.root)}")
-        backend.build(kit, plan.request(work / "context", work / "export"), log_path=log, label=plan.label)
-        outputs.check_export(work / "export", plan.outputs, label=plan.label)
+        export = _build(plan, inputs, work)
         digests = outputs.publish(project.out_dir, outputs.Change(
-            add={name: work / "export" / name for name in plan.outputs},
+            add={name: export / name for name in plan.outputs},
             details={
                 "task": plan.label,
                 "platform": plan.platform.docker,
@@ -101,3 +113,56 @@ def execute(plan: Plan) -> dict[str, object]:
     for name, sha in digests.items():
         say(f"    {plan.label}: out/{name}  sha256:{sha[:16]}…")
     return {"digest": digest, "outputs": digests, "inputs": inputs}
+
+
+def run_command(plan: Plan, *, check: bool = False) -> list[str]:
+    """Run a recipe command (``plan.command``) and write what it produces back into the project; with
+    ``check``, write nothing and fail when a project file differs from it. Returns one line per file."""
+    project = plan.project
+    targets = {name: _project_file(project.root, rel, plan) for name, rel in plan.writes.items()}
+    inputs = plan.inputs(project.identities)
+    work = _work_dir(plan)
+    said = []
+    try:
+        export = _build(plan, inputs, work)
+        for name, target in targets.items():
+            rel = plan.writes[name]
+            new = (export / name).read_bytes()
+            old = target.read_bytes() if target.is_file() else None
+            if old == new:
+                said.append(f"{rel}: unchanged ({plan.label})")
+            elif check:
+                raise BuildError(f"{rel} differs from what {plan.label} makes of it: {_first_changes(old, new)}",
+                                 hint=f"write it back: doit {plan.task} PLATFORM={plan.platform.docker}")
+            else:
+                outputs.atomic_write(target, new)
+                said.append(f"{rel}: written back by {plan.label} ({_first_changes(old, new)})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for line in said:
+        say(f"    {line}")
+    return said
+
+
+def _project_file(root: Path, rel: str, plan: Plan) -> Path:
+    """Where a command writes ``rel``: a file inside the project, never through a link out of it."""
+    target = root / rel
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise BuildError(f"{plan.label} writes {rel}, which resolves outside the project",
+                         where=plan.recipe.where("commands", plan.command, "writes"))
+    if target.is_dir():
+        raise BuildError(f"{plan.label} writes {rel}, which is a directory",
+                         where=plan.recipe.where("commands", plan.command, "writes"))
+    return target
+
+
+def _first_changes(old: bytes | None, new: bytes) -> str:
+    """How many lines change, and the first few, as a person reads a diff."""
+    if old is None:
+        return "a new file"
+    before = old.decode(errors="replace").splitlines()
+    after = new.decode(errors="replace").splitlines()
+    changed = [line for line in difflib.unified_diff(before, after, lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    first = "; ".join(changed[:4])
+    return f"{len(changed)} line(s) change, first: {first}" if changed else "line endings or bytes change"

@@ -73,7 +73,11 @@ def _well_formed(entry: object) -> bool:
     for task in entry["tasks"]:
         if not isinstance(task, dict) or not isinstance(task.get("basename"), str):
             return False
-        if task.get("name") is not None:
+        command = (task.get("meta") or {}).get("command") if isinstance(task.get("meta") or {}, dict) else 0
+        if command is not None:
+            if not (isinstance(command, list) and len(command) == 2 and all(isinstance(c, str) for c in command)):
+                return False
+        elif task.get("name") is not None:
             check = entry["checks"].get(f"{task['basename']}:{task['name']}")
             if not isinstance(check, dict) or set(check) != check_keys or not all(
                     isinstance(v, dict) for v in check.values()):

@@ -34,16 +34,22 @@ class Plan:
     project: Project
     platform: Platform
     recipe: Recipe
+    command: str | None = None  # one of the recipe's commands: run it instead of building the recipe
+
+    @property
+    def task(self) -> str:
+        """The doit task's base name: the recipe, or recipe-command."""
+        return f"{self.recipe.name}-{self.command}" if self.command else self.recipe.name
 
     @property
     def label(self) -> str:
-        """The doit task name: recipe:arch."""
-        return f"{self.recipe.name}:{self.platform.arch}"
+        """The doit task name: recipe:arch (recipe-command:arch)."""
+        return f"{self.task}:{self.platform.arch}"
 
     @property
     def slug(self) -> str:
         """The label as a file name: recipe-arch."""
-        return f"{self.recipe.name}-{self.platform.arch}"
+        return f"{self.task}-{self.platform.arch}"
 
     @property
     def graph(self) -> Graph:
@@ -61,11 +67,22 @@ class Plan:
             self.recipe.name,
             project_root=self.project.root,
             variables_for={r.name: self.project.recipe_variables(r, self.platform) for r in closure},
+            command=self.command,
         )
 
     @property
     def outputs(self) -> list[str]:
+        """What the export holds: the recipe's outputs; for a command, what it writes, named 0, 1, ..."""
+        if self.command:
+            return [str(index) for index in range(len(self.recipe.commands[self.command].writes))]
         return list(self.recipe.outputs)
+
+    @property
+    def writes(self) -> dict[str, str]:
+        """For a command: export name -> the project file it is written back to."""
+        if not self.command:
+            return {}
+        return {str(index): rel for index, rel in enumerate(self.recipe.commands[self.command].writes.values())}
 
     @property
     def targets(self) -> list[Path]:

@@ -114,6 +114,25 @@ class Project:
             self._plans[key] = Plan(self, platform, self.graph(platform)[name])
         return self._plans[key]
 
+    def command_plans(self) -> list[Plan]:
+        """A plan per command of every recipe and requested platform (tasks that are not builds)."""
+        result = []
+        for platform in self.settings.platforms:
+            for recipe in sorted(self.graph(platform).recipes.values(), key=lambda r: r.name):
+                if recipe.builds_for(platform.docker):
+                    result += [self.command_plan(recipe.name, command, platform) for command in recipe.commands]
+        return result
+
+    def command_plan(self, name: str, command: str, platform: Platform) -> Plan:
+        key = (f"{name} {command}", platform)
+        if key not in self._plans:
+            recipe = self.graph(platform)[name]
+            if command not in recipe.commands:
+                known = ", ".join(sorted(recipe.commands)) or "none"
+                raise BuildError(f"recipe {name} has no command {command!r} (its commands: {known})")
+            self._plans[key] = Plan(self, platform, recipe, command)
+        return self._plans[key]
+
     def plans(self, targets: tuple[str, ...] = ()) -> list[Plan]:
         """A plan per requested target (default: every exported recipe) and platform, in platform order."""
         result = []

@@ -141,8 +141,10 @@ class Dependency(_Model):
 
 
 class Step(_Model):
-    """Shell scripts run in order: prepare, build, install, test."""
+    """Shell scripts run in order: prepare, build, install, test. A named step is a point a command can
+    start from (``commands.NAME.after``)."""
 
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     prepare: list[str] = []
     build: list[str] = []
     install: list[str] = []
@@ -155,6 +157,28 @@ class Step(_Model):
 
     def phases(self) -> list[tuple[str, str]]:
         return [(phase, script) for phase in PHASES for script in getattr(self, phase)]
+
+
+class Command(_Model):
+    """A task that is not a build: a script run on the recipe's build tree as it is after step ``after``,
+    whose results are written back into the project (``writes``: path in the build -> project path).
+    `doit RECIPE-NAME` runs it; it is never up to date. (Kernel config write-back: make olddefconfig.)"""
+
+    description: str = ""
+    after: str
+    run: str
+    writes: dict[str, str] = {}
+
+    @field_validator("writes")
+    @classmethod
+    def _writes(cls, v: dict[str, str]) -> dict[str, str]:
+        for inside, project in v.items():
+            if not inside.startswith("/"):
+                raise ValueError(f"{inside!r}: a path in the build is absolute")
+            path = PurePosixPath(project)
+            if path.is_absolute() or ".." in path.parts or not project:
+                raise ValueError(f"{project!r}: a command writes project files, by a relative path without '..'")
+        return v
 
 
 class Finalize(_Model):
@@ -210,6 +234,7 @@ class Recipe(_Model):
     steps: list[Step] = []
     finalize: list[Finalize] = []
     outputs: list[str] = []
+    commands: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")], Command] = {}
 
     _path: Path = PrivateAttr()
     _lines: dict[Any, int] = PrivateAttr(default_factory=dict)
@@ -268,6 +293,11 @@ class Recipe(_Model):
             raise ValueError("variant 'scratch' has no shell, so it cannot have steps")
         if self.outputs and not self.finalize:
             raise ValueError("a recipe with outputs needs 'finalize' to say where they come from")
+        names = [step.name for step in self.steps if step.name]
+        for name, command in self.commands.items():
+            if command.after not in names:
+                known = ", ".join(names) or "none: give a step a name"
+                raise ValueError(f"commands.{name}.after: no step named {command.after!r} (named steps: {known})")
         return self
 
     @property

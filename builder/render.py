@@ -102,6 +102,10 @@ def export_stage_name(recipe: Recipe) -> str:
     return stage_name(recipe) + "-export"
 
 
+def command_stage_name(recipe: Recipe, command: str) -> str:
+    return f"{stage_name(recipe)}-command-{command}"
+
+
 def _template() -> jinja2.Template:
     text = resources.files("builder").joinpath("templates/Dockerfile.j2").read_text()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
@@ -115,13 +119,21 @@ def render(
     *,
     project_root: Path,
     variables_for: Mapping[str, Mapping[str, str]],
+    command: str | None = None,
 ) -> BuildContext:
     """Render ``target`` and its stage closure. ``variables_for`` maps recipe name -> its own variables
-    (each stage gets its own build environment: a dependency renders the same in every target)."""
+    (each stage gets its own build environment: a dependency renders the same in every target).
+
+    With ``command`` (one of the target's ``commands``), the context's target is that command's export
+    stage instead: the build tree after the command's ``after`` step, the command run on it, and the files
+    it ``writes``, exported as 0, 1, ... in their order. Without it the Dockerfile is the same as ever."""
     recipe = graph[target]
     context = BuildContext(target=export_stage_name(recipe), dockerfile="")
     context.add(LIB, resources.files("builder").joinpath("scripts/builder.sh").read_bytes(), "builder library")
-    stages = [_stage(graph, r, context, project_root, variables_for[r.name]) for r in graph.closure(target)]
+    stages = [_stage(graph, r, context, project_root, variables_for[r.name],
+                     command if r.name == target else None) for r in graph.closure(target)]
+    if command is not None:
+        context.target = command_stage_name(recipe, command) + "-export"
     export = {"name": export_stage_name(recipe), "source": stage_name(recipe),
               "outputs": [f"/{name}" for name in recipe.outputs]}
     context.dockerfile = _template().render(stages=stages, export=export, lib=LIB)
@@ -143,6 +155,7 @@ def _stage(
     context: BuildContext,
     project_root: Path,
     variables: Mapping[str, str],
+    command: str | None = None,
 ) -> dict[str, object]:
     prefix = recipe.name
     copies: list[dict[str, str]] = []
@@ -200,27 +213,32 @@ def _stage(
     context.add(f"{prefix}/env/env.sh", env_script.encode(), f"{recipe.where()} env")
 
     runs = []
+    ends: dict[str, int] = {}  # a named step -> how many RUNs there are up to its end
     number = 0
     for step_index, step in enumerate(recipe.steps):
         for phase, script in step.phases():
-            name = f"{number:02d}-{phase}.sh"
+            name = f"{number:02d}-{phase}"
             number += 1
-            body = (
-                "set -eu\n"
-                "(set -o pipefail) 2>/dev/null && set -o pipefail\n"
-                ". /.builder/env/env.sh\n"
-                f". /.builder/{LIB}\n"
-                "umask 022\n"
-                "cd /build\n"
-                f"echo '==> {recipe.name}: {phase} (steps.{step_index})'\n"
-                f"{script.rstrip()}\n"
-            )
-            # each RUN mounts only its own script, so editing a later step keeps the earlier layers cached
-            step_dir = f"{prefix}/steps/{name.removesuffix('.sh')}"
-            context.add(f"{step_dir}/{name}", body.encode(), f"{recipe.where('steps', step_index, phase)}")
-            runs.append({"dir": step_dir,
-                         "argv": json.dumps([recipe.shell, f"/.builder/step/{name}"])})
+            runs.append(_run(context, recipe, f"{prefix}/steps/{name}", name, phase,
+                             f"steps.{step_index}", script, recipe.where("steps", step_index, phase)))
+        if step.name:
+            ends[step.name] = len(runs)
 
+    segments: list[dict[str, object]] = [{"name": f"{stage_name(recipe)}-build", "runs": runs}]
+    command_spec: dict[str, object] | None = None
+    if command is not None:
+        wanted = recipe.commands[command]
+        split = ends[wanted.after]
+        segments = [{"name": f"{stage_name(recipe)}-after-{wanted.after}", "runs": runs[:split]},
+                    {"name": f"{stage_name(recipe)}-build", "runs": runs[split:]}]
+        command_spec = {
+            "name": command,
+            "stage": command_stage_name(recipe, command),
+            "start": segments[0]["name"],
+            "run": _run(context, recipe, f"{prefix}/commands/{command}", command, command, f"commands.{command}",
+                        wanted.run, recipe.where("commands", command, "run")),
+            "writes": list(wanted.writes),
+        }
     return {
         "name": stage_name(recipe),
         "recipe": recipe.name,
@@ -230,6 +248,25 @@ def _stage(
         "has_sources": bool(recipe.sources),
         "has_files": has_files,
         "prefix": prefix,
-        "runs": runs,
+        "segments": segments,
+        "command": command_spec,
         "finalize": [{"from": f.from_, "to": f.to} for f in recipe.finalize],
     }
+
+
+def _run(context: BuildContext, recipe: Recipe, step_dir: str, name: str, phase: str, key: str, script: str,
+         where: str) -> dict[str, str]:
+    """One RUN: its script (the recipe's text after the environment and the library) in its own context
+    directory, so each RUN mounts only its own script and editing a later step keeps earlier layers cached."""
+    body = (
+        "set -eu\n"
+        "(set -o pipefail) 2>/dev/null && set -o pipefail\n"
+        ". /.builder/env/env.sh\n"
+        f". /.builder/{LIB}\n"
+        "umask 022\n"
+        "cd /build\n"
+        f"echo '==> {recipe.name}: {phase} ({key})'\n"
+        f"{script.rstrip()}\n"
+    )
+    context.add(f"{step_dir}/{name}.sh", body.encode(), where)
+    return {"dir": step_dir, "argv": json.dumps([recipe.shell, f"/.builder/step/{name}.sh"])}

@@ -217,6 +217,31 @@ def generate(project: Project) -> Iterator[dict[str, object]]:
         for plan in plans:
             if plan.recipe.name == name:
                 yield build_task(plan, description)
+    yield from command_tasks(project.command_plans())
+
+
+def command_tasks(plans: list[Plan]) -> Iterator[dict[str, object]]:
+    """A task per recipe command (`doit kernel-olddefconfig`), a subtask per platform: never up to date,
+    not a default task; it writes project files, never out/."""
+    for task in dict.fromkeys(plan.task for plan in plans):
+        mine = [plan for plan in plans if plan.task == task]
+        command = mine[0].recipe.commands[mine[0].command or ""]
+        doc = command.description or f"run {mine[0].command} of {mine[0].recipe.name}"
+        yield {"basename": task, "name": None, "doc": doc}
+        for plan in mine:
+            yield {"basename": task, "name": plan.platform.arch, "verbosity": 2, "uptodate": [False],
+                   "doc": f"{doc} ({plan.platform.docker})", "meta": {"command": [plan.recipe.name, plan.command]},
+                   "actions": [(_dry_run_action if plan.project.settings.dry_run else _command_action, [plan])]}
+
+
+def _command_action(plan: Plan) -> TaskFailed | None:
+    from builder.executor import run_command
+
+    try:
+        run_command(plan)
+    except BuildError as exc:
+        return TaskFailed(str(exc))
+    return None
 
 
 def _outputs_intact(out_dir: Path, values: Mapping[str, Any]) -> bool:
@@ -250,21 +275,36 @@ _projects: dict[tuple[Path, tuple[tuple[str, str], ...]], Project] = {}
 def _memo_build_action(root: Path, words: dict[str, str], name: str, arch: str) -> dict[str, object] | TaskFailed:
     """A memo task that must build after all: now the full plan is made (once per process)."""
     from builder.platforms import parse_platforms
-    from builder.project import Project
 
     try:
-        cache_key = (root, tuple(sorted(words.items())))
-        if cache_key not in _projects:
-            _projects[cache_key] = Project.load(root, words)
-        project = _projects[cache_key]
-        return _build_action(project.plan(name, parse_platforms(arch)[0]))
+        return _build_action(_memo_project(root, words).plan(name, parse_platforms(arch)[0]))
+    except BuildError as exc:
+        return TaskFailed(str(exc))
+
+
+def _memo_project(root: Path, words: dict[str, str]) -> Project:
+    """The full project, made once per process, for a memo task that must run after all."""
+    from builder.project import Project
+
+    cache_key = (root, tuple(sorted(words.items())))
+    if cache_key not in _projects:
+        _projects[cache_key] = Project.load(root, words)
+    return _projects[cache_key]
+
+
+def _memo_command_action(root: Path, words: dict[str, str], recipe: str, command: str,
+                         arch: str) -> TaskFailed | None:
+    from builder.platforms import parse_platforms
+
+    try:
+        return _command_action(_memo_project(root, words).command_plan(recipe, command, parse_platforms(arch)[0]))
     except BuildError as exc:
         return TaskFailed(str(exc))
 
 
 def _memo_entry(project: Project, tasks: list[dict[str, object]]) -> dict[str, Any]:
     checks = {plan.label: memo.check_of(plan) for plan in project.plans()}
-    described = [{k: v for k, v in task.items() if k in ("basename", "name", "doc", "task_dep", "targets")}
+    described = [{k: v for k, v in task.items() if k in ("basename", "name", "doc", "task_dep", "targets", "meta")}
                  for task in tasks]
     return {"tasks": described, "checks": checks}
 
@@ -275,7 +315,12 @@ def _from_memo(root: Path, words: dict[str, str], entry: Mapping[str, Any]) -> I
     identities = Identities(root / "out")
     for described in entry["tasks"]:
         task: dict[str, object] = dict(described)
-        if task["name"] is not None:
+        command = (task.get("meta") or {}).get("command")  # type: ignore[attr-defined]
+        if command is not None and task["name"] is not None:
+            recipe, name = command  # type: ignore[misc]
+            task.update(actions=[(_memo_command_action, [root, words, recipe, name, task["name"]])],
+                        uptodate=[False], verbosity=2)
+        elif task["name"] is not None:
             label = f"{task['basename']}:{task['name']}"
             names = [Path(t).name for t in task.get("targets") or []]  # type: ignore[attr-defined]
             task.update(actions=[(_memo_build_action, [root, words, task["basename"], task["name"]])],

@@ -109,7 +109,7 @@ def test_an_unknown_nested_key_is_an_error_naming_file_line_and_key_path(load: L
             bild: make
         """)
     assert "pkg.yaml:5: unknown key 'steps.0.bild'" in text
-    assert "expected one of: prepare, build, install, test" in text
+    assert "expected one of: name, prepare, build, install, test" in text
 
 
 def test_an_unknown_key_in_a_source_lists_the_keys_a_source_has(load: Load) -> None:
