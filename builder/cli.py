@@ -43,13 +43,25 @@ class Interruptible(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         previous = run.handle_signals()
+        kwargs["standalone_mode"] = False  # usage errors come here, to be said in one line like every other
         try:
-            return super().main(*args, **kwargs)
+            status = super().main(*args, **kwargs)
         except run.Interrupted as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(exc.exit_status)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "builder"
+            click.echo(f"error: {command}: {exc.format_message()} (see '{command} --help')", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
         finally:
             run.restore_signals(previous)  # when run inside another program (tests), give its handlers back
+        sys.exit(status if isinstance(status, int) else 0)
 
 
 def _project(pairs: tuple[str, ...], platform_spec: str | None = None, **settings: str) -> Any:
@@ -136,6 +148,42 @@ def check_target(project: Project, target: str) -> None:
     else:
         hint = "builder build takes recipe names with outputs, or NAME:ARCH; builder graph shows them all"
     raise BuildError(f"unknown target {target!r}; {known}", hint=hint)
+
+
+def _run_command(recipe: str, command: str, platform_spec: str | None, check: bool, pairs: tuple[str, ...]) -> None:
+    from builder.executor import run_command
+    from builder.tasks import acquire_run_lock
+
+    project = _project(pairs, platform_spec)
+    acquire_run_lock(project.root)
+    plans = [project.command_plan(recipe, command, platform) for platform in project.settings.platforms]
+    for plan in plans:
+        run_command(plan, check=check)
+
+
+@main.command("run")
+@click.argument("recipe")
+@click.argument("command")
+@click.option("--platform", "platform_spec", default=None, help="e.g. linux/amd64,linux/arm64 (default: host)")
+@click.option("--check", is_flag=True, help="write nothing; fail when a project file differs from the result")
+@click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value", help="a template variable or setting")
+@friendly
+def run_recipe_command(recipe: str, command: str, platform_spec: str | None, check: bool,
+                       pairs: tuple[str, ...]) -> None:
+    """Run COMMAND of RECIPE (its `commands:`), writing its results back into the project; the same as
+    `doit RECIPE-COMMAND`."""
+    _run_command(recipe, command, platform_spec, check, pairs)
+
+
+@main.command("kernel-config")
+@click.argument("action", type=click.Choice(["olddefconfig", "check"]))
+@click.option("--platform", "platform_spec", default=None, help="e.g. linux/amd64,linux/arm64 (default: host)")
+@click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value", help="a template variable or setting")
+@friendly
+def kernel_config(action: str, platform_spec: str | None, pairs: tuple[str, ...]) -> None:
+    """olddefconfig: normalize kernel-configs/config-ARCH (make olddefconfig on the patched source) and write
+    it back. check: fail, naming the file and the first differing lines, when one is not normalized."""
+    _run_command("kernel", "olddefconfig", platform_spec, action == "check", pairs)
 
 
 @main.command()
