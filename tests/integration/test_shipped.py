@@ -4,13 +4,14 @@ the kernel's modules in the initramfs, and a second run builds nothing. In a scr
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
 
 from builder.platforms import AMD64, ARM64, Platform
 
-from .conftest import BOTH, SHIPPED_OUTPUTS, Built, boot_to_marker, doit, kernel_release, sums
+from .conftest import BOTH, SHIPPED_OUTPUTS, Built, boot_to_marker, doit, kernel_release, snapshot, sums
 
 pytestmark = [pytest.mark.build]
 
@@ -84,4 +85,26 @@ def test_the_kernel_boots_to_the_marker_with_its_modules_in_the_initramfs(shippe
     result = boot_to_marker(shipped.root, platform)
     assert result.machine == platform.carch
     release = kernel_release(shipped.out / f"modules-{platform.arch}.tar")
-    assert f"BUILDER-MODULES release={release} count=" in result.console
+    marker = re.search(rf"BUILDER-MODULES release={re.escape(release)} count=(\d+) loaded=(\S*)", result.console)
+    assert marker, result.console[-3000:]
+    # kernel-configs/modules-ARCH.txt lists vfat, squashfs, overlay, loop; modules.dep brings fat for vfat
+    assert sorted(marker.group(2).split(",")) == ["fat", "loop", "overlay", "squashfs", "vfat"], marker.group(0)
+    assert int(marker.group(1)) == 5  # only what is listed (and needed) is carried
+    assert "BUILDER-MODULE-FAILED" not in result.console
+
+
+def test_a_listed_module_the_kernel_did_not_build_is_named_with_its_line(shipped: Built) -> None:
+    modules = shipped.root / "kernel-configs" / "modules-amd64.txt"
+    listed = modules.read_text()
+    before = snapshot(shipped.out)
+    try:
+        modules.write_text(listed + "nosuchmod\n")
+        result = doit(shipped.root, "initramfs")
+    finally:
+        modules.write_text(listed)
+    assert result.code == 1, result.text[-3000:]
+    line = len(listed.splitlines()) + 1
+    assert result.last_line() == (f"error: initramfs:amd64: kernel-configs/modules-amd64.txt:{line}: module nosuchmod "
+                                  f"was not built by kernel 6.1.176 (amd64); enable it (=m) in "
+                                  f"kernel-configs/config-amd64 or drop the line"), result.last_line()
+    assert snapshot(shipped.out) == before
