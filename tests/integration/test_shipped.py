@@ -75,7 +75,9 @@ def test_a_no_cache_initramfs_after_a_kernel_build_takes_its_modules_without_rec
     assert result.skipped("kernel:amd64") and result.ran("initramfs:amd64"), result.stdout
     log = (shipped.root / ".builder" / "logs" / "initramfs-amd64.log").read_text()
     assert "--no-cache" in log.splitlines()[0]
-    assert "kernel-build" not in log  # the kernel is not part of the initramfs build at all
+    # no kernel step ran: the kernel is not part of the initramfs build at all (stage names in BuildKit's
+    # progress are no proof: a vertex shared with a concurrent build keeps the name that build gave it)
+    assert "==> kernel:" not in log
     assert sums(shipped.out) == before  # and the rebuilt initramfs is bit-identical
 
 
