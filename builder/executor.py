@@ -61,12 +61,11 @@ def _tmp_root(state_dir: Path) -> Path:
     return root
 
 
-def _build(plan: Plan, inputs: dict[str, str], work: Path) -> Path:
+def _build(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work: Path) -> Path:
     """Run the plan's BuildKit build in ``work``; the export directory, holding exactly the plan's outputs."""
     project = plan.project
     settings = project.settings
     kit = backend.select(settings.backend, settings.builder)
-    host_files = _host_files(plan, inputs)
     plan.context.write(work / "context", host_files)
     for path, item in plan.context.files.items():  # an artifact must be the bytes its digest names
         if item.artifact is not None and outputs.sha256_file(work / "context" / path) != inputs[path]:
@@ -91,9 +90,11 @@ def execute(plan: Plan) -> dict[str, object]:
     outputs.check(project.out_dir, plan.outputs)  # out/ unusable or its checksum files damaged: say so first
     inputs = plan.inputs(project.identities)  # engine and toolchain checked before any work
     digest = plan.digest(inputs)
+    backend.select(project.settings.backend, project.settings.builder)  # a missing BuildKit path: said first
+    host_files = _host_files(plan, inputs)  # sources fetched and verified before any scratch directory exists
     work = _work_dir(plan)
     try:
-        export = _build(plan, inputs, work)
+        export = _build(plan, inputs, host_files, work)
         digests = outputs.publish(project.out_dir, outputs.Change(
             add={name: export / name for name in plan.outputs},
             details={
@@ -121,10 +122,11 @@ def run_command(plan: Plan, *, check: bool = False) -> list[str]:
     project = plan.project
     targets = {name: _project_file(project.root, rel, plan) for name, rel in plan.writes.items()}
     inputs = plan.inputs(project.identities)
+    host_files = _host_files(plan, inputs)
     work = _work_dir(plan)
     said = []
     try:
-        export = _build(plan, inputs, work)
+        export = _build(plan, inputs, host_files, work)
         for name, target in targets.items():
             rel = plan.writes[name]
             new = (export / name).read_bytes()
