@@ -23,6 +23,7 @@ from builder.errors import BuildError
 from builder.log import say
 
 ERROR_MARKER = "##builder-error## "
+REPORT_LINE = re.compile(r"##builder-report:([A-Za-z0-9][A-Za-z0-9._-]*)## ?(.*)$")
 STEP_LINE = re.compile(r"^#\d+ \[(?P<stage>[\w.-]+) (?P<n>\d+)/(?P<of>\d+)\] (?P<what>.*)$")
 SCRIPT = re.compile(r"/\.builder/step/\d+-(\w+)\.sh")
 TAIL_LINES = 25
@@ -248,22 +249,47 @@ def select(backend: str = "auto", builder: str | None = None) -> BuildKit:
     return kit
 
 
-def build(kit: BuildKit, request: BuildRequest, *, log_path: Path, label: str) -> None:
+def build(kit: BuildKit, request: BuildRequest, *, log_path: Path, label: str,
+          report_dir: Path | None = None) -> None:
     """Run one build, its whole output into ``log_path``, progress on the terminal.
 
     On failure: the log's last lines, its path, and a one-line BuildError (the recipe's own
-    ``builder_error`` message when it gave one).
+    ``builder_error`` message when it gave one). Reports a failing step handed over (``builder_report``)
+    are written into ``report_dir`` and named in the error.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if report_dir is not None and report_dir.is_dir():
+        shutil.rmtree(report_dir)  # a report belongs to the build that made it
     with open(log_path, "w") as log:
         log.write(f"$ {kit.shell_command(request)}\n")
         log.flush()
         for argv in kit.commands(request):
-            _stream(argv, kit.environment(), log, log_path, label)
+            _stream(argv, kit.environment(), log, log_path, label, report_dir)
 
 
-def _stream(argv: list[str], env: dict[str, str], log: object, log_path: Path, label: str) -> None:
+def _write_reports(reports: dict[str, list[str]], report_dir: Path | None) -> str:
+    """The reports as files; what the error line says about them ("" when there are none)."""
+    if not reports or report_dir is None:
+        return ""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for name, lines in reports.items():
+        (report_dir / name).write_text("".join(f"{line}\n" for line in lines))
+    shown = [_shown_path(report_dir / name) for name in reports]
+    return f" (report: {', '.join(shown)})"
+
+
+def _shown_path(path: Path) -> str:
+    """A path relative to the working directory when it is beneath it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _stream(argv: list[str], env: dict[str, str], log: object, log_path: Path, label: str,
+            report_dir: Path | None = None) -> None:
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    reports: dict[str, list[str]] = {}
     marker: str | None = None
     start = time.monotonic()
     shown: set[str] = set()
@@ -275,6 +301,10 @@ def _stream(argv: list[str], env: dict[str, str], log: object, log_path: Path, l
         for line in proc.stdout:
             log.write(line)  # type: ignore[attr-defined]
             line = line.rstrip("\n")
+            report = REPORT_LINE.search(line)
+            if report:  # kept for the report file, not shown: it can be long
+                reports.setdefault(report[1], []).append(report[2])
+                continue
             tail.append(line)
             if ERROR_MARKER in line and marker is None:
                 marker = line.split(ERROR_MARKER, 1)[1].strip()
@@ -295,8 +325,9 @@ def _stream(argv: list[str], env: dict[str, str], log: object, log_path: Path, l
         for line in tail:
             say(f"    | {line}")
         say(f"    full log: {log_path}")
+        written = _write_reports(reports, report_dir)
         if marker:
-            raise BuildError(f"{label}: {marker}")
+            raise BuildError(f"{label}: {marker}{written}")
         raise BuildError(f"{label}: build failed (exit {code}); last lines above, full log in {log_path}")
 
 

@@ -309,17 +309,20 @@ def toolchain_packages(ref: str | None) -> None:
 @main.command()
 @click.argument("arch", default=None, required=False)
 @click.option("--timeout", default=300, show_default=True, help="seconds before QEMU is stopped")
+@click.option("--flavor", default="", metavar="NAME", help="boot the flavored build (out/vmlinuz-ARCH-NAME ...)")
 @friendly
-def boot(arch: str | None, timeout: int) -> None:
+def boot(arch: str | None, timeout: int, flavor: str) -> None:
     """Boot out/vmlinuz-ARCH + out/initramfs-ARCH.xz in QEMU (TCG) and wait for the boot marker."""
     from builder import qemu
     from builder.platforms import host_platform, parse_platforms
     from builder.project import find_root
+    from builder.settings import Settings
 
     platform = parse_platforms(arch)[0] if arch else host_platform()
+    name = platform.arch + (f"-{Settings.parse({'FLAVOR': flavor}).flavor}" if flavor else "")
     out = find_root() / "out"
-    result = qemu.boot(platform, out / f"vmlinuz-{platform.arch}", out / f"initramfs-{platform.arch}.xz",
-                       timeout=timeout, console=Path(out.parent / ".builder" / "logs" / f"boot-{platform.arch}.log"))
+    result = qemu.boot(platform, out / f"vmlinuz-{name}", out / f"initramfs-{name}.xz", timeout=timeout,
+                       console=Path(out.parent / ".builder" / "logs" / f"boot-{name}.log"))
     click.echo(f"booted: release={result.release} machine={result.machine} in {result.seconds:.1f}s")
 
 

@@ -75,7 +75,8 @@ def _build(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work
     export.mkdir()
     log = project.state_dir / "logs" / f"{plan.slug}.log"
     say(f"    {plan.label}: building with {kit.kind}; log: {log.relative_to(project.root)}")
-    backend.build(kit, plan.request(work / "context", export), log_path=log, label=plan.label)
+    backend.build(kit, plan.request(work / "context", export), log_path=log, label=plan.label,
+                  report_dir=project.state_dir / "reports" / plan.slug)
     outputs.check_export(export, plan.outputs, label=plan.label)
     return export
 
@@ -106,6 +107,7 @@ def execute(plan: Plan) -> dict[str, object]:
                               if k.startswith(TOOLCHAIN_INPUT + " ")},
             },
             signatures={plan.slug: {"task": plan.label, "digest": digest, "inputs": inputs}},
+            per_artifact=_per_artifact(plan, export),
         ), lock_dir=project.state_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -114,6 +116,19 @@ def execute(plan: Plan) -> dict[str, object]:
     for name, sha in digests.items():
         say(f"    {plan.label}: out/{name}  sha256:{sha[:16]}…")
     return {"digest": digest, "outputs": digests, "inputs": inputs}
+
+
+def _per_artifact(plan: Plan, export: Path) -> dict[str, dict[str, object]]:
+    """Manifest details of single artifacts: the modules a modules tar holds, with where each comes from."""
+    from builder import kmodules
+
+    found: dict[str, dict[str, object]] = {}
+    for name in plan.outputs:
+        if name.endswith(".tar"):
+            modules = kmodules.inventory(plan, export / name)
+            if modules:
+                found[name] = {"modules": modules}
+    return found
 
 
 def run_command(plan: Plan, *, check: bool = False) -> list[str]:

@@ -290,6 +290,7 @@ class Change:
     drop: Iterable[str] = ()
     details: Mapping[str, object] | None = None
     signatures: Mapping[str, Mapping[str, object] | None] | None = None
+    per_artifact: Mapping[str, Mapping[str, object]] | None = None  # name -> manifest details of that one only
 
 
 def publish(out_dir: Path, change: Change, *, lock_dir: Path) -> dict[str, str]:
@@ -347,7 +348,7 @@ def _stage(real: Path, stage: Path, change: Change, sums: dict[str, str],
             target.unlink(missing_ok=True)  # a hard link to the old tree's file: replace, never rewrite
             _write(target, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
     for name, digest in digests.items():
-        manifest[name] = {"sha256": digest, **(change.details or {})}
+        manifest[name] = {"sha256": digest, **(change.details or {}), **(change.per_artifact or {}).get(name, {})}
     entries = {n: e for n, e in sorted(manifest.items()) if (stage / n).is_file()}
     sums_text = "".join(f"{e['sha256']}  {n}\n" for n, e in entries.items())
     for name in (SUMS, MANIFEST):

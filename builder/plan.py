@@ -41,15 +41,29 @@ class Plan:
         """The doit task's base name: the recipe, or recipe-command."""
         return f"{self.recipe.name}-{self.command}" if self.command else self.recipe.name
 
+    @cached_property
+    def flavor(self) -> str:
+        """The flavor this build is (FLAVOR=debug): when asked for and the recipe or one it takes, by any
+        edge, has flavors; "" otherwise. A flavored build is another task with other outputs."""
+        asked = self.project.settings.flavor
+        if not asked or self.command:
+            return ""
+        return asked if any(r.flavors for r in self.graph.order(self.recipe.name)) else ""
+
+    @property
+    def variant(self) -> str:
+        """The doit subtask name: the arch, and the flavor when there is one (amd64, amd64-debug)."""
+        return f"{self.platform.arch}-{self.flavor}" if self.flavor else self.platform.arch
+
     @property
     def label(self) -> str:
-        """The doit task name: recipe:arch (recipe-command:arch)."""
-        return f"{self.task}:{self.platform.arch}"
+        """The doit task name: recipe:arch (recipe:arch-flavor, recipe-command:arch)."""
+        return f"{self.task}:{self.variant}"
 
     @property
     def slug(self) -> str:
         """The label as a file name: recipe-arch."""
-        return f"{self.task}-{self.platform.arch}"
+        return f"{self.task}-{self.variant}"
 
     @property
     def graph(self) -> Graph:
@@ -91,7 +105,7 @@ class Plan:
     @property
     def upstream(self) -> list[str]:
         """Labels of the tasks whose published outputs this build takes (they run first)."""
-        return [f"{name}:{self.platform.arch}" for name in self.graph.upstream_tasks(self.recipe.name)]
+        return [self.project.plan(name, self.platform).label for name in self.graph.upstream_tasks(self.recipe.name)]
 
     @property
     def images(self) -> dict[str, str]:

@@ -77,7 +77,33 @@ class Project:
                 display = str(path.relative_to(self.root))
                 recipes.append(load_recipe(path, self.variables(path.parent, platform), display))
             self._graphs[platform] = Graph.of(recipes, platform.docker)
+            self._check_flavor(self._graphs[platform])
         return self._graphs[platform]
+
+    def _check_flavor(self, graph: Graph) -> None:
+        """FLAVOR=name must be a flavor some recipe has; a flavored build must not write the default's files."""
+        flavor = self.settings.flavor
+        if not flavor:
+            return
+        having = [r for r in graph.recipes.values() if r.flavors]
+        if not having:
+            raise BuildError(f"no recipe has flavors, so FLAVOR={flavor} would change nothing", where="FLAVOR",
+                             hint="a recipe declares them with flavors: PATH/*.config")
+        for recipe in having:
+            names = recipe.flavor_names(self.root)
+            if flavor not in names:
+                raise BuildError(f"unknown flavor {flavor!r}: {recipe.flavors} has "
+                                 f"{', '.join(names) or 'none'}", where="FLAVOR",
+                                 hint=f"declared at {recipe.where('flavors')}")
+        for recipe in graph.recipes.values():
+            if not recipe.outputs or not any(r.flavors for r in graph.order(recipe.name)):
+                continue
+            same = [name for name in recipe.outputs if f"-{flavor}" not in name]
+            if same:
+                raise BuildError(f"outputs: {same[0]} would be the default build's file too, but with FLAVOR={flavor} "
+                                 f"{recipe.name} is another build (it or a recipe it takes has flavors)",
+                                 where=recipe.where("outputs", recipe.outputs.index(same[0])),
+                                 hint="name it with {{ FLAVOR_SUFFIX }}")
 
     def check_words(self) -> None:
         """Every command-line variable must be one something uses: a misspelled ``PLATFROM=`` is an error

@@ -181,6 +181,58 @@ class Command(_Model):
         return v
 
 
+class Module(_Model):
+    """An out-of-tree kernel module (the recipe kind of ``module:``): built with ``make -C <kernel build tree>
+    M=<source>`` against the ``kernel`` recipe's build stage (its config, Module.symvers and compiler) and
+    installed under /lib/modules/RELEASE/extra/RECIPE (so the manifest can say which recipe built it), which
+    the recipe's output holds. The recipe gives the sources and unpacks them; the framework adds the stage
+    dependency, the build, install and test steps."""
+
+    kernel: str = "kernel"
+    source: str
+    version: str = ""
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        return _relative(v, "source")
+
+
+# The steps a module: recipe gets. {source} is in /build; the kernel stage's build tree is /usr/src/linux.
+MODULE_BUILD = """\
+release=$(cat /usr/src/linux/include/config/kernel.release)
+make -C /usr/src/linux M=/build/{source} modules >/tmp/module-build.log 2>&1 ||
+  {{ tail -n 40 /tmp/module-build.log
+    builder_error "module {name} does not build against kernel $release ({arch}); its compiler output is above"; }}
+"""
+MODULE_INSTALL = """\
+make -s -C /usr/src/linux M=/build/{source} INSTALL_MOD_PATH=/rootfs INSTALL_MOD_DIR=extra/{name} INSTALL_MOD_STRIP=1 \\
+  DEPMOD=true modules_install
+"""
+MODULE_TEST = """\
+release=$(cat /usr/src/linux/include/config/kernel.release)
+found=$(find /rootfs/lib/modules/$release/extra/{name} -name '*.ko' | wc -l)
+[ "$found" -gt 0 ] || builder_error "module {name} built no .ko for kernel $release"
+"""
+
+
+def _module_recipe(data: dict[str, Any], spec: Module, variables: Mapping[str, str]) -> dict[str, Any]:
+    """A ``module:`` recipe with what the kind adds: the kernel's build stage, the environment the kernel
+    builds with, and the build / install / test steps and finalize of an out-of-tree module."""
+    fields = {"source": spec.source, "name": data.get("name", "?"), "arch": variables.get("ARCH", "?")}
+    data = dict(data)
+    data["dependencies"] = [*data.get("dependencies", []),
+                            {"stage": spec.kernel, "from": "/usr/src/linux/", "to": "/usr/src/linux/"}]
+    env = {"ARCH": variables.get("KERNEL_ARCH", ""), "CROSS_COMPILE": variables.get("CROSS_COMPILE", "")}
+    data["env"] = {**env, **(data.get("env") or {})}
+    data["steps"] = [*data.get("steps", []), {"build": MODULE_BUILD.format(**fields),
+                                              "install": MODULE_INSTALL.format(**fields),
+                                              "test": MODULE_TEST.format(**fields)}]
+    data["finalize"] = [*data.get("finalize", []), {"from": "/rootfs/lib/modules/", "to": "/lib/modules/"}]
+    data.setdefault("shell", "/bin/bash")
+    return data
+
+
 class Finalize(_Model):
     """Copy ``from`` (in the build stage) to ``to`` (in the recipe's output)."""
 
@@ -234,6 +286,8 @@ class Recipe(_Model):
     steps: list[Step] = []
     finalize: list[Finalize] = []
     outputs: list[str] = []
+    flavors: str | None = None
+    module: Module | None = None
     commands: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")], Command] = {}
 
     _path: Path = PrivateAttr()
@@ -269,6 +323,28 @@ class Recipe(_Model):
             if "/" in name or name.startswith(".") or not name:
                 raise ValueError(f"an output is a plain file name in out/, not {name!r}")
         return v
+
+    @field_validator("flavors")
+    @classmethod
+    def _flavors(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        _relative(v, "flavors")
+        name = PurePosixPath(v).name
+        if name.count("*") != 1 or "*" in str(PurePosixPath(v).parent) or any(c in v for c in "?[]"):
+            raise ValueError(f"expected a project path whose file name has one '*' standing for the flavor name "
+                             f"(kernel-configs/flavors/*.config), not {v!r}")
+        return v
+
+    def flavor_names(self, root: Path) -> list[str]:
+        """The flavors this recipe has: what the '*' of ``flavors`` matches under the project ``root``."""
+        if not self.flavors:
+            return []
+        pattern = PurePosixPath(self.flavors)
+        prefix, _, suffix = pattern.name.partition("*")
+        found = (root / pattern.parent).glob(pattern.name) if (root / pattern.parent).is_dir() else []
+        return sorted(p.name[len(prefix):len(p.name) - len(suffix)] for p in found
+                      if p.is_file() and len(p.name) > len(prefix) + len(suffix))
 
     @field_validator("platforms")
     @classmethod
@@ -388,6 +464,12 @@ def load_recipe(path: Path, variables: Mapping[str, str], display: str | None = 
     data, lines = yamlfile.load(rendered, name)
     if not isinstance(data, dict):
         raise RecipeError("a recipe must be a YAML mapping", where=f"{name}:1")
+    if isinstance(data.get("module"), dict):
+        try:
+            spec = Module.model_validate(data["module"])
+        except ValidationError as exc:
+            raise _explain(exc, lines, name, within=("module",)) from None
+        data = _module_recipe(data, spec, variables)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -397,12 +479,13 @@ def load_recipe(path: Path, variables: Mapping[str, str], display: str | None = 
     return recipe
 
 
-def _explain(exc: ValidationError, lines: dict[Any, int], filename: str) -> RecipeError:
-    """The first validation error, as one line naming the file, line and key."""
+def _explain(exc: ValidationError, lines: dict[Any, int], filename: str, within: tuple[str, ...] = ()) -> RecipeError:
+    """The first validation error, as one line naming the file, line and key (``within``: the key path of
+    the part validated on its own)."""
     errors = exc.errors()
     # a misspelled key shows up as both "missing" and "extra": name the misspelling
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(_yaml_key(part) for part in err["loc"] if part != "[key]")  # pydantic's marker for a dict key
+    loc = within + tuple(_yaml_key(part) for part in err["loc"] if part != "[key]")  # [key]: pydantic's dict key mark
     line = yamlfile.line_of(lines, loc)
     key = ".".join(str(part) for part in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
@@ -423,6 +506,7 @@ def _yaml_key(part: Any) -> Any:
 _CHILDREN: dict[str, type[_Model]] = {
     "dependencies": Dependency, "sources": Source, "steps": Step, "finalize": Finalize, "files": FileSpec,
 }
+_SECTIONS: dict[str, type[_Model]] = {"module": Module}  # a mapping of its own, not a list of them
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[_Model] | None:
@@ -430,6 +514,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[_Model] | None:
         return Recipe
     if isinstance(loc[0], str) and loc[0] in _CHILDREN and len(loc) == 2:
         return _CHILDREN[loc[0]]
+    if len(loc) == 1 and loc[0] in _SECTIONS:
+        return _SECTIONS[loc[0]]
     return None
 
 

@@ -13,6 +13,7 @@ so a server that trickles a byte now and then fails too.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,9 @@ SETTINGS: dict[str, str] = {
     "CACHE_TO": "BuildKit cache export, e.g. type=registry,ref=host/cache,mode=max (buildx only)",
     "FETCH_STALL_TIMEOUT": "seconds a source download may receive nothing, connecting included (default 60)",
     "FETCH_TIMEOUT": "seconds one source download may take as a whole (default 3600)",
+    "WITH_DEBUG": "1: build the debug flavor (the same as FLAVOR=debug)",
 }
+FLAVOR_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class Settings:
         if backend not in BACKENDS:
             raise BuildError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}", where="BACKEND")
         mirror = taken.get("SOURCE_MIRROR") or None
+        _flavor(variables, with_debug=flag(taken.get("WITH_DEBUG", "0"), "WITH_DEBUG"))
         return cls(
             platforms=platforms,
             backend=backend,
@@ -118,6 +122,11 @@ class Settings:
                 total=seconds(taken.get("FETCH_TIMEOUT", str(FetchLimits.total)), "FETCH_TIMEOUT")),
             variables=variables,
         )
+
+    @property
+    def flavor(self) -> str:
+        """The flavor asked for (FLAVOR=name, WITH_DEBUG=1), or "" for the default build."""
+        return self.variables.get("FLAVOR", "")
 
     def words(self) -> dict[str, str]:
         """The settings back as NAME=value words (for messages and a doit command line)."""
@@ -139,6 +148,25 @@ class Settings:
         if self.fetch_limits.total != FetchLimits.total:
             out["FETCH_TIMEOUT"] = seconds_word(self.fetch_limits.total)
         return out
+
+
+def _flavor(variables: dict[str, str], *, with_debug: bool) -> None:
+    """FLAVOR=name (or WITH_DEBUG=1, which means FLAVOR=debug), checked as a name; FLAVOR_SUFFIX follows from
+    it and is never given. Whether a recipe has the flavor is the project's question (recipes' flavors:)."""
+    if "FLAVOR_SUFFIX" in variables:
+        raise BuildError("FLAVOR_SUFFIX follows from FLAVOR (-NAME, or empty); set FLAVOR=NAME instead",
+                         where="FLAVOR_SUFFIX")
+    flavor = variables.get("FLAVOR", "")
+    if with_debug:
+        if flavor not in ("", "debug"):
+            raise BuildError(f"WITH_DEBUG=1 means FLAVOR=debug, and FLAVOR={flavor} asks for another flavor",
+                             where="WITH_DEBUG")
+        flavor = variables["FLAVOR"] = "debug"
+    if flavor and not FLAVOR_NAME.match(flavor):
+        raise BuildError(f"{flavor!r} is not a flavor name; expected lowercase letters, digits and '_' (at most 32)",
+                         where="FLAVOR")
+    if "FLAVOR" in variables and not flavor:
+        del variables["FLAVOR"]
 
 
 def pairs(words: Sequence[str]) -> dict[str, str]:

@@ -176,7 +176,8 @@ def build_task(plan: Plan, description: str) -> dict[str, object]:
     """The doit task that builds ``plan`` (or, with DRY_RUN=1, prints how it would)."""
     task: dict[str, object] = {
         "basename": plan.recipe.name,
-        "name": plan.platform.arch,
+        "name": plan.variant,
+        "meta": {"platform": plan.platform.arch},
         "doc": f"{description} for {plan.platform.docker} -> " + ", ".join(f"out/{o}" for o in plan.outputs),
         "task_dep": plan.upstream,
         "verbosity": 2,
@@ -323,7 +324,8 @@ def _from_memo(root: Path, words: dict[str, str], entry: Mapping[str, Any]) -> I
         elif task["name"] is not None:
             label = f"{task['basename']}:{task['name']}"
             names = [Path(t).name for t in task.get("targets") or []]  # type: ignore[attr-defined]
-            task.update(actions=[(_memo_build_action, [root, words, task["basename"], task["name"]])],
+            arch = (task.get("meta") or {}).get("platform", task["name"])  # type: ignore[attr-defined]
+            task.update(actions=[(_memo_build_action, [root, words, task["basename"], arch])],
                         uptodate=[MemoUpToDate(root, entry["checks"][label], identities)],
                         clean=[(clean_action, [root, f"{task['basename']}-{task['name']}", names])], verbosity=2)
         yield task

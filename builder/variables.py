@@ -22,6 +22,9 @@ DEFAULTS: dict[str, str] = {
     "DEBIAN_SUITE": "bookworm",
     "KBUILD_BUILD_USER": "builder",
     "KBUILD_BUILD_HOST": "builder",
+    # The flavor (FLAVOR=debug, WITH_DEBUG=1) and what a flavored recipe appends to its output names.
+    "FLAVOR": "",
+    "FLAVOR_SUFFIX": "",
 }
 
 # Variables that say where things are fetched from, not what is built: they never cause a rebuild.
@@ -154,6 +157,7 @@ def resolve(
             raise RecipeError(f"{name}: a value with a line break or control character ({value!r})",
                               where="command line")
     merged.update(layer)
+    merged["FLAVOR_SUFFIX"] = f"-{merged['FLAVOR']}" if merged["FLAVOR"] else ""
     merged.update(platform.variables(host))
     _check_epoch(merged)
     _check_toolchain(merged, from_command_line="TOOLCHAIN" in layer)

@@ -7,6 +7,12 @@ builder_error() {
   exit 1
 }
 
+# Hand FILE to the host as the report NAME of a step about to fail: the host writes it to
+# .builder/reports/TASK/NAME and names it in the error (a failed build exports nothing else).
+builder_report() {
+  sed "s/^/##builder-report:$1## /" "$2" >&2
+}
+
 # Apply DIR/*.patch in C-locale sorted order with -p1 and zero fuzz; a failing patch is named.
 # LABEL says where the patches come from in the project (for the error message).
 builder_apply_patches() {

@@ -117,13 +117,13 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return Built(root, result)
 
 
-def boot_to_marker(root: Path, platform: Platform, timeout: float = 400) -> qemu.BootResult:
-    """Boot root/out's kernel + initramfs for ``platform``; the marker names that kernel and the arch."""
-    out = root / "out"
-    result = qemu.boot(platform, out / f"vmlinuz-{platform.arch}", out / f"initramfs-{platform.arch}.xz",
-                       timeout=timeout, console=root / ".builder" / "logs" / f"boot-{platform.arch}.log")
+def boot_to_marker(root: Path, platform: Platform, timeout: float = 400, *, flavor: str = "") -> qemu.BootResult:
+    """Boot root/out's kernel + initramfs for ``platform`` (and flavor); the marker names that kernel and the arch."""
+    out, name = root / "out", platform.arch + (f"-{flavor}" if flavor else "")
+    result = qemu.boot(platform, out / f"vmlinuz-{name}", out / f"initramfs-{name}.xz",
+                       timeout=timeout, console=root / ".builder" / "logs" / f"boot-{name}.log")
     assert result.machine == platform.carch
-    assert result.release == kernel_release(out / f"modules-{platform.arch}.tar")
+    assert result.release == kernel_release(out / f"modules-{name}.tar")
     return result
 
 

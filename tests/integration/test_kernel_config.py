@@ -44,3 +44,39 @@ def test_an_unnormalized_config_is_named_and_written_back(project: Path) -> None
     assert config.read_text() == committed
     again = doit(project, "kernel-olddefconfig", "PLATFORM=linux/arm64", timeout=1200)
     assert "kernel-configs/config-arm64: unchanged" in again.text
+
+
+def test_a_fragment_that_drifts_fails_before_compiling_with_a_report_by_kind(project: Path) -> None:
+    fragment = project / "kernel-configs" / "fragments" / "zz-drift.config"
+    fragment.write_text("CONFIG_NOT_A_REAL_SYMBOL=y\nCONFIG_DRM_I915=m\n")
+    try:
+        result = doit(project, "kernel", "PLATFORM=linux/amd64", timeout=1800)
+    finally:
+        fragment.unlink()
+    assert result.code != 0
+    report = ".builder/reports/kernel-amd64/kconfig-drift.txt"
+    assert result.last_line() == (
+        "error: kernel:amd64: kernel-configs/config-amd64 with its fragments: Kconfig drift: 1 not in this kernel, "
+        "1 dependency unmet; first: CONFIG_NOT_A_REAL_SYMBOL=y (kernel-configs/fragments/zz-drift.config:1): "
+        "not in this kernel (fix the lines named, or normalize the config: doit kernel-olddefconfig "
+        f"PLATFORM=linux/amd64) (report: {report})"), result.text[-3000:]
+    text = (project / report).read_text()
+    assert "## not in this kernel" in text and "## dependency unmet" in text
+    unmet = next(line for line in text.splitlines() if "CONFIG_DRM_I915=m" in line)
+    assert "kernel-configs/fragments/zz-drift.config:2" in unmet and "depends on (DRM)" in unmet and "DRM=n" in unmet
+    assert not (project / "out").exists()
+    assert "kernel:amd64: [kernel-build 7/9] build" not in result.text  # stopped before the compile step
+
+
+def test_a_flavor_that_drifts_names_its_file_and_what_kconfig_chose(project: Path) -> None:
+    flavor = project / "kernel-configs" / "flavors" / "broken.config"
+    flavor.write_text("# on x86 the generic PCI host needs OF (device tree)\nCONFIG_PCI_HOST_GENERIC=y\n")
+    try:
+        result = doit(project, "kernel", "PLATFORM=linux/amd64", "FLAVOR=broken", timeout=1800)
+    finally:
+        flavor.unlink()
+    assert result.code != 0
+    assert result.last_line().startswith(
+        "error: kernel:amd64-broken: flavor broken: Kconfig drift: 1 dependency unmet; first: "
+        "CONFIG_PCI_HOST_GENERIC=y (kernel-configs/flavors/broken.config:2): dependency unmet "
+        "(fix kernel-configs/flavors/broken.config)"), result.text[-3000:]

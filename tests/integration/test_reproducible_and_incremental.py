@@ -1,6 +1,6 @@
 """In another directory, through the other BuildKit path: a --no-cache rebuild of both arches is
-bit-identical; a config line or a patch rebuilds the amd64 kernel and what takes its outputs, nothing else;
-the result boots with the change in it."""
+bit-identical; a config line or a patch would rebuild the amd64 kernel and what takes its outputs, nothing
+else; a flavor is another build beside the default one, and boots with its change in it."""
 
 from __future__ import annotations
 
@@ -48,15 +48,19 @@ def test_a_shared_patch_would_rebuild_both_kernels_and_what_takes_their_modules(
     assert why.stdout.count("(patches/kernel/0001-boot-banner.patch)") == 2
 
 
-def test_one_config_line_and_an_amd64_patch_rebuild_only_the_amd64_kernel_and_initramfs(elsewhere: Path):
+def test_one_config_line_and_an_amd64_patch_would_rebuild_only_the_amd64_kernel_and_initramfs(elsewhere: Path):
     config = elsewhere / "kernel-configs" / "config-amd64"
-    text, count = re.subn(r'^CONFIG_LOCALVERSION=".*"$', 'CONFIG_LOCALVERSION="-incr"', config.read_text(),
-                          flags=re.M)
+    committed = config.read_text()
+    text, count = re.subn(r'^CONFIG_LOCALVERSION=".*"$', 'CONFIG_LOCALVERSION="-incr"', committed, flags=re.M)
     assert count == 1
     config.write_text(text)
-    shutil.copy(DATA / "0001-boot-banner.patch", elsewhere / "patches" / "kernel" / "amd64")
-
-    why = builder(elsewhere, "why", "--platform", "linux/amd64,linux/arm64")
+    patch = elsewhere / "patches" / "kernel" / "amd64" / "0001-boot-banner.patch"
+    shutil.copy(DATA / "0001-boot-banner.patch", patch)
+    try:
+        why = builder(elsewhere, "why", "--platform", "linux/amd64,linux/arm64")
+    finally:
+        config.write_text(committed)
+        patch.unlink()
     assert why.code == 0, why.text
     assert "kernel:amd64: would rebuild" in why.stdout
     assert "(kernel-configs/config-amd64)" in why.stdout
@@ -64,16 +68,31 @@ def test_one_config_line_and_an_amd64_patch_rebuild_only_the_amd64_kernel_and_in
     for task in ("kernel:arm64", "initramfs:arm64"):
         assert f"{task}: up to date" in why.stdout, why.stdout
 
-    result = doit(elsewhere, "kernel", "initramfs", BOTH)
+
+def test_a_flavor_is_another_build_and_leaves_the_default_one_up_to_date(elsewhere: Path):
+    (elsewhere / "kernel-configs" / "flavors" / "incr.config").write_text('CONFIG_LOCALVERSION="-incr"\n')
+    before = sums(elsewhere / "out")
+    why = builder(elsewhere, "why", "--platform", "linux/amd64", "-v", "FLAVOR=incr")
+    assert "kernel:amd64-incr: would rebuild" in why.stdout, why.text
+
+    result = doit(elsewhere, "kernel", "initramfs", "PLATFORM=linux/amd64", "FLAVOR=incr")
     assert result.code == 0, result.text[-3000:]
-    assert result.ran("kernel:amd64") and result.ran("initramfs:amd64")  # new modules: -incr
-    for task in ("kernel:arm64", "initramfs:arm64"):
-        assert result.skipped(task), result.stdout
+    assert result.ran("kernel:amd64-incr") and result.ran("initramfs:amd64-incr")
+    after = sums(elsewhere / "out")
+    for name in ("vmlinuz-amd64-incr", "config-amd64-incr", "modules-amd64-incr.tar", "initramfs-amd64-incr.xz"):
+        assert name in after, sorted(after)
+    assert {name: after[name] for name in before} == before  # the default build's files are untouched
+    assert 'CONFIG_LOCALVERSION="-incr"' in (elsewhere / "out" / "config-amd64-incr").read_text()
+
+    default = doit(elsewhere, "kernel", "initramfs", BOTH)
+    assert default.code == 0, default.text[-3000:]
+    for task in ("kernel:amd64", "initramfs:amd64", "kernel:arm64", "initramfs:arm64"):
+        assert default.skipped(task), default.stdout
 
 
 @pytest.mark.boot
-def test_the_rebuilt_kernel_boots_with_the_config_change_and_the_patch(elsewhere: Path):
-    result = boot_to_marker(elsewhere, AMD64)
+def test_the_flavored_kernel_boots_with_its_release_and_the_patched_in_driver(elsewhere: Path):
+    result = boot_to_marker(elsewhere, AMD64, flavor="incr")
     assert result.release.endswith("-incr")
-    assert "BUILDER-PATCHED: patches/kernel was applied" in result.console
+    assert "BUILDER-EXAMPLE hello" in result.console  # patches/kernel/0001-misc-add-builder_example-driver.patch
     assert f"BUILDER-MODULES release={result.release} count=" in result.console

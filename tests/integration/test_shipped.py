@@ -89,10 +89,15 @@ def test_the_kernel_boots_to_the_marker_with_its_modules_in_the_initramfs(shippe
     release = kernel_release(shipped.out / f"modules-{platform.arch}.tar")
     marker = re.search(rf"BUILDER-MODULES release={re.escape(release)} count=(\d+) loaded=(\S*)", result.console)
     assert marker, result.console[-3000:]
-    # kernel-configs/modules-ARCH.txt lists vfat, squashfs, overlay, loop; modules.dep brings fat for vfat
-    assert sorted(marker.group(2).split(",")) == ["fat", "loop", "overlay", "squashfs", "vfat"], marker.group(0)
-    assert int(marker.group(1)) == 5  # only what is listed (and needed) is carried
+    # kernel-configs/modules-ARCH.txt lists vfat, squashfs, overlay, loop and the patched-in example driver;
+    # modules.dep brings fat for vfat
+    assert sorted(marker.group(2).split(",")) == ["builder_example", "fat", "loop", "overlay", "squashfs", "vfat"], \
+        marker.group(0)
+    assert int(marker.group(1)) == 6  # only what is listed (and needed) is carried
     assert "BUILDER-MODULE-FAILED" not in result.console
+    # patches/kernel/0001-misc-add-builder_example-driver.patch, enabled by fragments/builder-example.config
+    assert "builder_example: loaded: greeting=hello repeat=1" in result.console
+    assert "BUILDER-EXAMPLE hello\n" in result.console.replace("\r", "")
 
 
 def test_a_listed_module_the_kernel_did_not_build_is_named_with_its_line(shipped: Built) -> None:

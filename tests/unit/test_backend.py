@@ -149,3 +149,25 @@ def test_a_named_builder_must_exist(machine: dict[str, str | None]) -> None:
         backend.select("buildx", "nope")
     machine["buildx inspect ci"] = "Name: ci\nDriver: docker-container\n"
     assert backend.select("buildx", "ci").driver == "docker-container"
+
+
+# --- reports: what a failing step hands over (builder_report) lands in a file the error names ---
+
+def test_a_failing_steps_report_is_written_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    script = ("echo '#7 0.1 ##builder-report:drift.txt## Kconfig drift: 1 not in this kernel'; "
+              "echo '#7 0.1 ##builder-report:drift.txt## ## not in this kernel'; "
+              "echo '#7 0.2 ##builder-error## config drifts'; exit 1")
+    reports = tmp_path / ".builder" / "reports" / "k-amd64"
+    (reports / "stale.txt").parent.mkdir(parents=True)
+    (reports / "stale.txt").write_text("from an earlier build")
+    kit = BuildKit("docker", buildx=True)
+    monkeypatch.setattr(BuildKit, "commands", lambda self, request: [["sh", "-c", script]])
+    request = BuildRequest(context=tmp_path, target="t", platform="linux/amd64",
+                           output=Output("local", dest=tmp_path / "x"))
+    with pytest.raises(BuildError) as caught:
+        backend.build(kit, request, log_path=tmp_path / ".builder" / "logs" / "k-amd64.log", label="k:amd64",
+                      report_dir=reports)
+    assert str(caught.value) == "k:amd64: config drifts (report: .builder/reports/k-amd64/drift.txt)"
+    assert (reports / "drift.txt").read_text() == "Kconfig drift: 1 not in this kernel\n## not in this kernel\n"
+    assert not (reports / "stale.txt").exists()

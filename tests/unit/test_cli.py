@@ -129,9 +129,9 @@ def test_a_variable_nothing_uses_is_an_error(project_dir: Callable[..., Path]) -
 
 
 def test_variables_a_recipe_uses_or_a_vars_file_defines_are_known(project_dir: Callable[..., Path]) -> None:
-    project_dir({**GOOD, "recipes/a/vars.yaml": "FLAVOR: x\n",
+    project_dir({**GOOD, "recipes/a/vars.yaml": "EDITION: x\n",
                  "recipes/c/pkg.yaml": "name: c\nvariant: scratch\ndescription: '{{ GREETING | default(1) }}'\n"})
-    for word in ("FLAVOR=y", "GREETING=hi", "TOOLCHAIN=t:1", "NO_CACHE=1"):
+    for word in ("EDITION=y", "GREETING=hi", "TOOLCHAIN=t:1", "NO_CACHE=1"):
         assert invoke("validate", "-v", word).exit_code == 0, word
 
 

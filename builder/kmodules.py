@@ -1,0 +1,55 @@
+"""Which kernel modules an exported modules tar holds, for out/manifest.json: per module its name, path,
+the recipe it comes from, that recipe's version and source digest, and whether (and by whom) it is signed.
+
+Out-of-tree modules (the ``module:`` recipe kind) are installed under extra/RECIPE/, so a path says which
+recipe built it; every other module is the kernel's own (in-tree, patches included).
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from builder.plan import Plan
+
+MODULE_PATH = re.compile(r"^(?:\./)?lib/modules/(?P<release>[^/]+)/(?P<path>.+\.ko(?:\.xz|\.zst|\.gz)?)$")
+SIGNATURE_MAGIC = b"~Module signature appended~\n"
+
+
+def inventory(plan: Plan, tar_path: Path) -> list[dict[str, Any]] | None:
+    """The modules in ``tar_path`` with where each comes from; None when it holds no module tree."""
+    recipes = {r.name: r for r in plan.graph.order(plan.recipe.name)}
+    kernels = {r.module.kernel for r in recipes.values() if r.module is not None} or {"kernel"}
+    found = []
+    try:
+        archive = tarfile.open(tar_path)
+    except (tarfile.TarError, OSError):
+        return None
+    with archive:
+        for member in archive:
+            match = MODULE_PATH.match(member.name)
+            if not match or not member.isfile():
+                continue
+            path = match["path"]
+            name = re.sub(r"\.ko(\.\w+)?$", "", path.rsplit("/", 1)[-1])
+            owner = path.split("/")[1] if path.startswith("extra/") and path.count("/") >= 2 else None
+            recipe = recipes.get(owner or "") if owner else None
+            if recipe is None or recipe.module is None:
+                recipe = next((recipes[k] for k in sorted(kernels) if k in recipes), None)
+                version = match["release"]
+            else:
+                version = recipe.module.version or match["release"]
+            handle = archive.extractfile(member)
+            tail = handle.read()[-len(SIGNATURE_MAGIC):] if handle else b""
+            found.append({
+                "name": name,
+                "path": path,
+                "recipe": recipe.name if recipe else None,
+                "version": version,
+                "source": [f"sha256:{s.sha256}" for s in recipe.sources] if recipe else [],
+                "signed": tail == SIGNATURE_MAGIC,
+            })
+    return sorted(found, key=lambda m: m["path"]) or None
