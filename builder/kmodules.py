@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from builder.plan import Plan
+    from builder.recipe import Recipe
 
 MODULE_PATH = re.compile(r"^(?:\./)?lib/modules/(?P<release>[^/]+)/(?P<path>.+\.ko(?:\.xz|\.zst|\.gz)?)$")
 SIGNATURE_MAGIC = b"~Module signature appended~\n"
@@ -23,33 +24,33 @@ def inventory(plan: Plan, tar_path: Path) -> list[dict[str, Any]] | None:
     """The modules in ``tar_path`` with where each comes from; None when it holds no module tree."""
     recipes = {r.name: r for r in plan.graph.order(plan.recipe.name)}
     kernels = {r.module.kernel for r in recipes.values() if r.module is not None} or {"kernel"}
-    found = []
     try:
-        archive = tarfile.open(tar_path)
+        with tarfile.open(tar_path) as archive:
+            found = [_module(archive, member, match, recipes, kernels) for member in archive
+                     if member.isfile() and (match := MODULE_PATH.match(member.name))]
     except (tarfile.TarError, OSError):
         return None
-    with archive:
-        for member in archive:
-            match = MODULE_PATH.match(member.name)
-            if not match or not member.isfile():
-                continue
-            path = match["path"]
-            name = re.sub(r"\.ko(\.\w+)?$", "", path.rsplit("/", 1)[-1])
-            owner = path.split("/")[1] if path.startswith("extra/") and path.count("/") >= 2 else None
-            recipe = recipes.get(owner or "") if owner else None
-            if recipe is None or recipe.module is None:
-                recipe = next((recipes[k] for k in sorted(kernels) if k in recipes), None)
-                version = match["release"]
-            else:
-                version = recipe.module.version or match["release"]
-            handle = archive.extractfile(member)
-            tail = handle.read()[-len(SIGNATURE_MAGIC):] if handle else b""
-            found.append({
-                "name": name,
-                "path": path,
-                "recipe": recipe.name if recipe else None,
-                "version": version,
-                "source": [f"sha256:{s.sha256}" for s in recipe.sources] if recipe else [],
-                "signed": tail == SIGNATURE_MAGIC,
-            })
     return sorted(found, key=lambda m: m["path"]) or None
+
+
+def _module(archive: tarfile.TarFile, member: tarfile.TarInfo, match: re.Match[str], recipes: dict[str, Recipe],
+            kernels: set[str]) -> dict[str, Any]:
+    path = match["path"]
+    name = re.sub(r"\.ko(\.\w+)?$", "", path.rsplit("/", 1)[-1])
+    owner = path.split("/")[1] if path.startswith("extra/") and path.count("/") >= 2 else ""
+    recipe = recipes.get(owner)
+    if recipe is None or recipe.module is None:
+        recipe = next((recipes[k] for k in sorted(kernels) if k in recipes), None)
+        version = match["release"]
+    else:
+        version = recipe.module.version or match["release"]
+    handle = archive.extractfile(member)
+    tail = handle.read()[-len(SIGNATURE_MAGIC):] if handle else b""
+    return {
+        "name": name,
+        "path": path,
+        "recipe": recipe.name if recipe else None,
+        "version": version,
+        "source": [f"sha256:{s.sha256}" for s in recipe.sources] if recipe else [],
+        "signed": tail == SIGNATURE_MAGIC,
+    }

@@ -44,8 +44,9 @@ def test_a_shared_patch_would_rebuild_both_kernels_and_what_takes_their_modules(
     assert why.code == 0, why.text
     for arch in ("amd64", "arm64"):
         assert f"kernel:{arch}: would rebuild" in why.stdout, why.stdout
-        assert f"initramfs:{arch}: would rebuild\n    kernel:{arch} would rebuild first" in why.stdout, why.stdout
-    assert why.stdout.count("(patches/kernel/0001-boot-banner.patch)") == 2
+        assert f"modules:{arch}: would rebuild" in why.stdout, why.stdout  # it builds against the kernel's tree
+        assert f"initramfs:{arch}: would rebuild\n    modules:{arch} would rebuild first" in why.stdout, why.stdout
+    assert why.stdout.count("(patches/kernel/0001-boot-banner.patch)") == 4
 
 
 def test_one_config_line_and_an_amd64_patch_would_rebuild_only_the_amd64_kernel_and_initramfs(elsewhere: Path):
@@ -65,7 +66,7 @@ def test_one_config_line_and_an_amd64_patch_would_rebuild_only_the_amd64_kernel_
     assert "kernel:amd64: would rebuild" in why.stdout
     assert "(kernel-configs/config-amd64)" in why.stdout
     assert "(patches/kernel/amd64/0001-boot-banner.patch)" in why.stdout
-    for task in ("kernel:arm64", "initramfs:arm64"):
+    for task in ("kernel:arm64", "modules:arm64", "initramfs:arm64"):
         assert f"{task}: up to date" in why.stdout, why.stdout
 
 
@@ -77,7 +78,7 @@ def test_a_flavor_is_another_build_and_leaves_the_default_one_up_to_date(elsewhe
 
     result = doit(elsewhere, "kernel", "initramfs", "PLATFORM=linux/amd64", "FLAVOR=incr")
     assert result.code == 0, result.text[-3000:]
-    assert result.ran("kernel:amd64-incr") and result.ran("initramfs:amd64-incr")
+    assert result.ran("kernel:amd64-incr") and result.ran("modules:amd64-incr") and result.ran("initramfs:amd64-incr")
     after = sums(elsewhere / "out")
     for name in ("vmlinuz-amd64-incr", "config-amd64-incr", "modules-amd64-incr.tar", "initramfs-amd64-incr.xz"):
         assert name in after, sorted(after)
@@ -86,7 +87,8 @@ def test_a_flavor_is_another_build_and_leaves_the_default_one_up_to_date(elsewhe
 
     default = doit(elsewhere, "kernel", "initramfs", BOTH)
     assert default.code == 0, default.text[-3000:]
-    for task in ("kernel:amd64", "initramfs:amd64", "kernel:arm64", "initramfs:arm64"):
+    for task in ("kernel:amd64", "modules:amd64", "initramfs:amd64", "kernel:arm64", "modules:arm64",
+                 "initramfs:arm64"):
         assert default.skipped(task), default.stdout
 
 
@@ -95,4 +97,5 @@ def test_the_flavored_kernel_boots_with_its_release_and_the_patched_in_driver(el
     result = boot_to_marker(elsewhere, AMD64, flavor="incr")
     assert result.release.endswith("-incr")
     assert "BUILDER-EXAMPLE hello" in result.console  # patches/kernel/0001-misc-add-builder_example-driver.patch
+    assert "BUILDER-VPOLL " in result.console  # the out-of-tree module, built against the flavored kernel
     assert f"BUILDER-MODULES release={result.release} count=" in result.console

@@ -38,12 +38,13 @@ def test_the_arm64_kernel_is_an_arm64_image(shipped: Built) -> None:
 
 def test_exporting_a_kernel_copies_only_its_outputs_not_its_build_tree(shipped: Built) -> None:
     for arch in ("amd64", "arm64"):
-        exported = f"kernel:{arch}: exported 3 file(s), "
-        assert exported in shipped.result.text, shipped.result.text[-3000:]
-        size = int(shipped.result.text.split(exported, 1)[1].split(" ", 1)[0])
-        outputs = sum((shipped.out / f"{name}-{arch}{ext}").stat().st_size
-                      for name, ext in (("vmlinuz", ""), ("config", ""), ("modules", ".tar")))
-        assert size == outputs
+        for task, names in (("kernel", ("vmlinuz", "config")), ("modules", ("modules",))):
+            exported = f"{task}:{arch}: exported {len(names)} file(s), "
+            assert exported in shipped.result.text, shipped.result.text[-3000:]
+            size = int(shipped.result.text.split(exported, 1)[1].split(" ", 1)[0])
+            outputs = sum((shipped.out / f"{name}-{arch}{'.tar' if name == 'modules' else ''}").stat().st_size
+                          for name in names)
+            assert size == outputs
 
 
 def test_the_manifest_and_input_signatures_name_the_toolchain_portably(shipped: Built) -> None:
@@ -62,7 +63,8 @@ def test_the_manifest_and_input_signatures_name_the_toolchain_portably(shipped: 
 def test_a_second_run_with_nothing_changed_builds_nothing(shipped: Built) -> None:
     result = doit(shipped.root, "kernel", "initramfs", BOTH)
     assert result.code == 0, result.text[-3000:]
-    for task in ("kernel:amd64", "kernel:arm64", "initramfs:amd64", "initramfs:arm64"):
+    for task in ("kernel:amd64", "kernel:arm64", "modules:amd64", "modules:arm64", "initramfs:amd64",
+                 "initramfs:arm64"):
         assert result.skipped(task), result.stdout
     assert ".  " not in result.stdout
 
@@ -72,7 +74,8 @@ def test_a_no_cache_initramfs_after_a_kernel_build_takes_its_modules_without_rec
     (shipped.out / "initramfs-amd64.xz").unlink()
     result = doit(shipped.root, "initramfs", "NO_CACHE=1")
     assert result.code == 0, result.text[-3000:]
-    assert result.skipped("kernel:amd64") and result.ran("initramfs:amd64"), result.stdout
+    assert result.skipped("kernel:amd64") and result.skipped("modules:amd64"), result.stdout
+    assert result.ran("initramfs:amd64"), result.stdout
     log = (shipped.root / ".builder" / "logs" / "initramfs-amd64.log").read_text()
     assert "--no-cache" in log.splitlines()[0]
     # no kernel step ran: the kernel is not part of the initramfs build at all (stage names in BuildKit's
@@ -91,13 +94,27 @@ def test_the_kernel_boots_to_the_marker_with_its_modules_in_the_initramfs(shippe
     assert marker, result.console[-3000:]
     # kernel-configs/modules-ARCH.txt lists vfat, squashfs, overlay, loop and the patched-in example driver;
     # modules.dep brings fat for vfat
-    assert sorted(marker.group(2).split(",")) == ["builder_example", "fat", "loop", "overlay", "squashfs", "vfat"], \
-        marker.group(0)
-    assert int(marker.group(1)) == 6  # only what is listed (and needed) is carried
+    assert sorted(marker.group(2).split(",")) == ["builder_example", "fat", "loop", "overlay", "squashfs", "vfat",
+                                                  "vpoll"], marker.group(0)
+    assert int(marker.group(1)) == 7  # only what is listed (and needed) is carried
     assert "BUILDER-MODULE-FAILED" not in result.console
     # patches/kernel/0001-misc-add-builder_example-driver.patch, enabled by fragments/builder-example.config
     assert "builder_example: loaded: greeting=hello repeat=1" in result.console
     assert "BUILDER-EXAMPLE hello\n" in result.console.replace("\r", "")
+    # recipes/vpoll: Debian's vpoll-dkms, built against this kernel's build tree, makes /dev/vpoll
+    assert re.search(r"BUILDER-VPOLL \d+:0", result.console), result.console[-3000:]
+
+
+def test_the_manifest_names_each_module_with_its_recipe_version_and_source(shipped: Built) -> None:
+    manifest = json.loads((shipped.out / "manifest.json").read_text())["artifacts"]
+    for arch in ("amd64", "arm64"):
+        modules = {m["path"]: m for m in manifest[f"modules-{arch}.tar"]["modules"]}
+        vpoll = modules["extra/vpoll/vpoll.ko"]
+        assert (vpoll["recipe"], vpoll["version"], vpoll["signed"]) == ("vpoll", "0.1-3", False)
+        assert vpoll["source"] == ["sha256:8d76f1411fbe8a2f539ee1539774c6668f58e7d0026ee295fbb278d9f5312fdb"]
+        example = modules["kernel/drivers/misc/builder_example.ko"]
+        release = kernel_release(shipped.out / f"modules-{arch}.tar")
+        assert (example["recipe"], example["version"]) == ("kernel", release)
 
 
 def test_a_listed_module_the_kernel_did_not_build_is_named_with_its_line(shipped: Built) -> None:
@@ -114,4 +131,22 @@ def test_a_listed_module_the_kernel_did_not_build_is_named_with_its_line(shipped
     assert result.last_line() == (f"error: initramfs:amd64: kernel-configs/modules-amd64.txt:{line}: module nosuchmod "
                                   f"was not built by kernel 6.1.176 (amd64); enable it (=m) in "
                                   f"kernel-configs/config-amd64 or drop the line"), result.last_line()
+    assert snapshot(shipped.out) == before
+
+
+def test_an_out_of_tree_module_that_does_not_compile_names_itself_and_the_kernel(shipped: Built) -> None:
+    recipe = shipped.root / "recipes" / "vpoll" / "pkg.yaml"
+    text = recipe.read_text()
+    before = snapshot(shipped.out)
+    try:
+        broken = "rm vpoll-dkms.deb\n      echo 'not C;' >>usr/src/vpoll-0.1/vpoll.c"
+        recipe.write_text(text.replace("rm vpoll-dkms.deb", broken))
+        result = doit(shipped.root, "modules", "PLATFORM=linux/amd64")
+    finally:
+        recipe.write_text(text)
+    assert result.code != 0
+    release = kernel_release(shipped.out / "modules-amd64.tar")
+    assert result.last_line() == (f"error: modules:amd64: module vpoll does not build against kernel {release} "
+                                  "(amd64); its compiler output is above"), result.text[-3000:]
+    assert "vpoll.c" in result.text  # the compiler's own words are shown
     assert snapshot(shipped.out) == before

@@ -346,9 +346,10 @@ def test_the_shipped_recipes_load_for_both_platforms(no_host_apt: str) -> None:
     project = Project.load(Path(__file__).resolve().parents[2], {}, host=AMD64)
     for platform in (AMD64, ARM64):
         graph = project.graph(platform)
-        assert {"busybox", "initramfs", "kernel"} <= set(graph.recipes)
+        assert {"busybox", "initramfs", "kernel", "modules", "vpoll"} <= set(graph.recipes)
         assert [r.name for r in graph.closure("initramfs")] == ["busybox", "initramfs"]
-        assert graph.upstream_tasks("initramfs") == ["kernel"]  # the modules, as a published artifact
+        assert graph.upstream_tasks("initramfs") == ["modules"]  # the modules tar, as a published artifact
+        assert [r.name for r in graph.closure("modules")] == ["kernel", "vpoll", "modules"]
         assert "initramfs/env/env.sh" in project.plan("initramfs", platform).context.files
     assert project.graph(ARM64)["kernel"].env == {"ARCH": "arm64", "CROSS_COMPILE": "aarch64-linux-gnu-"}
     assert project.graph(AMD64)["kernel"].env == {"ARCH": "x86", "CROSS_COMPILE": ""}
