@@ -85,6 +85,17 @@ def test_a_flavor_is_another_build_and_leaves_the_default_one_up_to_date(elsewhe
     assert {name: after[name] for name in before} == before  # the default build's files are untouched
     assert 'CONFIG_LOCALVERSION="-incr"' in (elsewhere / "out" / "config-amd64-incr").read_text()
 
+    flavor = elsewhere / "kernel-configs" / "flavors" / "incr.config"
+    flavor.write_text(flavor.read_text() + "CONFIG_MAGIC_SYSRQ=y\n")
+    try:  # the flavor's fragment is an input of the flavored kernel only, and why names it
+        why = builder(elsewhere, "why", "--platform", "linux/amd64", "-v", "FLAVOR=incr")
+        plain = builder(elsewhere, "why", "--platform", "linux/amd64")
+    finally:
+        flavor.write_text('CONFIG_LOCALVERSION="-incr"\n')
+    named = "changed: kernel/files/flavor.config (kernel-configs/flavors/incr.config)"
+    assert f"kernel:amd64-incr: would rebuild\n    {named}" in why.stdout, why.stdout
+    assert "kernel:amd64: up to date" in plain.stdout, plain.stdout
+
     default = doit(elsewhere, "kernel", "initramfs", BOTH)
     assert default.code == 0, default.text[-3000:]
     for task in ("kernel:amd64", "modules:amd64", "initramfs:amd64", "kernel:arm64", "modules:arm64",
