@@ -25,6 +25,7 @@ COMMON_PACKAGES=(
   ca-certificates mmdebstrap
   qemu-system-x86 qemu-system-arm
   xz-utils zstd cpio patch
+  docker-registry   # the tests' loopback registry (PUSH=1, PKG_NAME=): started by the tests, never as a service
 )
 
 # The BuildKit client side: /usr/bin/docker (docker.io on 12, docker-cli on 13) and the buildx plugin,
@@ -138,6 +139,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages on $codename: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# docker-registry's package starts a registry on :5000 under systemd; the tests start their own on 127.0.0.1
+if [ -d /run/systemd/system ] && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
 # Both clients must find the buildx plugin: the project builds with 'docker buildx build' when it can.

@@ -8,7 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from builder import backend, outputs
+from builder import backend, outputs, run
+from builder.backend import BuildRequest, Output
 from builder.errors import BuildError
 from builder.log import say
 from builder.plan import TOOLCHAIN_INPUT, Plan
@@ -78,7 +79,54 @@ def _build(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work
     backend.build(kit, plan.request(work / "context", export), log_path=log, label=plan.label,
                   report_dir=project.state_dir / "reports" / plan.slug)
     outputs.check_export(export, plan.outputs, label=plan.label)
+    if settings.push:
+        _push(plan, kit, work / "context")
     return export
+
+
+PUSH_SECONDS = 1800  # one docker manifest command (the image itself is pushed by the build, streamed)
+
+
+def _push(plan: Plan, kit: backend.BuildKit, context: Path) -> None:
+    """PUSH=1: the recipe's output tree (what dependents build on) as an image, REGISTRY/USERNAME/NAME:TAG-ARCH,
+    then the index NAME:TAG over every arch pushed under that tag, so PKG_NAME=…:TAG serves each platform."""
+    from builder import registry
+    from builder.platforms import PLATFORMS
+    from builder.render import stage_name
+
+    project, settings = plan.project, plan.project.settings
+    tag = (settings.tag or default_tag(project.root)) + (f"-{plan.flavor}" if plan.flavor else "")
+    name = f"{settings.registry}/{settings.username}/{plan.recipe.name}"
+    mine = f"{name}:{tag}-{plan.platform.arch}"
+    log = project.state_dir / "logs" / f"{plan.slug}-push.log"
+    say(f"    {plan.label}: pushing {mine}")
+    backend.build(kit, BuildRequest(context=context, target=stage_name(plan.recipe), platform=plan.platform.docker,
+                                    output=Output("push", ref=mine), no_cache=False), log_path=log, label=plan.label)
+    pushed = []
+    for platform in PLATFORMS.values():
+        ref = f"{name}:{tag}-{platform.arch}"
+        try:
+            registry.platform_digest(ref, platform.docker, seconds=settings.registry_timeout, where="PUSH")
+        except BuildError:
+            continue  # not pushed for that arch (yet)
+        pushed.append(ref)
+    index = f"{name}:{tag}"
+    docker = kit.docker
+    run.run([docker, "manifest", "rm", index], check=False, capture=True, timeout=60)
+    run.run([docker, "manifest", "create", "--insecure", index, *pushed], capture=True, timeout=PUSH_SECONDS)
+    run.run([docker, "manifest", "push", "--insecure", "--purge", index], capture=True, timeout=PUSH_SECONDS)
+    say(f"    {plan.label}: pushed {index} ({', '.join(r.rsplit('-', 1)[1] for r in pushed)})")
+
+
+def default_tag(root: Path) -> str:
+    """TAG when none is given: git describe of the project (Talos's choice), else latest."""
+    try:
+        found = run.run(["git", "-C", str(root), "describe", "--tags", "--always", "--dirty"], capture=True,
+                        check=False, timeout=30)
+    except BuildError:
+        return "latest"
+    text = found.stdout.decode(errors="replace").strip()
+    return text if found.returncode == 0 and text else "latest"
 
 
 def _work_dir(plan: Plan) -> Path:

@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import engine, outputs
+from builder import engine, outputs, registry
 from builder.errors import BuildError
 
 PACKAGES_LABEL = "org.builder.toolchain.packages-sha256"  # sha256 of the toolchain's package lock
 ROOTFS_LABEL = "org.builder.toolchain.rootfs-sha256"  # sha256 of its canonical rootfs tar (= layer diff-ID)
+PACKAGE_WHERE = "PKG"  # where a prebuilt package's image is named: PKG_NAME, PKGS_PREFIX
 
 
 @dataclass
@@ -19,12 +20,20 @@ class Identities:
     """Asks each image once per process; artifacts are read fresh (an upstream task may just have run)."""
 
     out_dir: Path
+    registry_seconds: float = 30.0
     _images: dict[str, str] = field(default_factory=dict)
 
-    def image(self, ref: str, *, where: str = "TOOLCHAIN") -> str:
+    def image(self, ref: str, *, where: str = "TOOLCHAIN", platform: str | None = None) -> str:
         """``ref``'s identity: the digest of its reproducible rootfs (a toolchain this project made), else
         of its package lock (an older toolchain), else its registry digest, else (a locally imported image)
-        its engine ID, which is not portable."""
+        its engine ID, which is not portable. A prebuilt package (``where`` PKG_NAME) is asked of its
+        registry, for ``platform``: what the tag names now, so a new push is a new input."""
+        if where.startswith(PACKAGE_WHERE) and platform:
+            key = f"{ref} {platform}"
+            if key not in self._images:
+                self._images[key] = "digest:" + registry.platform_digest(ref, platform, seconds=self.registry_seconds,
+                                                                         where=where)
+            return self._images[key]
         if ref not in self._images:
             info = engine.inspect_image(ref)
             if info is None:

@@ -130,6 +130,6 @@ def inputs_now(root: Path, check: Mapping[str, Any], identities: Identities) -> 
     sums = identities.artifacts()
     for path, name in check["artifacts"].items():
         named[path] = sums.get(name, "absent")
-    for name, (ref, where) in check["images"].items():
-        named[name] = identities.image(ref, where=where)
+    for name, (ref, where, platform) in check["images"].items():
+        named[name] = identities.image(ref, where=where, platform=platform)
     return dict(sorted(named.items()))

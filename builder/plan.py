@@ -114,22 +114,25 @@ class Plan:
         for recipe in self.graph.closure(self.recipe.name):
             if recipe.variant == "toolchain":
                 found.setdefault(self.project.recipe_variables(recipe, self.platform)["TOOLCHAIN"], "TOOLCHAIN")
+            prebuilt = self.project.prebuilt(self.platform).get(recipe.name)
             for index, dep in enumerate(recipe.dependencies):
                 if dep.image is not None:
-                    found.setdefault(dep.image, recipe.where("dependencies", index, "image"))
+                    where = prebuilt[1] if prebuilt else recipe.where("dependencies", index, "image")
+                    found.setdefault(dep.image, where)
         return dict(sorted(found.items()))
 
-    def image_inputs(self) -> dict[str, tuple[str, str]]:
-        """Input name -> (image ref, where it is named) for every image the build starts from."""
-        return {f"{TOOLCHAIN_INPUT if where == 'TOOLCHAIN' else IMAGE_INPUT} {ref}": (ref, where)
+    def image_inputs(self) -> dict[str, tuple[str, str, str]]:
+        """Input name -> (image ref, where it is named, platform) for every image the build starts from."""
+        platform = self.platform.docker
+        return {f"{TOOLCHAIN_INPUT if where == 'TOOLCHAIN' else IMAGE_INPUT} {ref}": (ref, where, platform)
                 for ref, where in self.images.items()}
 
     def inputs(self, identities: Identities) -> dict[str, str]:
         """Every input by name -> digest: the rendered context (published artifacts by their sha256 in
         out/ now) and the portable identity of every image the build starts from."""
         named = self.context.inputs(identities.artifacts())
-        for name, (ref, where) in self.image_inputs().items():
-            named[name] = identities.image(ref, where=where)
+        for name, (ref, where, platform) in self.image_inputs().items():
+            named[name] = identities.image(ref, where=where, platform=platform)
         return dict(sorted(named.items()))
 
     @staticmethod

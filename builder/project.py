@@ -12,7 +12,7 @@ from builder.graph import Graph
 from builder.identity import Identities
 from builder.plan import Plan
 from builder.platforms import PLATFORMS, Platform, host_platform
-from builder.recipe import Recipe, find_recipe_files, load_recipe, template_names
+from builder.recipe import Recipe, find_recipe_files, load_recipe, prebuilt_recipe, template_names
 from builder.settings import SETTINGS, Settings
 from builder.sources import SourceCache, default_cache_dir
 from builder.variables import DEFAULTS, VARS_FILE, load_vars_file, resolve
@@ -35,6 +35,7 @@ class Project:
     _graphs: dict[Platform, Graph] = field(default_factory=dict, repr=False)
     _variables: dict[tuple[Path, Platform], dict[str, str]] = field(default_factory=dict, repr=False)
     _plans: dict[tuple[str, Platform], Plan] = field(default_factory=dict, repr=False)
+    _prebuilt: dict[Platform, dict[str, tuple[str, str]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, root: Path, words: dict[str, str] | None = None, *, host: Platform | None = None) -> Project:
@@ -61,7 +62,7 @@ class Project:
 
     @cached_property
     def identities(self) -> Identities:
-        return Identities(self.out_dir)
+        return Identities(self.out_dir, registry_seconds=self.settings.registry_timeout)
 
     def variables(self, recipe_dir: Path, platform: Platform) -> dict[str, str]:
         key = (recipe_dir, platform)
@@ -76,9 +77,33 @@ class Project:
             for path in find_recipe_files(self.recipes_root, display_root=self.root):
                 display = str(path.relative_to(self.root))
                 recipes.append(load_recipe(path, self.variables(path.parent, platform), display))
+            chosen = self._choose_prebuilt(recipes)
+            self._prebuilt[platform] = chosen
+            recipes = [prebuilt_recipe(r, *chosen[r.name]) if r.name in chosen else r for r in recipes]
             self._graphs[platform] = Graph.of(recipes, platform.docker)
             self._check_flavor(self._graphs[platform])
         return self._graphs[platform]
+
+    def prebuilt(self, platform: Platform) -> dict[str, tuple[str, str]]:
+        """Recipes taken prebuilt from a registry (PKG_NAME=ref, PKGS_PREFIX + PKGS): name -> (ref, word)."""
+        self.graph(platform)
+        return self._prebuilt[platform]
+
+    def _choose_prebuilt(self, recipes: list[Recipe]) -> dict[str, tuple[str, str]]:
+        settings = self.settings
+        chosen: dict[str, tuple[str, str]] = {}
+        if settings.packages_prefix and settings.packages_tag:  # every recipe another one takes
+            taken = {dep.stage or dep.artifact for r in recipes for dep in r.dependencies if dep.stage or dep.artifact}
+            for name in sorted(n for n in taken if n):
+                chosen[name] = (f"{settings.packages_prefix}/{name}:{settings.packages_tag}", "PKGS_PREFIX")
+        by_word = {r.name.upper().replace("-", "_").replace(".", "_"): r.name for r in recipes}
+        for word, ref in sorted(settings.packages.items()):
+            if word not in by_word:
+                close = difflib.get_close_matches(word, sorted(by_word), n=1)
+                raise BuildError(f"no recipe {word.lower()!r} to take prebuilt from {ref}", where=f"PKG_{word}",
+                                 hint=f"did you mean PKG_{close[0]}?" if close else "PKG_NAME names a recipe")
+            chosen[by_word[word]] = (ref, f"PKG_{word}")
+        return chosen
 
     def _check_flavor(self, graph: Graph) -> None:
         """FLAVOR=name must be a flavor some recipe has; a flavored build must not write the default's files."""

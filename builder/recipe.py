@@ -390,6 +390,28 @@ class Recipe(_Model):
         return f"{self._path}:{line}" if line else str(self._path)
 
 
+PREBUILT_ROOT = "/prebuilt/"
+
+
+def prebuilt_recipe(recipe: Recipe, ref: str, word: str) -> Recipe:
+    """``recipe`` taken prebuilt: its output tree is the image ``ref`` (what PUSH=1 pushed of it), checked to
+    hold the recipe's outputs, so every dependent takes the image instead of a build."""
+    check = "".join(f'[ -e {PREBUILT_ROOT}{name} ] || builder_error "{word}={ref} has no /{name}: it is not an '
+                    f'image of recipe {recipe.name} (doit {recipe.name} PUSH=1 makes one)"\n'
+                    for name in recipe.outputs)
+    stand_in = Recipe.model_validate({
+        "name": recipe.name,
+        "description": f"{recipe.name}, prebuilt: {ref} ({word})",
+        "platforms": recipe.platforms,
+        "dependencies": [{"image": ref, "to": PREBUILT_ROOT}],
+        "steps": [{"test": check or "true"}],
+        "finalize": [{"from": PREBUILT_ROOT, "to": "/"}],
+        "outputs": list(recipe.outputs),
+    })
+    stand_in._path = recipe._path
+    return stand_in
+
+
 def _template_env() -> jinja2.Environment:
     return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                               autoescape=False)

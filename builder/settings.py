@@ -39,7 +39,15 @@ SETTINGS: dict[str, str] = {
     "FETCH_STALL_TIMEOUT": "seconds a source download may receive nothing, connecting included (default 60)",
     "FETCH_TIMEOUT": "seconds one source download may take as a whole (default 3600)",
     "WITH_DEBUG": "1: build the debug flavor (the same as FLAVOR=debug)",
+    "PUSH": "1: also push each built task's image (its output tree) to REGISTRY/USERNAME/NAME:TAG",
+    "REGISTRY": "the registry PUSH=1 pushes to, e.g. 127.0.0.1:5005",
+    "USERNAME": "the registry namespace PUSH=1 pushes into (default builder)",
+    "TAG": "the tag PUSH=1 pushes (default: git describe --tags --always --dirty, else latest)",
+    "PKGS_PREFIX": "with PKGS: take every recipe another one depends on as PKGS_PREFIX/NAME:PKGS, prebuilt",
+    "PKGS": "the tag of the prebuilt packages (with PKGS_PREFIX)",
+    "REGISTRY_TIMEOUT": "seconds a registry may take to answer one request (default 30)",
 }
+PACKAGE_WORD = re.compile(r"^PKG_[A-Z0-9_]+$")  # PKG_KERNEL=ref: take recipe kernel prebuilt from ref
 FLAVOR_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
 
 
@@ -91,6 +99,14 @@ class Settings:
     cache_from: str | None = None
     cache_to: str | None = None
     fetch_limits: FetchLimits = FetchLimits()
+    push: bool = False
+    registry: str | None = None
+    username: str = "builder"
+    tag: str | None = None
+    packages: Mapping[str, str] = field(default_factory=dict)  # PKG_NAME word (NAME part) -> image reference
+    packages_prefix: str | None = None
+    packages_tag: str | None = None
+    registry_timeout: float = 30.0
     variables: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -98,6 +114,8 @@ class Settings:
         """Split ``NAME=value`` words into settings and template variables, checking each setting."""
         variables = dict(words)
         taken = {name: variables.pop(name) for name in list(variables) if name in SETTINGS}
+        packages = {name[4:]: variables.pop(name) for name in list(variables) if PACKAGE_WORD.match(name)}
+        _packages(packages, taken)
         spec = taken.get("PLATFORM")
         if spec is not None and not spec.strip():
             raise BuildError("empty; expected e.g. linux/amd64 or linux/amd64,linux/arm64",
@@ -120,6 +138,14 @@ class Settings:
             fetch_limits=FetchLimits(
                 stall=seconds(taken.get("FETCH_STALL_TIMEOUT", str(FetchLimits.stall)), "FETCH_STALL_TIMEOUT"),
                 total=seconds(taken.get("FETCH_TIMEOUT", str(FetchLimits.total)), "FETCH_TIMEOUT")),
+            push=flag(taken.get("PUSH", "0"), "PUSH"),
+            registry=taken.get("REGISTRY") or None,
+            username=taken.get("USERNAME") or "builder",
+            tag=taken.get("TAG") or None,
+            packages=packages,
+            packages_prefix=taken.get("PKGS_PREFIX") or None,
+            packages_tag=taken.get("PKGS") or None,
+            registry_timeout=seconds(taken.get("REGISTRY_TIMEOUT", "30"), "REGISTRY_TIMEOUT"),
             variables=variables,
         )
 
@@ -147,7 +173,36 @@ class Settings:
             out["FETCH_STALL_TIMEOUT"] = seconds_word(self.fetch_limits.stall)
         if self.fetch_limits.total != FetchLimits.total:
             out["FETCH_TIMEOUT"] = seconds_word(self.fetch_limits.total)
+        if self.push:
+            out["PUSH"] = "1"
+        for name, value in (("REGISTRY", self.registry), ("TAG", self.tag), ("PKGS_PREFIX", self.packages_prefix),
+                            ("PKGS", self.packages_tag)):
+            if value:
+                out[name] = value
+        if self.username != "builder":
+            out["USERNAME"] = self.username
+        if self.registry_timeout != 30.0:
+            out["REGISTRY_TIMEOUT"] = seconds_word(self.registry_timeout)
+        out.update({f"PKG_{name}": ref for name, ref in sorted(self.packages.items())})
         return out
+
+
+def _packages(packages: Mapping[str, str], taken: Mapping[str, str]) -> None:
+    """PKG_NAME=ref, PKGS_PREFIX + PKGS and PUSH=1 + REGISTRY: each checked as a whole before any build."""
+    from builder.registry import Reference
+
+    for name, ref in packages.items():
+        Reference.parse(ref, f"PKG_{name}")
+    if bool(taken.get("PKGS_PREFIX")) != bool(taken.get("PKGS")):
+        given, missing = ("PKGS_PREFIX", "PKGS") if taken.get("PKGS_PREFIX") else ("PKGS", "PKGS_PREFIX")
+        raise BuildError(f"{given} needs {missing} too (prebuilt packages are PKGS_PREFIX/NAME:PKGS)", where=given)
+    if taken.get("PKGS_PREFIX"):
+        Reference.parse(f"{taken['PKGS_PREFIX']}/name:{taken['PKGS']}", "PKGS_PREFIX")
+    if flag(taken.get("PUSH", "0"), "PUSH") and not taken.get("REGISTRY"):
+        raise BuildError("PUSH=1 needs REGISTRY=HOST[:PORT] to push to", where="PUSH")
+    if taken.get("REGISTRY"):
+        Reference.parse(f"{taken['REGISTRY']}/{taken.get('USERNAME') or 'builder'}/name:{taken.get('TAG') or 'x'}",
+                        "REGISTRY")
 
 
 def _flavor(variables: dict[str, str], *, with_debug: bool) -> None:

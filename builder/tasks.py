@@ -185,8 +185,9 @@ def build_task(plan: Plan, description: str) -> dict[str, object]:
     if plan.project.settings.dry_run:
         task.update(actions=[(_dry_run_action, [plan])], uptodate=[False])
     else:
-        task.update(actions=[(_build_action, [plan])], targets=[str(t) for t in plan.targets],
-                    uptodate=[UpToDate(plan)], clean=[(clean_action, [plan.project.root, plan.slug, plan.outputs])])
+        uptodate: list[object] = [False] if plan.project.settings.push else [UpToDate(plan)]
+        task.update(actions=[(_build_action, [plan])], targets=[str(t) for t in plan.targets], uptodate=uptodate,
+                    clean=[(clean_action, [plan.project.root, plan.slug, plan.outputs])])
     return task
 
 
@@ -347,7 +348,8 @@ def dodo_tasks(root: Path, argv: list[str]) -> Iterator[dict[str, object]]:
         if wants_lock(argv) and not settings.dry_run:
             acquire_run_lock(root)
         digest = memo.key(root, words)
-        entry = None if settings.dry_run else memo.load(state, digest)
+        fresh = settings.dry_run or settings.push  # PUSH=1 runs every build (BuildKit's cache makes it cheap)
+        entry = None if fresh else memo.load(state, digest)
         if entry is not None:
             tasks = list(_from_memo(root, words, entry))
         else:
@@ -356,7 +358,7 @@ def dodo_tasks(root: Path, argv: list[str]) -> Iterator[dict[str, object]]:
             project = Project(root, settings)
             tasks = list(generate(project))
             project.check_words()
-            if not settings.dry_run:
+            if not fresh:
                 memo.save(state, digest, _memo_entry(project, tasks))
         check_task_words(argv, tasks)
     except BuildError as exc:

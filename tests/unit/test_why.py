@@ -74,3 +74,19 @@ def test_an_engine_that_cannot_answer_is_a_reason_not_a_crash(make_project: Make
     verdict = explain(make_project(FILES).plan("b", AMD64), before)
     assert verdict.reasons == ["cannot check: image builder-toolchain:bookworm (TOOLCHAIN) is not in the Docker "
                                "engine (run ./setup.sh or 'builder toolchain ensure')"]
+
+
+def test_a_new_version_of_an_out_of_tree_module_names_its_source(make_project: MakeProject,
+                                                                 fake_engine: dict[str, str | None]) -> None:
+    from .test_module_kind import FILES as MODULE_FILES
+
+    source = ("sources:\n  - url: http://example.invalid/hello-{v}.tar.gz\n    destination: hello.tar.gz\n"
+              "    sha256: {d}\n    sha512: {e}\n")
+    first = MODULE_FILES["recipes/hello/pkg.yaml"].replace("sources: []\n", source.format(v=1, d="a" * 64, e="b" * 128))
+    project = make_project({**MODULE_FILES, "recipes/hello/pkg.yaml": first})
+    before = stored(project, "modules")
+    second = first.replace("hello-1.tar.gz", "hello-2.tar.gz").replace("a" * 64, "c" * 64)
+    verdict = explain(make_project({"recipes/hello/pkg.yaml": second}).plan("modules", AMD64), before)
+    assert not verdict.up_to_date
+    assert any(reason.startswith("changed: hello/sources/hello.tar.gz (http://example.invalid/hello-2.tar.gz)")
+               for reason in verdict.reasons), verdict.reasons
