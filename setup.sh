@@ -153,7 +153,13 @@ for client in /usr/bin/docker /usr/local/bin/docker; do
   fi
 done
 
-# The engine: started only when none answers, with the flags these machines require.
+# The engine: started only when none answers, with the flags these machines require. BuildKit's cache is
+# garbage-collected beyond 40 GB (least recently used first): every kernel build keeps its objects there, and
+# repeated --no-cache test runs would otherwise fill the disk. A daemon.json already there is left alone.
+if [ ! -e /etc/docker/daemon.json ]; then
+  mkdir -p /etc/docker
+  printf '%s\n' '{"builder": {"gc": {"enabled": true, "defaultKeepStorage": "40GB"}}}' >/etc/docker/daemon.json
+fi
 if ! docker version >/dev/null 2>&1; then
   log "starting dockerd"
   nohup dockerd --bridge=none --iptables=false --ip-forward=false >/var/log/dockerd.log 2>&1 &
