@@ -107,6 +107,10 @@ class Graph:
         visit(self[name])
         return order
 
+    def flavored(self, name: str) -> bool:
+        """Whether ``name`` or a recipe it takes, by any edge, declares flavors (FLAVOR=... makes it another build)."""
+        return any(r.flavors for r in self.order(name))
+
     def upstream_tasks(self, name: str) -> list[str]:
         """Recipes whose published outputs ``name``'s build takes, directly (their tasks run first)."""
         return sorted({upstream.name for _, _, upstream, _ in self.artifact_dependencies(self[name])})

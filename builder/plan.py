@@ -48,7 +48,7 @@ class Plan:
         asked = self.project.settings.flavor
         if not asked or self.command:
             return ""
-        return asked if any(r.flavors for r in self.graph.order(self.recipe.name)) else ""
+        return asked if self.graph.flavored(self.recipe.name) else ""
 
     @property
     def variant(self) -> str:

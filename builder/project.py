@@ -121,7 +121,7 @@ class Project:
                                  f"{', '.join(names) or 'none'}", where="FLAVOR",
                                  hint=f"declared at {recipe.where('flavors')}")
         for recipe in graph.recipes.values():
-            if not recipe.outputs or not any(r.flavors for r in graph.order(recipe.name)):
+            if not recipe.outputs or not graph.flavored(recipe.name):
                 continue
             same = [name for name in recipe.outputs if f"-{flavor}" not in name]
             if same:
