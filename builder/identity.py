@@ -12,6 +12,7 @@ from builder.errors import BuildError
 
 PACKAGES_LABEL = "org.builder.toolchain.packages-sha256"  # sha256 of the toolchain's package lock
 ROOTFS_LABEL = "org.builder.toolchain.rootfs-sha256"  # sha256 of its canonical rootfs tar (= layer diff-ID)
+REQUESTED_LABEL = "org.builder.toolchain.requested"  # the package names it was made from (toolchain.PACKAGES)
 PACKAGE_WHERE = "PKG"  # where a prebuilt package's image is named: PKG_NAME, PKGS_PREFIX
 
 

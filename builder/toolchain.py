@@ -20,7 +20,7 @@ from typing import IO, cast
 
 from builder import engine
 from builder.errors import BuildError
-from builder.identity import PACKAGES_LABEL, ROOTFS_LABEL
+from builder.identity import PACKAGES_LABEL, REQUESTED_LABEL, ROOTFS_LABEL
 from builder.log import say, step
 from builder.run import run
 from builder.variables import DEFAULTS, debian_mirror
@@ -28,6 +28,8 @@ from builder.variables import DEFAULTS, debian_mirror
 PACKAGES = (
     "build-essential", "bc", "bison", "flex", "libelf-dev", "libssl-dev", "cpio", "kmod", "xz-utils",
     "zstd", "python3", "gcc-aarch64-linux-gnu", "rsync", "patch",
+    "openssl",  # module signing: the ephemeral key (openssl req) and certificate checks
+    "libncurses-dev",  # make menuconfig
 )
 LOCK_PATH = "/usr/share/builder/toolchain.lock"
 LABEL = PACKAGES_LABEL  # the labels are read by identity.py, which must stay light: they are defined there
@@ -120,14 +122,23 @@ def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SU
            mirror: str | None = None, force: bool = False) -> str:
     """The image ID of ``ref``, creating the image first when it is absent (or ``force``).
 
-    An image without ROOTFS_LABEL (made by the former debootstrap bootstrap) is re-created.
+    An image without ROOTFS_LABEL (made by the former debootstrap bootstrap) is re-created, and so is one
+    made from another package list than PACKAGES (this code asks for a package that image lacks).
     """
     existing = engine.image_id(ref)
     if existing and not force:
-        if ROOTFS_LABEL in engine.image_labels(ref):
+        labels = engine.image_labels(ref)
+        if ROOTFS_LABEL not in labels:
+            say(f"toolchain {ref} ({existing}) has no {ROOTFS_LABEL} label: re-creating it reproducibly")
+        elif labels.get(REQUESTED_LABEL) != requested():
+            had = labels.get(REQUESTED_LABEL)
+            missing = sorted(set(PACKAGES) - set(had.split(","))) if had else []
+            why = f"lacks {', '.join(missing)}" if missing else "was made from another package list" if had else \
+                "has no record of its package list"
+            say(f"toolchain {ref} ({existing}) {why}: re-creating it")
+        else:
             print(f"toolchain {ref} present: {existing}")
             return existing
-        say(f"toolchain {ref} ({existing}) has no {ROOTFS_LABEL} label: re-creating it reproducibly")
     mirror = mirror or debian_mirror(suite)
     if not mirror:
         raise BuildError(f"no Debian mirror for {suite!r} in this machine's apt sources",
@@ -138,6 +149,11 @@ def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SU
     if existing and existing != image:
         say(f"the previous {ref} image {existing} is now untagged ('docker image prune' frees its space)")
     return image
+
+
+def requested() -> str:
+    """The package names the toolchain is made from, as its REQUESTED_LABEL says them."""
+    return ",".join(sorted(PACKAGES))
 
 
 def bootstrap_log(suite: str) -> Path:
@@ -174,7 +190,8 @@ def _bootstrap(ref: str, suite: str, mirror: str) -> str:
         made.unlink()
         with step(f"docker import -> {ref} (rootfs sha256 {rootfs_digest})"):
             image = engine.import_rootfs(tarball, ref, changes=[f"LABEL {LABEL}={packages_digest}",
-                                                                f"LABEL {ROOTFS_LABEL}={rootfs_digest}"])
+                                                                f"LABEL {ROOTFS_LABEL}={rootfs_digest}",
+                                                                f"LABEL {REQUESTED_LABEL}={requested()}"])
     finally:
         _clean(workdir)
     return image

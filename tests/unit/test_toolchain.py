@@ -13,6 +13,7 @@ import pytest
 
 from builder import engine, toolchain
 from builder.errors import BuildError
+from builder.identity import REQUESTED_LABEL
 from builder.toolchain import LABEL, LOCK_PATH, PACKAGES, ROOTFS_LABEL, TOOLCHAIN_EPOCH, mmdebstrap_argv
 
 MIRROR = "http://mirror.example/debian"
@@ -113,7 +114,7 @@ def images(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, str]]:
 
     def bootstrap(ref: str, suite: str, mirror: str) -> str:
         labels["bootstrapped"] = {"ref": ref, "suite": suite, "mirror": mirror}
-        labels[ref] = {LABEL: "p", ROOTFS_LABEL: "r"}
+        labels[ref] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.requested()}
         return "sha256:2"
 
     monkeypatch.setattr(toolchain, "_bootstrap", bootstrap)
@@ -121,8 +122,8 @@ def images(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, str]]:
 
 
 def test_a_present_image_with_the_rootfs_label_is_left_alone(images: dict[str, dict[str, str]]) -> None:
-    images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r"}
-    assert toolchain.ensure("t:1") == "sha256:2"
+    images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.requested()}
+    assert toolchain.ensure("t:1") == "sha256:3"  # the fake engine's ID: the number of labels
     assert "bootstrapped" not in images
 
 
@@ -141,8 +142,17 @@ def test_an_image_from_the_debootstrap_days_is_recreated(images: dict[str, dict[
     assert "sha256:1 is now untagged" in err
 
 
+def test_an_image_made_from_another_package_list_is_recreated(images: dict[str, dict[str, str]],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    older = ",".join(sorted(set(PACKAGES) - {"openssl"}))
+    images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: older}
+    toolchain.ensure("t:1")
+    assert images["bootstrapped"]["ref"] == "t:1"
+    assert "(sha256:3) lacks openssl: re-creating it" in capsys.readouterr().err
+
+
 def test_force_recreates_a_current_image(images: dict[str, dict[str, str]]) -> None:
-    images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r"}
+    images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.requested()}
     toolchain.ensure("t:1", force=True)
     assert "bootstrapped" in images
 
@@ -244,7 +254,8 @@ def test_a_bootstrap_imports_the_canonical_tar_labelled_with_its_sha256_and_the_
         assert tar.getmember("./etc/hostname").uname == ""  # canonical, not what tar wrote
     lock_digest = hashlib.sha256(b"a=1\nb=2\n").hexdigest()
     assert imported["changes"] == [f"LABEL {LABEL}={lock_digest}",
-                                   f"LABEL {ROOTFS_LABEL}={hashlib.sha256(data).hexdigest()}"]
+                                   f"LABEL {ROOTFS_LABEL}={hashlib.sha256(data).hexdigest()}",
+                                   f"LABEL {REQUESTED_LABEL}={toolchain.requested()}"]
     assert imported["ref"] == "t:1"
     assert not (tmp_path / "work").exists()  # nothing left behind
 
