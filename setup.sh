@@ -26,6 +26,7 @@ COMMON_PACKAGES=(
   qemu-system-x86 qemu-system-arm
   xz-utils zstd cpio patch
   docker-registry   # the tests' loopback registry (PUSH=1, PKG_NAME=): started by the tests, never as a service
+  openssl           # builder check-signatures verifies module signatures against a certificate
 )
 
 # The BuildKit client side: /usr/bin/docker (docker.io on 12, docker-cli on 13) and the buildx plugin,

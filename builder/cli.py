@@ -176,14 +176,16 @@ def run_recipe_command(recipe: str, command: str, platform_spec: str | None, che
 
 
 @main.command("kernel-config")
-@click.argument("action", type=click.Choice(["olddefconfig", "check"]))
+@click.argument("action", type=click.Choice(["olddefconfig", "menuconfig", "check"]))
 @click.option("--platform", "platform_spec", default=None, help="e.g. linux/amd64,linux/arm64 (default: host)")
 @click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value", help="a template variable or setting")
 @friendly
 def kernel_config(action: str, platform_spec: str | None, pairs: tuple[str, ...]) -> None:
     """olddefconfig: normalize kernel-configs/config-ARCH (make olddefconfig on the patched source) and write
-    it back. check: fail, naming the file and the first differing lines, when one is not normalized."""
-    _run_command("kernel", "olddefconfig", platform_spec, action == "check", pairs)
+    it back. menuconfig: make menuconfig on it, in this terminal; written back when saved. check: fail,
+    naming the file and the first differing lines, when one is not normalized."""
+    command = "olddefconfig" if action == "check" else action
+    _run_command("kernel-build", command, platform_spec, action == "check", pairs)
 
 
 @main.command()
@@ -379,3 +381,24 @@ def diffsigs(first: Path, second: Path) -> None:
     lines = differences(inputs(first), inputs(second))
     click.echo("\n".join(lines) if lines else f"same inputs ({len(inputs(first))})")
     sys.exit(1 if lines else 0)
+
+
+@main.command("check-signatures")
+@click.argument("release", type=click.Path(path_type=Path))
+@click.argument("rebuilt", type=click.Path(path_type=Path))
+@click.option("--cert", type=click.Path(path_type=Path), required=True,
+              help="the public certificate the release's modules are signed for (MODULE_SIGNING_CERT)")
+@friendly
+def check_signatures(release: Path, rebuilt: Path, cert: Path) -> None:
+    """Check a MODULE_SIGNING=release build against a rebuild made with the certificate alone: every artifact
+    in RELEASE's SHA256SUMS equals REBUILT's, except modules (in the modules tar and the initramfs) that carry
+    an appended signature valid for the certificate. Exit status 0 when so, 1 at the first other difference."""
+    from builder import signatures
+
+    try:
+        verdicts = signatures.check(release, rebuilt, cert)
+    except signatures.Mismatch as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for verdict in verdicts:
+        click.echo(verdict.line())

@@ -4,8 +4,11 @@ and record them (SHA256SUMS, manifest.json, the input signature). The only layer
 from __future__ import annotations
 
 import difflib
+import shlex
 import shutil
+import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from builder import backend, outputs, run
@@ -153,6 +156,7 @@ def execute(plan: Plan) -> dict[str, object]:
                 "source_date_epoch": int(plan.variables["SOURCE_DATE_EPOCH"]),
                 "toolchain": {k.removeprefix(TOOLCHAIN_INPUT + " "): v for k, v in inputs.items()
                               if k.startswith(TOOLCHAIN_INPUT + " ")},
+                **_reproducibility(plan),
             },
             signatures={plan.slug: {"task": plan.label, "digest": digest, "inputs": inputs}},
             per_artifact=_per_artifact(plan, export),
@@ -164,6 +168,12 @@ def execute(plan: Plan) -> dict[str, object]:
     for name, sha in digests.items():
         say(f"    {plan.label}: out/{name}  sha256:{sha[:16]}…")
     return {"digest": digest, "outputs": digests, "inputs": inputs}
+
+
+def _reproducibility(plan: Plan) -> dict[str, object]:
+    """Whether a rebuild gives the same bytes: not when a recipe it takes, by any edge, says why not."""
+    reasons = [f"{r.name}: {r.unreproducible}" for r in plan.graph.order(plan.recipe.name) if r.unreproducible]
+    return {"reproducible": False, "unreproducible": reasons} if reasons else {"reproducible": True}
 
 
 def _per_artifact(plan: Plan, export: Path) -> dict[str, dict[str, object]]:
@@ -184,15 +194,21 @@ def run_command(plan: Plan, *, check: bool = False) -> list[str]:
     ``check``, write nothing and fail when a project file differs from it. Returns one line per file."""
     project = plan.project
     targets = {name: _project_file(project.root, rel, plan) for name, rel in plan.writes.items()}
+    interactive = plan.recipe.commands[plan.command or ""].interactive
+    if interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BuildError(f"{plan.label} is interactive: run it in a terminal")
     inputs = plan.inputs(project.identities)
     host_files = _host_files(plan, inputs)
     work = _work_dir(plan)
     said = []
     try:
-        export = _build(plan, inputs, host_files, work)
+        made = _interactive(plan, inputs, host_files, work) if interactive else _build(plan, inputs, host_files, work)
         for name, target in targets.items():
             rel = plan.writes[name]
-            new = (export / name).read_bytes()
+            if not (made / name).exists():  # an interactive command the user left without saving
+                said.append(f"{rel}: not saved, nothing written back ({plan.label})")
+                continue
+            new = (made / name).read_bytes()
             old = target.read_bytes() if target.is_file() else None
             if old == new:
                 said.append(f"{rel}: unchanged ({plan.label})")
@@ -207,6 +223,41 @@ def run_command(plan: Plan, *, check: bool = False) -> list[str]:
     for line in said:
         say(f"    {line}")
     return said
+
+
+def _interactive(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work: Path) -> Path:
+    """An interactive command: BuildKit builds the tree it starts from as an image in the engine, which runs
+    the command's script in a container on this terminal (no network, the script and its environment
+    mounted as in a build step); the files it ``writes`` that exist afterwards are copied out. The image
+    is removed after. A user's session has no deadline; the build before it has BuildKit's."""
+    import subprocess
+
+    project = plan.project
+    kit = backend.select(project.settings.backend, project.settings.builder)
+    context = work / "context"
+    plan.context.write(context, host_files)
+    ref = f"builder-command-{plan.slug}:latest"
+    log = project.state_dir / "logs" / f"{plan.slug}.log"
+    say(f"    {plan.label}: building what it starts from with {kit.kind}; log: {log.relative_to(project.root)}")
+    request = replace(plan.request(context, work / "unused"), output=Output("image", ref=ref))
+    backend.build(kit, request, log_path=log, label=plan.label, report_dir=project.state_dir / "reports" / plan.slug)
+    made = work / "written"
+    made.mkdir()
+    command, recipe = plan.recipe.commands[plan.command or ""], plan.recipe
+    copies = "".join(f"if [ -e {shlex.quote(inside)} ]; then cp {shlex.quote(inside)} /.builder/out/{index}; fi; "
+                     for index, inside in enumerate(command.writes))
+    script = f"{shlex.quote(recipe.shell)} /.builder/step/{plan.command}.sh && {{ {copies}}}"
+    steps = context / recipe.name / "commands" / (plan.command or "")
+    argv = [kit.docker, "run", "--rm", "-it", "--network=none",
+            "-v", f"{steps}:/.builder/step:ro", "-v", f"{context / recipe.name / 'env'}:/.builder/env:ro",
+            "-v", f"{context / 'lib'}:/.builder/lib:ro", "-v", f"{made}:/.builder/out", ref, "/bin/sh", "-c", script]
+    try:
+        done = subprocess.run(argv, check=False)
+    finally:
+        subprocess.run([kit.docker, "image", "rm", "-f", ref], capture_output=True, check=False, timeout=120)
+    if done.returncode != 0:
+        raise BuildError(f"{plan.label}: the command ended with exit status {done.returncode}; nothing written back")
+    return made
 
 
 def _project_file(root: Path, rel: str, plan: Plan) -> Path:

@@ -74,4 +74,28 @@ def check_kconfig(data: bytes) -> None:
         seen[name] = number
 
 
-CHECKS: dict[str, Callable[[bytes], None]] = {"kconfig": check_kconfig}
+def check_x509_pem(data: bytes) -> None:
+    """A PEM file with one X.509 certificate and nothing secret: BEGIN/END CERTIFICATE around base64 of a
+    DER SEQUENCE. A private key in it is refused: the file is a build input (it may be committed)."""
+    import base64
+    import binascii
+
+    text = data.decode("ascii", errors="replace")
+    if "PRIVATE KEY-----" in text:
+        line = text[:text.index("PRIVATE KEY-----")].count("\n") + 1
+        raise CheckError("a private key in a certificate file: only the public certificate is a build input "
+                         "(give the key as MODULE_SIGNING_KEY=, a BuildKit secret)", line)
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    if begin not in text or end not in text.split(begin, 1)[1]:
+        raise CheckError(f"not a PEM certificate: no {begin} ... {end} block", 1)
+    body = text.split(begin, 1)[1].split(end, 1)[0]
+    try:
+        der = base64.b64decode("".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise CheckError("not a PEM certificate: the block is not base64", text[:text.index(begin)].count("\n") + 2) \
+            from None
+    if not der.startswith(b"\x30"):
+        raise CheckError("not a PEM certificate: the block is not DER (an ASN.1 SEQUENCE)", 1)
+
+
+CHECKS: dict[str, Callable[[bytes], None]] = {"kconfig": check_kconfig, "x509": check_x509_pem}

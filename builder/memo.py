@@ -69,7 +69,7 @@ def _well_formed(entry: object) -> bool:
     if not isinstance(entry, dict) or not isinstance(entry.get("tasks"), list) or not isinstance(
             entry.get("checks"), dict):
         return False
-    check_keys = {"static", "project_files", "patterns", "artifacts", "images"}
+    check_keys = {"static", "project_files", "patterns", "artifacts", "images", "secrets"}
     for task in entry["tasks"]:
         if not isinstance(task, dict) or not isinstance(task.get("basename"), str):
             return False
@@ -103,15 +103,19 @@ def save(state_dir: Path, digest: str, entry: dict[str, Any]) -> None:
 
 def check_of(plan: Any) -> dict[str, Any]:
     """What the up-to-date check of ``plan`` needs, as plain data (the plan's context is rendered)."""
+    from builder.render import secret_input
+
     context = plan.context
     everything = context.inputs({})
-    moving = set(context.project_files) | {p for p, f in context.files.items() if f.artifact}
+    moving = set(context.project_files) | {p for p, f in context.files.items() if f.artifact} | \
+        {secret_input(sid) for sid in context.secrets}
     return {
         "static": {name: digest for name, digest in everything.items() if name not in moving},
         "project_files": dict(context.project_files),
         "patterns": dict(context.patterns),
         "artifacts": {p: f.artifact for p, f in context.files.items() if f.artifact},
         "images": plan.image_inputs(),
+        "secrets": {secret_input(sid): str(path) for sid, path in context.secrets.items()},
     }
 
 
@@ -127,6 +131,11 @@ def inputs_now(root: Path, check: Mapping[str, Any], identities: Identities) -> 
             named[path] = outputs.sha256_file(root / rel)
         except OSError:
             return None
+    for name, path in check["secrets"].items():
+        try:
+            named[name] = outputs.sha256_file(Path(path))
+        except OSError:
+            return None  # the full plan says what is wrong with it
     sums = identities.artifacts()
     for path, name in check["artifacts"].items():
         named[path] = sums.get(name, "absent")

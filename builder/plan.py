@@ -38,8 +38,10 @@ class Plan:
 
     @property
     def task(self) -> str:
-        """The doit task's base name: the recipe, or recipe-command."""
-        return f"{self.recipe.name}-{self.command}" if self.command else self.recipe.name
+        """The doit task's base name: the recipe, or the command's (recipe-command unless it names one)."""
+        if not self.command:
+            return self.recipe.name
+        return self.recipe.commands[self.command].task or f"{self.recipe.name}-{self.command}"
 
     @cached_property
     def flavor(self) -> str:
@@ -155,4 +157,5 @@ class Plan:
             no_cache=settings.no_cache,
             cache_from=settings.cache_from,
             cache_to=settings.cache_to,
+            secrets=tuple(sorted(self.context.secrets.items())),
         )

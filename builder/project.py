@@ -92,9 +92,10 @@ class Project:
     def _choose_prebuilt(self, recipes: list[Recipe]) -> dict[str, tuple[str, str]]:
         settings = self.settings
         chosen: dict[str, tuple[str, str]] = {}
-        if settings.packages_prefix and settings.packages_tag:  # every recipe another one takes
+        if settings.packages_prefix and settings.packages_tag:  # every recipe another one takes and PUSH=1 pushes
             taken = {dep.stage or dep.artifact for r in recipes for dep in r.dependencies if dep.stage or dep.artifact}
-            for name in sorted(n for n in taken if n):
+            pushed = {r.name for r in recipes if r.outputs}  # a task of its own: a recipe without one is never pushed
+            for name in sorted(n for n in taken if n and n in pushed):
                 chosen[name] = (f"{settings.packages_prefix}/{name}:{settings.packages_tag}", "PKGS_PREFIX")
         by_word = {r.name.upper().replace("-", "_").replace(".", "_"): r.name for r in recipes}
         for word, ref in sorted(settings.packages.items()):

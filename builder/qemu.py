@@ -31,10 +31,11 @@ class BootResult:
 
 def command(platform: Platform, kernel: Path, initrd: Path, *, memory: int = 512,
             append: str = "") -> list[str]:
-    """The QEMU command line: direct kernel boot, TCG (KVM hangs on these machines), serial on stdio."""
+    """The QEMU command line: direct kernel boot, TCG (KVM hangs on these machines), serial on stdio; only
+    signed modules load (module.sig_enforce=1: a kernel without CONFIG_MODULE_SIG ignores it)."""
     return [platform.qemu_binary, *platform.qemu_machine, "-accel", "tcg", "-m", str(memory), "-nographic",
             "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", f"console={platform.console} panic=-1 {append}".strip()]
+            "-append", f"console={platform.console} panic=-1 module.sig_enforce=1 {append}".strip()]
 
 
 def boot(platform: Platform, kernel: Path, initrd: Path, *, timeout: float = 300,

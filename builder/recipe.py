@@ -159,12 +159,26 @@ class Step(_Model):
         return [(phase, script) for phase in PHASES for script in getattr(self, phase)]
 
 
+class Secret(_Model):
+    """A host file a recipe's build steps read at /run/secrets/ID (a BuildKit secret mount): its bytes
+    never enter the build context, a layer, the cache or out/. ``file`` is a path (relative: to the project),
+    usually a variable (MODULE_SIGNING_KEY); empty: no secret, the steps see no file. Its sha256 is part
+    of every step that mounts it, so a new key reruns those steps (and only those)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    file: str = ""
+
+
 class Command(_Model):
     """A task that is not a build: a script run on the recipe's build tree as it is after step ``after``,
     whose results are written back into the project (``writes``: path in the build -> project path).
-    `doit RECIPE-NAME` runs it; it is never up to date. (Kernel config write-back: make olddefconfig.)"""
+    `doit RECIPE-NAME` (or ``task``) runs it; it is never up to date. (Kernel config write-back: olddefconfig.)"""
 
     description: str = ""
+    task: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$")  # the doit task (RECIPE-NAME)
+    # run in a container on a terminal (make menuconfig), not in BuildKit: a ``writes`` file the script
+    # leaves absent (the user did not save) is not written back
+    interactive: bool = False
     after: str
     run: str
     writes: dict[str, str] = {}
@@ -289,6 +303,8 @@ class Recipe(_Model):
     flavors: str | None = None
     module: Module | None = None
     commands: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")], Command] = {}
+    secrets: list[Secret] = []
+    unreproducible: str = ""  # why this recipe's tree differs from build to build (the manifest says it)
 
     _path: Path = PrivateAttr()
     _lines: dict[Any, int] = PrivateAttr(default_factory=dict)

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,6 +52,8 @@ class BuildContext:
     files: dict[str, ContextFile] = field(default_factory=dict)
     project_files: dict[str, str] = field(default_factory=dict)  # context path -> project path it holds
     patterns: dict[str, list[str]] = field(default_factory=dict)  # files: pattern -> the paths it matched
+    secrets: dict[str, Path] = field(default_factory=dict)  # secret id -> the host file BuildKit mounts
+    secret_digests: dict[str, str] = field(default_factory=dict)  # secret id -> its sha256 when rendered
 
     def add(self, path: str, data: bytes, origin: str, mode: int = 0o644) -> None:
         self.files[path] = ContextFile(hashlib.sha256(data).hexdigest(), origin, data=data, mode=mode)
@@ -60,6 +63,7 @@ class BuildContext:
 
         ``artifact_digests`` maps an out/ name to the sha256 it has now (absent: "absent")."""
         named = {"Dockerfile": hashlib.sha256(self.dockerfile.encode()).hexdigest()}
+        named.update({secret_input(sid): digest for sid, digest in self.secret_digests.items()})
         for path, item in self.files.items():
             named[path] = artifact_digests.get(item.artifact, "absent") if item.artifact else item.digest
         return dict(sorted(named.items()))
@@ -93,17 +97,19 @@ class BuildContext:
 
 
 def stage_name(recipe: Recipe) -> str:
-    """The stage dependents copy from: the recipe's finalized tree."""
+    """The stage dependents copy from: the recipe's finalized tree. Every other stage of the recipe is this
+    name, '_' and what it is: recipe names have no '_', so recipe kernel's "r-kernel_build" can never be
+    recipe kernel-build's "r-kernel-build"."""
     return "r-" + recipe.name
 
 
 def export_stage_name(recipe: Recipe) -> str:
     """The stage exported to the host: only the recipe's ``outputs``."""
-    return stage_name(recipe) + "-export"
+    return stage_name(recipe) + "_export"
 
 
 def command_stage_name(recipe: Recipe, command: str) -> str:
-    return f"{stage_name(recipe)}-command-{command}"
+    return f"{stage_name(recipe)}_command_{command}"
 
 
 def _template() -> jinja2.Template:
@@ -132,8 +138,8 @@ def render(
     context.add(LIB, resources.files("builder").joinpath("scripts/builder.sh").read_bytes(), "builder library")
     stages = [_stage(graph, r, context, project_root, variables_for[r.name],
                      command if r.name == target else None) for r in graph.closure(target)]
-    if command is not None:
-        context.target = command_stage_name(recipe, command) + "-export"
+    if command is not None and not recipe.commands[command].interactive:
+        context.target = command_stage_name(recipe, command) + "_export"
     export = {"name": export_stage_name(recipe), "source": stage_name(recipe),
               "outputs": [f"/{name}" for name in recipe.outputs]}
     context.dockerfile = _template().render(stages=stages, export=export, lib=LIB)
@@ -212,6 +218,7 @@ def _stage(
     env_script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
     context.add(f"{prefix}/env/env.sh", env_script.encode(), f"{recipe.where()} env")
 
+    secrets = _secrets(recipe, context, project_root)
     runs = []
     ends: dict[str, int] = {}  # a named step -> how many RUNs there are up to its end
     number = 0
@@ -220,25 +227,29 @@ def _stage(
             name = f"{number:02d}-{phase}"
             number += 1
             runs.append(_run(context, recipe, f"{prefix}/steps/{name}", name, phase,
-                             f"steps.{step_index}", script, recipe.where("steps", step_index, phase)))
+                             f"steps.{step_index}", script, recipe.where("steps", step_index, phase), secrets))
         if step.name:
             ends[step.name] = len(runs)
 
-    segments: list[dict[str, object]] = [{"name": f"{stage_name(recipe)}-build", "runs": runs}]
+    segments: list[dict[str, object]] = [{"name": f"{stage_name(recipe)}_build", "runs": runs}]
     command_spec: dict[str, object] | None = None
     if command is not None:
         wanted = recipe.commands[command]
         split = ends[wanted.after]
-        segments = [{"name": f"{stage_name(recipe)}-after-{wanted.after}", "runs": runs[:split]},
-                    {"name": f"{stage_name(recipe)}-build", "runs": runs[split:]}]
+        start = f"{stage_name(recipe)}_after_{wanted.after}"
+        segments = [{"name": start, "runs": runs[:split]},
+                    {"name": f"{stage_name(recipe)}_build", "runs": runs[split:]}]
         command_spec = {
             "name": command,
             "stage": command_stage_name(recipe, command),
-            "start": segments[0]["name"],
+            "start": start,
             "run": _run(context, recipe, f"{prefix}/commands/{command}", command, command, f"commands.{command}",
                         wanted.run, recipe.where("commands", command, "run")),
             "writes": list(wanted.writes),
+            "interactive": wanted.interactive,
         }
+        if wanted.interactive:  # BuildKit builds the tree it starts from; the engine runs it on a terminal
+            context.target = start
     return {
         "name": stage_name(recipe),
         "recipe": recipe.name,
@@ -254,10 +265,51 @@ def _stage(
     }
 
 
+MAX_SECRET_BYTES = 1 << 20
+
+
+def secret_input(secret_id: str) -> str:
+    """The input name of a secret file (its sha256, never its bytes, is an input)."""
+    return f"secret {secret_id}"
+
+
+def _secrets(recipe: Recipe, context: BuildContext, project_root: Path) -> dict[str, str]:
+    """The recipe's secrets that name a file: id -> the file's sha256 (the file itself is never read into
+    the context; BuildKit mounts it). A file that is missing, not a regular file or absurdly large is an
+    error naming the recipe's key."""
+    found: dict[str, str] = {}
+    for index, secret in enumerate(recipe.secrets):
+        if not secret.file:
+            continue
+        where = recipe.where("secrets", index, "file")
+        path = Path(secret.file).expanduser()
+        path = path if path.is_absolute() else project_root / path
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise RecipeError(f"secrets.{index}.file: {secret.file} is not a regular file", where=where)
+            if info.st_size > MAX_SECRET_BYTES:
+                raise RecipeError(f"secrets.{index}.file: {secret.file} is {info.st_size} bytes; a secret is a "
+                                  f"key, at most {MAX_SECRET_BYTES} bytes", where=where)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise RecipeError(f"secrets.{index}.file: cannot read {secret.file} ({exc.strerror})",
+                              where=where) from None
+        if secret.id in context.secrets and context.secrets[secret.id] != path:
+            raise RecipeError(f"secrets.{index}.id: {secret.id!r} names another file in another recipe",
+                              where=recipe.where("secrets", index, "id"))
+        context.secrets[secret.id] = path
+        context.secret_digests[secret.id] = found[secret.id] = digest
+    return found
+
+
 def _run(context: BuildContext, recipe: Recipe, step_dir: str, name: str, phase: str, key: str, script: str,
-         where: str) -> dict[str, str]:
+         where: str, secrets: Mapping[str, str] | None = None) -> dict[str, str]:
     """One RUN: its script (the recipe's text after the environment and the library) in its own context
-    directory, so each RUN mounts only its own script and editing a later step keeps earlier layers cached."""
+    directory, so each RUN mounts only its own script and editing a later step keeps earlier layers cached.
+    A secret is mounted read-only at /run/secrets/ID; the script names its sha256 (BuildKit's cache key
+    does not include a secret's content: this does, so a new key reruns the step)."""
+    secrets = secrets or {}
     body = (
         "set -eu\n"
         "(set -o pipefail) 2>/dev/null && set -o pipefail\n"
@@ -265,8 +317,10 @@ def _run(context: BuildContext, recipe: Recipe, step_dir: str, name: str, phase:
         f". /.builder/{LIB}\n"
         "umask 022\n"
         "cd /build\n"
-        f"echo '==> {recipe.name}: {phase} ({key})'\n"
+        + "".join(f"# secret {sid}: sha256 {digest}\n" for sid, digest in sorted(secrets.items()))
+        + f"echo '==> {recipe.name}: {phase} ({key})'\n"
         f"{script.rstrip()}\n"
     )
     context.add(f"{step_dir}/{name}.sh", body.encode(), where)
-    return {"dir": step_dir, "argv": json.dumps([recipe.shell, f"/.builder/step/{name}.sh"])}
+    mounts = "".join(f" --mount=type=secret,id={sid},target=/run/secrets/{sid}" for sid in sorted(secrets))
+    return {"dir": step_dir, "argv": json.dumps([recipe.shell, f"/.builder/step/{name}.sh"]), "mounts": mounts}

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # imported when a plan is really needed: a no-op run with a p
 
 DEP_FILE = ".doit.db"
 READ_ONLY_COMMANDS = {"list", "info", "help", "dumpdb", "tabcompletion", "strace"}
-DEFAULT_TASKS = ["kernel", "modules", "initramfs"]
+DEFAULT_TASKS = ["kernel", "initramfs"]
 
 
 class OneLineReporter(ConsoleReporter):

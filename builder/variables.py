@@ -25,7 +25,13 @@ DEFAULTS: dict[str, str] = {
     # The flavor (FLAVOR=debug, WITH_DEBUG=1) and what a flavored recipe appends to its output names.
     "FLAVOR": "",
     "FLAVOR_SUFFIX": "",
+    # Who signs the kernel's modules: ephemeral (a throw-away key per kernel build) or release (a given
+    # certificate; the private key only ever as a BuildKit secret).
+    "MODULE_SIGNING": "ephemeral",
+    "MODULE_SIGNING_CERT": "",  # release: the public certificate (PEM), a project path
+    "MODULE_SIGNING_KEY": "",  # release: the private key, any host path; absent: the modules stay unsigned
 }
+MODULE_SIGNING_POLICIES = ("ephemeral", "release")
 
 # Variables that say where things are fetched from, not what is built: they never cause a rebuild.
 LOCATION_VARIABLES = frozenset({"DEBIAN_MIRROR", "SOURCE_MIRROR"})
@@ -158,6 +164,7 @@ def resolve(
                               where="command line")
     merged.update(layer)
     merged["FLAVOR_SUFFIX"] = f"-{merged['FLAVOR']}" if merged["FLAVOR"] else ""
+    _check_signing(merged, layer)
     merged.update(platform.variables(host))
     _check_epoch(merged)
     _check_toolchain(merged, from_command_line="TOOLCHAIN" in layer)
@@ -196,6 +203,26 @@ def _check_epoch(variables: dict[str, str]) -> None:
     if int(value) > MAX_EPOCH:
         raise RecipeError(f"SOURCE_DATE_EPOCH {value} is after 9999-12-31 (the last date time formats and "
                           f"archives can hold: at most {MAX_EPOCH})")
+
+
+def _check_signing(merged: Mapping[str, str], command_line: Mapping[str, str]) -> None:
+    """The module-signing words make sense together. A certificate or key from a vars.yaml is not an error
+    when the command line asks for another policy (MODULE_SIGNING=ephemeral on a release checkout): the
+    command line wins, and the recipes take them only with release."""
+    words = ("MODULE_SIGNING", "MODULE_SIGNING_CERT", "MODULE_SIGNING_KEY")
+    where = "command line" if any(name in command_line for name in words) else "recipes"
+    policy = merged["MODULE_SIGNING"]
+    if policy not in MODULE_SIGNING_POLICIES:
+        raise RecipeError(f"MODULE_SIGNING={policy}: expected one of {', '.join(MODULE_SIGNING_POLICIES)}",
+                          where=where)
+    if policy == "release" and not merged["MODULE_SIGNING_CERT"]:
+        raise RecipeError("MODULE_SIGNING=release needs MODULE_SIGNING_CERT=PATH: the public certificate (PEM) "
+                          "the kernel trusts, a file in the project", where=where)
+    if policy != "release":
+        given = [name for name in ("MODULE_SIGNING_CERT", "MODULE_SIGNING_KEY") if command_line.get(name)]
+        if given:
+            raise RecipeError(f"{given[0]} is for MODULE_SIGNING=release; MODULE_SIGNING={policy} makes its own "
+                              "throw-away key", where=where)
 
 
 def build_environment(variables: Mapping[str, str]) -> dict[str, str]:

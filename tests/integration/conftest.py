@@ -15,6 +15,8 @@ import pytest
 from builder import qemu
 from builder.platforms import Platform
 
+from ..signing import SIGNING
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
 COPY_IGNORE = shutil.ignore_patterns("out", ".builder", ".doit.db*", ".git", "__pycache__", ".pytest_cache",
@@ -95,6 +97,21 @@ SHIPPED_OUTPUTS = tuple(f"{name}-{arch}{ext}" for arch in ("amd64", "arm64")
                         for name, ext in (("vmlinuz", ""), ("config", ""), ("modules", ".tar"), ("initramfs", ".xz")))
 
 
+RELEASE_CERT = "tests/integration/data/signing/release.crt"  # the public certificate, a project file
+
+RELEASE_WORDS = ("MODULE_SIGNING=release", f"MODULE_SIGNING_CERT={RELEASE_CERT}",
+                 f"MODULE_SIGNING_KEY={SIGNING / 'release.key'}")  # the key: a host file outside the project
+
+
+def sign_releases(root: Path, *, key: bool = True) -> None:
+    """Make ``root`` a release pipeline's checkout: MODULE_SIGNING=release in recipes/vars.yaml, with the
+    test certificate, and the private key from outside the project (without ``key``: an auditor's)."""
+    words = RELEASE_WORDS if key else RELEASE_WORDS[:2]
+    with open(root / "recipes" / "vars.yaml", "a") as f:
+        f.write("\n# tests: a release pipeline's checkout\n" + "".join(
+            f"{name}: {value}\n" for name, value in (word.split("=", 1) for word in words)))
+
+
 @dataclass
 class Built:
     """A scratch copy of the project after a doit run in it."""
@@ -110,8 +127,10 @@ class Built:
 @pytest.fixture(scope="session")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """The main job on the shipped default configs, for both arches, in a scratch copy of the project
-    (the checkout's own out/ is never touched), through the first BuildKit path this machine has."""
+    (the checkout's own out/ is never touched), through the first BuildKit path this machine has. Signed as
+    a release (MODULE_SIGNING=release with the test key), so that a rebuild elsewhere can be bit-identical."""
     root = copy_project(tmp_path_factory.mktemp("shipped") / "project")
+    sign_releases(root)
     result = doit(root, "kernel", "initramfs", BOTH, f"BACKEND={backends()[0]}")
     assert result.code == 0, result.text[-3000:]
     return Built(root, result)

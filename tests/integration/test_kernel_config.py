@@ -82,3 +82,82 @@ def test_a_flavor_that_drifts_names_its_file_and_what_kconfig_chose(project: Pat
         "(fix kernel-configs/flavors/broken.config) (report: .builder/reports/kernel-amd64-broken/kconfig-drift.txt)"
     ), result.text[-3000:]
 
+
+
+def _on_a_terminal(cwd: Path, argv: list[str], keys: list[tuple[str, bytes]], timeout: float = 900) -> tuple[int, str]:
+    """Run ``argv`` on a pseudo-terminal (120x40), and each time the screen shows a key's text, type its bytes.
+    (exit status, everything the terminal showed, escape sequences stripped)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import sys
+    import termios
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command, on the terminal
+        os.chdir(cwd)
+        os.execvp(sys.executable, [sys.executable, "-m", *argv])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    shown, seen, deadline = b"", 0, time.monotonic() + timeout
+    pending = list(keys)
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            plain = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]", b"", shown)
+            if pending and pending[0][0].encode() in plain[seen:]:
+                seen = plain.index(pending[0][0].encode(), seen) + 1
+                time.sleep(1)  # let the screen settle: ncurses reads an ESC alone only after a pause
+                for byte in pending.pop(0)[1]:
+                    os.write(fd, bytes([byte]))
+                    time.sleep(0.3)
+        else:
+            os.kill(pid, 9)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]", b"", shown).decode(errors="replace")
+    return os.waitstatus_to_exitcode(status), text
+
+
+def test_menuconfig_left_without_saving_writes_nothing_back(project: Path) -> None:
+    config = project / "kernel-configs" / "config-amd64"
+    committed = config.read_text()
+    code, shown = _on_a_terminal(project, ["doit", "kernel-menuconfig", "PLATFORM=linux/amd64"],
+                                 [("Kernel Configuration", b"\x1b\x1b")])
+    assert code == 0, shown[-3000:]
+    assert "kernel-configs/config-amd64: not saved, nothing written back (kernel-menuconfig:amd64)" in shown
+    assert config.read_text() == committed
+
+
+def test_menuconfig_saved_writes_the_config_back(project: Path) -> None:
+    config = project / "kernel-configs" / "config-amd64"
+    committed = config.read_text()
+    keys = [("Kernel Configuration", b"/"),  # search
+            ("Search Configuration Parameter", b"LOCALVERSION_AUTO\r"),
+            ("Symbol: LOCALVERSION_AUTO", b"1"),  # jump to it, in General setup
+            ("lq General setup qk", b" "),  # toggle it
+            ("] Automatically append version information", b"\x1b\x1b"),  # back to the search results
+            ("Search Results", b"\x1b\x1b"),  # back to the main menu
+            ("Kernel Configuration", b"\x1b\x1b"),  # leave
+            ("Do you wish to save your new configuration?", b"\r")]  # Yes
+    try:
+        code, shown = _on_a_terminal(project, ["builder", "kernel-config", "menuconfig", "--platform", "linux/amd64"],
+                                     keys)
+        assert code == 0, shown[-3000:]
+        assert "kernel-configs/config-amd64: written back by kernel-menuconfig:amd64" in shown, shown[-3000:]
+        written = config.read_text()
+        was = "# CONFIG_LOCALVERSION_AUTO is not set" in committed
+        assert ("CONFIG_LOCALVERSION_AUTO=y" in written) == was, written
+    finally:
+        config.write_text(committed)

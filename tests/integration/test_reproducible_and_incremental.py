@@ -1,9 +1,12 @@
-"""In another directory, through the other BuildKit path: a --no-cache rebuild of both arches is
-bit-identical; a config line or a patch would rebuild the amd64 kernel and what takes its outputs, nothing
-else; a flavor is another build beside the default one, and boots with its change in it."""
+"""In another directory, through the other BuildKit path: a --no-cache rebuild of both arches, signed as a
+release, is bit-identical, and an auditor's rebuild without the private key differs only by valid module
+signatures; a config line or a patch would rebuild the amd64 kernel and what takes its outputs, nothing
+else; a flavor is another build beside the default one, and boots with its change in it; an ephemeral
+kernel rebuilt without the cache re-signs its out-of-tree module with its new key, which then loads."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,15 +15,31 @@ import pytest
 
 from builder.platforms import AMD64
 
-from .conftest import BOTH, DATA, SHIPPED_OUTPUTS, Built, backends, boot_to_marker, builder, copy_project, doit, sums
+from .conftest import (
+    BOTH,
+    DATA,
+    RELEASE_CERT,
+    SHIPPED_OUTPUTS,
+    Built,
+    backends,
+    boot_to_marker,
+    builder,
+    copy_project,
+    doit,
+    sign_releases,
+    sums,
+)
 
 pytestmark = [pytest.mark.build]
 
 
 @pytest.fixture(scope="module")
 def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second copy at a different, longer path (Yocto's build-path variation)."""
-    return copy_project(tmp_path_factory.mktemp("another-build-directory") / "with-a-longer-path" / "project")
+    """A second copy at a different, longer path (Yocto's build-path variation), signing releases with the
+    same key as the shipped build."""
+    root = copy_project(tmp_path_factory.mktemp("another-build-directory") / "with-a-longer-path" / "project")
+    sign_releases(root)
+    return root
 
 
 def test_a_no_cache_build_elsewhere_through_the_other_backend_is_bit_identical(shipped: Built, elsewhere: Path):
@@ -34,6 +53,30 @@ def test_a_no_cache_build_elsewhere_through_the_other_backend_is_bit_identical(s
     assert (elsewhere / "out" / "SHA256SUMS").read_text() == (shipped.out / "SHA256SUMS").read_text()
 
 
+def test_an_auditors_rebuild_without_the_key_matches_the_release_but_for_valid_signatures(
+        shipped: Built, tmp_path_factory: pytest.TempPathFactory) -> None:
+    auditor = copy_project(tmp_path_factory.mktemp("auditor") / "project")
+    sign_releases(auditor, key=False)  # the certificate, committed; no private key anywhere
+    result = doit(auditor, "kernel", "initramfs", BOTH)
+    assert result.code == 0, result.text[-3000:]
+    assert "no MODULE_SIGNING_KEY: the modules stay unsigned" in result.text
+    rebuilt, reference = sums(auditor / "out"), sums(shipped.out)
+    for arch in ("amd64", "arm64"):  # the kernel embeds the certificate only: the very same bytes
+        assert rebuilt[f"vmlinuz-{arch}"] == reference[f"vmlinuz-{arch}"]
+        assert rebuilt[f"config-{arch}"] == reference[f"config-{arch}"]
+        assert rebuilt[f"modules-{arch}.tar"] != reference[f"modules-{arch}.tar"]  # unsigned
+    check = builder(auditor, "check-signatures", str(shipped.out), str(auditor / "out"), "--cert", RELEASE_CERT)
+    assert check.code == 0, check.text
+    for arch in ("amd64", "arm64"):
+        assert f"vmlinuz-{arch}: identical" in check.stdout
+        for name in (f"modules-{arch}.tar", f"initramfs-{arch}.xz"):
+            assert re.search(rf"^{re.escape(name)}: identical but for the signatures of \d+ module\(s\), each valid",
+                             check.stdout, re.M), check.stdout
+    other = builder(auditor, "check-signatures", str(shipped.out), str(auditor / "out"), "--cert",
+                    "tests/integration/data/signing/other.crt")
+    assert other.code == 1 and "its signature is not valid for" in other.last_line(), other.text
+
+
 def test_a_shared_patch_would_rebuild_both_kernels_and_what_takes_their_modules(elsewhere: Path):
     shared = elsewhere / "patches" / "kernel" / "0001-boot-banner.patch"
     shutil.copy(DATA / "0001-boot-banner.patch", shared)
@@ -44,9 +87,8 @@ def test_a_shared_patch_would_rebuild_both_kernels_and_what_takes_their_modules(
     assert why.code == 0, why.text
     for arch in ("amd64", "arm64"):
         assert f"kernel:{arch}: would rebuild" in why.stdout, why.stdout
-        assert f"modules:{arch}: would rebuild" in why.stdout, why.stdout  # it builds against the kernel's tree
-        assert f"initramfs:{arch}: would rebuild\n    modules:{arch} would rebuild first" in why.stdout, why.stdout
-    assert why.stdout.count("(patches/kernel/0001-boot-banner.patch)") == 4
+        assert f"initramfs:{arch}: would rebuild\n    kernel:{arch} would rebuild first" in why.stdout, why.stdout
+    assert why.stdout.count("(patches/kernel/0001-boot-banner.patch)") == 2
 
 
 def test_one_config_line_and_an_amd64_patch_would_rebuild_only_the_amd64_kernel_and_initramfs(elsewhere: Path):
@@ -66,19 +108,20 @@ def test_one_config_line_and_an_amd64_patch_would_rebuild_only_the_amd64_kernel_
     assert "kernel:amd64: would rebuild" in why.stdout
     assert "(kernel-configs/config-amd64)" in why.stdout
     assert "(patches/kernel/amd64/0001-boot-banner.patch)" in why.stdout
-    for task in ("kernel:arm64", "modules:arm64", "initramfs:arm64"):
+    for task in ("kernel:arm64", "initramfs:arm64"):
         assert f"{task}: up to date" in why.stdout, why.stdout
 
 
 def test_a_flavor_is_another_build_and_leaves_the_default_one_up_to_date(elsewhere: Path):
     (elsewhere / "kernel-configs" / "flavors" / "incr.config").write_text('CONFIG_LOCALVERSION="-incr"\n')
     before = sums(elsewhere / "out")
-    why = builder(elsewhere, "why", "--platform", "linux/amd64", "-v", "FLAVOR=incr")
+    why = builder(elsewhere, "why", "--platform", "linux/amd64", "-v", "FLAVOR=incr", "-v", "MODULE_SIGNING=ephemeral")
     assert "kernel:amd64-incr: would rebuild" in why.stdout, why.text
 
-    result = doit(elsewhere, "kernel", "initramfs", "PLATFORM=linux/amd64", "FLAVOR=incr")
+    # a developer's build on a release checkout: the command line's policy wins over recipes/vars.yaml
+    result = doit(elsewhere, "kernel", "initramfs", "PLATFORM=linux/amd64", "FLAVOR=incr", "MODULE_SIGNING=ephemeral")
     assert result.code == 0, result.text[-3000:]
-    assert result.ran("kernel:amd64-incr") and result.ran("modules:amd64-incr") and result.ran("initramfs:amd64-incr")
+    assert result.ran("kernel:amd64-incr") and result.ran("initramfs:amd64-incr")
     after = sums(elsewhere / "out")
     for name in ("vmlinuz-amd64-incr", "config-amd64-incr", "modules-amd64-incr.tar", "initramfs-amd64-incr.xz"):
         assert name in after, sorted(after)
@@ -88,18 +131,18 @@ def test_a_flavor_is_another_build_and_leaves_the_default_one_up_to_date(elsewhe
     flavor = elsewhere / "kernel-configs" / "flavors" / "incr.config"
     flavor.write_text(flavor.read_text() + "CONFIG_MAGIC_SYSRQ=y\n")
     try:  # the flavor's fragment is an input of the flavored kernel only, and why names it
-        why = builder(elsewhere, "why", "--platform", "linux/amd64", "-v", "FLAVOR=incr")
+        why = builder(elsewhere, "why", "--platform", "linux/amd64", "-v", "FLAVOR=incr", "-v",
+                      "MODULE_SIGNING=ephemeral")
         plain = builder(elsewhere, "why", "--platform", "linux/amd64")
     finally:
         flavor.write_text('CONFIG_LOCALVERSION="-incr"\n')
-    named = "changed: kernel/files/flavor.config (kernel-configs/flavors/incr.config)"
+    named = "changed: kernel-build/files/flavor.config (kernel-configs/flavors/incr.config)"
     assert f"kernel:amd64-incr: would rebuild\n    {named}" in why.stdout, why.stdout
     assert "kernel:amd64: up to date" in plain.stdout, plain.stdout
 
     default = doit(elsewhere, "kernel", "initramfs", BOTH)
     assert default.code == 0, default.text[-3000:]
-    for task in ("kernel:amd64", "modules:amd64", "initramfs:amd64", "kernel:arm64", "modules:arm64",
-                 "initramfs:arm64"):
+    for task in ("kernel:amd64", "initramfs:amd64", "kernel:arm64", "initramfs:arm64"):
         assert default.skipped(task), default.stdout
 
 
@@ -110,3 +153,38 @@ def test_the_flavored_kernel_boots_with_its_release_and_the_patched_in_driver(el
     assert "BUILDER-EXAMPLE hello" in result.console  # patches/kernel/0001-misc-add-builder_example-driver.patch
     assert "BUILDER-VPOLL " in result.console  # the out-of-tree module, built against the flavored kernel
     assert f"BUILDER-MODULES release={result.release} count=" in result.console
+    assert "BUILDER-MODULE-FAILED" not in result.console  # signed by its ephemeral key, checked at load
+
+
+def _signers(out: Path, name: str) -> set[str]:
+    manifest = json.loads((out / "manifest.json").read_text())["artifacts"]
+    return {module["signed_by"] for module in manifest[name]["modules"]}
+
+
+def test_an_ephemeral_kernel_rebuilt_without_its_cache_re_signs_the_external_module_too(elsewhere: Path):
+    words = ("PLATFORM=linux/amd64", "FLAVOR=incr", "MODULE_SIGNING=ephemeral")
+    out = elsewhere / "out"
+    manifest = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert manifest["vmlinuz-amd64-incr"]["reproducible"] is False  # said, not hidden
+    assert "MODULE_SIGNING=ephemeral" in manifest["vmlinuz-amd64-incr"]["unreproducible"][0]
+    (before,) = _signers(out, "modules-amd64-incr.tar")  # one key signed every module
+    kernel_before = sums(out)["vmlinuz-amd64-incr"]
+
+    result = doit(elsewhere, "kernel", *words, "NO_CACHE=1")  # the kernel alone, its cache disabled
+    assert result.code == 0, result.text[-3000:]
+    assert result.ran("kernel:amd64-incr"), result.stdout
+    log = (elsewhere / ".builder" / "logs" / "kernel-amd64-incr.log").read_text()
+    assert "==> vpoll: build" in log  # the out-of-tree module was rebuilt in the kernel's own build...
+    (after,) = _signers(out, "modules-amd64-incr.tar")
+    assert after != before  # ...and signed, like every module, with the new kernel's new key
+    assert sums(out)["vmlinuz-amd64-incr"] != kernel_before
+
+    initramfs = doit(elsewhere, "initramfs", *words)
+    assert initramfs.code == 0 and initramfs.ran("initramfs:amd64-incr"), initramfs.text[-3000:]
+
+
+@pytest.mark.boot
+def test_the_re_signed_external_module_loads_in_the_rebuilt_kernel(elsewhere: Path):
+    result = boot_to_marker(elsewhere, AMD64, flavor="incr")
+    assert "module.sig_enforce=1" in result.console
+    assert "BUILDER-VPOLL " in result.console and "BUILDER-MODULE-FAILED" not in result.console

@@ -17,7 +17,7 @@ ENGINE = BuildKit("/usr/bin/docker", buildx=False)
 
 
 def request(output: Output, **options: object) -> BuildRequest:
-    return BuildRequest(context=CTX, target="r-kernel-export", platform="linux/arm64", output=output,
+    return BuildRequest(context=CTX, target="r-kernel_export", platform="linux/arm64", output=output,
                         **options)  # type: ignore[arg-type]
 
 
@@ -28,14 +28,14 @@ TAIL = ["--file", f"{CTX}/Dockerfile", str(CTX)]
 def test_a_local_export_with_buildx_is_one_buildx_build_without_network() -> None:
     assert BUILDX.commands(request(LOCAL)) == [[
         "/usr/bin/docker", "buildx", "build", "--network=none", "--progress=plain", "--platform", "linux/arm64",
-        "--target", "r-kernel-export", "--output", "type=local,dest=/p/export", *TAIL]]
+        "--target", "r-kernel_export", "--output", "type=local,dest=/p/export", *TAIL]]
     assert BUILDX.environment() == {}
 
 
 def test_the_engine_path_is_docker_build_with_buildkit_switched_on() -> None:
     assert ENGINE.commands(request(LOCAL)) == [[
         "/usr/bin/docker", "build", "--network=none", "--progress=plain", "--platform", "linux/arm64",
-        "--target", "r-kernel-export", "--output", "type=local,dest=/p/export", *TAIL]]
+        "--target", "r-kernel_export", "--output", "type=local,dest=/p/export", *TAIL]]
     assert ENGINE.environment() == {"DOCKER_BUILDKIT": "1"}
     assert ENGINE.shell_command(request(LOCAL)).startswith("DOCKER_BUILDKIT=1 /usr/bin/docker build ")
 

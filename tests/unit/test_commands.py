@@ -49,18 +49,18 @@ def project(make_project: MakeProject) -> Project:
 
 def test_without_a_command_the_dockerfile_is_one_build_stage_as_ever(project: Project) -> None:
     dockerfile = project.plan("k", AMD64).context.dockerfile
-    assert "AS r-k-build\n" in dockerfile
-    assert "after-source" not in dockerfile and "command" not in dockerfile
+    assert "AS r-k_build\n" in dockerfile
+    assert "after_source" not in dockerfile and "command" not in dockerfile
 
 
 def test_a_command_starts_from_the_tree_after_its_step_and_exports_what_it_writes(project: Project) -> None:
     plan = project.command_plan("k", "normalize", ARM64)
     dockerfile = plan.context.dockerfile
-    assert plan.context.target == "r-k-command-normalize-export"
-    assert dockerfile.index("AS r-k-after-source") < dockerfile.index("00-prepare.sh") < dockerfile.index(
-        "FROM r-k-after-source AS r-k-build") < dockerfile.index("01-prepare.sh")
-    assert "FROM r-k-after-source AS r-k-command-normalize\n" in dockerfile
-    assert "COPY --from=r-k-command-normalize /tmp/config /0\n" in dockerfile
+    assert plan.context.target == "r-k_command_normalize_export"
+    assert dockerfile.index("AS r-k_after_source") < dockerfile.index("00-prepare.sh") < dockerfile.index(
+        "FROM r-k_after_source AS r-k_build") < dockerfile.index("01-prepare.sh")
+    assert "FROM r-k_after_source AS r-k_command_normalize\n" in dockerfile
+    assert "COPY --from=r-k_command_normalize /tmp/config /0\n" in dockerfile
     assert plan.outputs == ["0"] and plan.writes == {"0": "configs/config-arm64"}
     assert (plan.label, plan.slug) == ("k-normalize:arm64", "k-normalize-arm64")
     script = plan.context.files["k/commands/normalize/normalize.sh"].data or b""
@@ -116,3 +116,33 @@ def test_a_command_never_writes_through_a_link_out_of_the_project(project: Proje
 def test_the_changes_are_told_as_a_diff_a_person_reads() -> None:
     assert _first_changes(b"a\nb\nc\n", b"a\nc\nd\n") == "2 line(s) change, first: -b; +d"
     assert _first_changes(None, b"x\n") == "a new file"
+
+
+INTERACTIVE = RECIPE + """\
+  edit:
+    task: k-edit
+    interactive: true
+    after: source
+    run: make menuconfig
+    writes:
+      /tmp/config: configs/config-{{ ARCH }}
+"""
+
+
+def test_an_interactive_command_builds_only_the_tree_it_starts_from(make_project: MakeProject) -> None:
+    project = make_project({**FILES, "recipes/k/pkg.yaml": INTERACTIVE}, {"TOOLCHAIN": TOOLCHAIN})
+    plan = project.command_plan("k", "edit", AMD64)
+    assert plan.context.target == "r-k_after_source"  # the engine runs the script on a terminal, not BuildKit
+    assert "make menuconfig" not in plan.context.dockerfile and "r-k_command_edit" not in plan.context.dockerfile
+    assert b"make menuconfig" in (plan.context.files["k/commands/edit/edit.sh"].data or b"")
+    assert plan.label == "k-edit:amd64"
+
+
+def test_an_interactive_command_without_a_terminal_is_one_line(make_project: MakeProject,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder.executor import run_command
+
+    project = make_project({**FILES, "recipes/k/pkg.yaml": INTERACTIVE}, {"TOOLCHAIN": TOOLCHAIN})
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(BuildError, match=r"^k-edit:amd64 is interactive: run it in a terminal$"):
+        run_command(project.command_plan("k", "edit", AMD64))

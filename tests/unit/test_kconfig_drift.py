@@ -1,4 +1,4 @@
-"""recipes/kernel/kconfig-drift on a small Kconfig tree: every kind of drift is named with where it was
+"""recipes/kernel-build/kconfig-drift on a small Kconfig tree: every kind of drift is named with where it was
 asked, what it depends on, and the value Kconfig chose; the fragment's problem comes first."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "kernel" / "kconfig-drift"
+SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "kernel-build" / "kconfig-drift"
 
 KCONFIG = """\
 config A

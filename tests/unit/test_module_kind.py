@@ -12,6 +12,8 @@ import pytest
 from builder.errors import RecipeError
 from builder.project import Project
 
+from ..signing import RELEASE_KEYID, signed
+
 MakeProject = Callable[..., Project]
 
 KERNEL = """\
@@ -91,14 +93,26 @@ def test_the_manifest_says_which_recipe_built_each_module_and_whether_it_is_sign
     (tree / "kernel" / "fs" / "fat").mkdir(parents=True)
     (tree / "kernel" / "fs" / "fat" / "fat.ko").write_bytes(b"\x7fELF...")
     (tree / "extra" / "hello").mkdir(parents=True)
-    (tree / "extra" / "hello" / "hello.ko").write_bytes(b"\x7fELF..." + kmodules.SIGNATURE_MAGIC)
+    (tree / "extra" / "hello" / "hello.ko").write_bytes(signed(b"\x7fELF...", tmp_path))
     (tree / "modules.dep").write_text("")
     with tarfile.open(tmp_path / "modules.tar", "w") as archive:
         archive.add(tmp_path / "tree", arcname=".")
     found = kmodules.inventory(project.plans(("modules",))[0], tmp_path / "modules.tar")
     assert found == [
         {"name": "hello", "path": "extra/hello/hello.ko", "recipe": "hello", "version": "1.0", "source": [],
-         "signed": True},
+         "signed": True, "signed_by": f"keyid:{RELEASE_KEYID}"},
         {"name": "fat", "path": "kernel/fs/fat/fat.ko", "recipe": "kernel", "version": "6.1.176",
-         "source": [f"sha256:{'a' * 64}"], "signed": False},
+         "source": [f"sha256:{'a' * 64}"], "signed": False, "signed_by": None},
     ]
+
+
+
+def test_a_signature_splits_off_and_names_its_key(tmp_path: Path) -> None:
+    from builder import kmodules
+
+    module = signed(b"\x7fELF module", tmp_path)
+    assert kmodules.split_signature(module) is not None
+    assert kmodules.split_signature(module)[0] == b"\x7fELF module"  # type: ignore[index]
+    assert kmodules.signature(module) == f"keyid:{RELEASE_KEYID}"
+    assert kmodules.signature(b"\x7fELF module") is None
+    assert kmodules.signature(b"\x7fELF" + kmodules.SIGNATURE_MAGIC) is None  # too short to hold a signature

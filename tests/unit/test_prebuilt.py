@@ -133,8 +133,12 @@ def test_an_unknown_package_name_is_named_with_the_closest_recipe(make_project: 
                                  "(did you mean PKG_KERNEL?)")
 
 
-def test_pkgs_prefix_takes_every_recipe_another_one_takes(make_project: MakeProject) -> None:
-    project = make_project(FILES, {"TOOLCHAIN": "example.invalid/t:1", "PKGS_PREFIX": "127.0.0.1:5005/test",
-                                   "PKGS": "v1", "PKG_HELLO": "127.0.0.1:5005/other/hello:v2"})
+def test_pkgs_prefix_takes_every_recipe_another_one_takes_that_push_makes(make_project: MakeProject) -> None:
+    words = {"TOOLCHAIN": "example.invalid/t:1", "PKGS_PREFIX": "127.0.0.1:5005/test", "PKGS": "v1",
+             "PKG_HELLO": "127.0.0.1:5005/other/hello:v2"}
+    # a recipe without outputs has no task, so PUSH=1 never makes its image: PKGS does not ask for one
+    assert make_project(FILES, words).prebuilt(AMD64) == {"hello": ("127.0.0.1:5005/other/hello:v2", "PKG_HELLO")}
+    kernel = FILES["recipes/kernel/pkg.yaml"] + "outputs:\n  - vmlinuz\n"
+    project = make_project({**FILES, "recipes/kernel/pkg.yaml": kernel}, words)
     assert project.prebuilt(AMD64) == {"kernel": ("127.0.0.1:5005/test/kernel:v1", "PKGS_PREFIX"),
                                        "hello": ("127.0.0.1:5005/other/hello:v2", "PKG_HELLO")}

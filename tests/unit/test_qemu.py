@@ -16,14 +16,14 @@ from builder.platforms import AMD64, ARM64
 def test_amd64_boots_q35_under_tcg_with_the_serial_console() -> None:
     assert qemu.command(AMD64, Path("k"), Path("i")) == [
         "qemu-system-x86_64", "-M", "q35", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
-        "-kernel", "k", "-initrd", "i", "-append", "console=ttyS0 panic=-1"]
+        "-kernel", "k", "-initrd", "i", "-append", "console=ttyS0 panic=-1 module.sig_enforce=1"]
 
 
 def test_arm64_boots_virt_with_a_cortex_a57_and_the_pl011_console() -> None:
     argv = qemu.command(ARM64, Path("k"), Path("i"), memory=256, append="quiet")
     assert argv[:5] == ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57"]
     assert argv[argv.index("-m") + 1] == "256"
-    assert argv[-2:] == ["-append", "console=ttyAMA0 panic=-1 quiet"]
+    assert argv[-2:] == ["-append", "console=ttyAMA0 panic=-1 module.sig_enforce=1 quiet"]
     assert "-enable-kvm" not in argv  # KVM hangs on these machines
 
 

@@ -90,30 +90,30 @@ def test_the_dockerfile_has_no_syntax_directive_so_the_engines_own_frontend_is_u
 
 def test_every_toolchain_stage_starts_from_the_toolchain_variable(project: Project) -> None:
     dockerfile = project.plan("b", AMD64).context.dockerfile
-    assert f"FROM --platform=$BUILDPLATFORM {TOOLCHAIN} AS r-a-build" in dockerfile
-    assert f"FROM --platform=$BUILDPLATFORM {TOOLCHAIN} AS r-b-build" in dockerfile
+    assert f"FROM --platform=$BUILDPLATFORM {TOOLCHAIN} AS r-a_build" in dockerfile
+    assert f"FROM --platform=$BUILDPLATFORM {TOOLCHAIN} AS r-b_build" in dockerfile
 
 
 def test_a_vars_file_beside_one_recipe_can_give_it_another_toolchain(make_project: MakeProject) -> None:
     project = make_project({**FILES, "recipes/a/vars.yaml": "TOOLCHAIN: example.invalid/other:1\n"})
     dockerfile = project.plan("b", AMD64).context.dockerfile
-    assert "FROM --platform=$BUILDPLATFORM example.invalid/other:1 AS r-a-build" in dockerfile
-    assert "FROM --platform=$BUILDPLATFORM builder-toolchain:bookworm AS r-b-build" in dockerfile
+    assert "FROM --platform=$BUILDPLATFORM example.invalid/other:1 AS r-a_build" in dockerfile
+    assert "FROM --platform=$BUILDPLATFORM builder-toolchain:bookworm AS r-b_build" in dockerfile
     assert list(project.plan("b", AMD64).images) == ["builder-toolchain:bookworm", "example.invalid/other:1"]
 
 
 def test_stages_come_in_dependency_order_and_the_target_stage_is_exported(project: Project) -> None:
     context = project.plan("b", AMD64).context
-    assert context.dockerfile.index("AS r-a-build") < context.dockerfile.index("AS r-b-build")
-    assert context.target == "r-b-export"
+    assert context.dockerfile.index("AS r-a_build") < context.dockerfile.index("AS r-b_build")
+    assert context.target == "r-b_export"
     assert "FROM scratch AS r-a\n" in context.dockerfile and "FROM scratch AS r-b\n" in context.dockerfile
 
 
 def test_the_export_stage_holds_only_the_outputs_not_the_stage_dependents_build_on(project: Project) -> None:
     dockerfile = project.plan("b", AMD64).context.dockerfile
-    export = dockerfile[dockerfile.index("FROM scratch AS r-b-export"):]
-    assert export.strip().splitlines() == ["FROM scratch AS r-b-export", "COPY --from=r-b /b-amd64.bin /"]
-    assert "r-a-export" not in dockerfile  # only the target is exported
+    export = dockerfile[dockerfile.index("FROM scratch AS r-b_export"):]
+    assert export.strip().splitlines() == ["FROM scratch AS r-b_export", "COPY --from=r-b /b-amd64.bin /"]
+    assert "r-a_export" not in dockerfile  # only the target is exported
 
 
 def test_rendering_a_dependency_leaves_out_the_recipes_that_need_it(project: Project) -> None:
@@ -125,7 +125,7 @@ def test_rendering_a_dependency_leaves_out_the_recipes_that_need_it(project: Pro
 def test_a_stage_dependency_is_copied_from_that_recipes_final_stage(project: Project) -> None:
     dockerfile = project.plan("b", AMD64).context.dockerfile
     assert "COPY --from=r-a / /dep/" in dockerfile
-    assert "COPY --from=r-b-build /out/ /" in dockerfile  # finalize
+    assert "COPY --from=r-b_build /out/ /" in dockerfile  # finalize
 
 
 def test_sources_and_project_files_are_copied_into_the_build(project: Project) -> None:
@@ -156,7 +156,7 @@ def test_a_scratch_recipe_has_no_shell_no_workdir_and_no_toolchain(make_project:
     })
     plan = project.plan("s", AMD64)
     dockerfile = plan.context.dockerfile
-    assert "FROM scratch AS r-s-build" in dockerfile
+    assert "FROM scratch AS r-s_build" in dockerfile
     assert "WORKDIR" not in dockerfile and "RUN " not in dockerfile
     assert plan.images == {}
     assert not any(key.startswith("toolchain") for key in plan.inputs(project.identities))  # no engine needed
@@ -346,13 +346,14 @@ def test_the_shipped_recipes_load_for_both_platforms(no_host_apt: str) -> None:
     project = Project.load(Path(__file__).resolve().parents[2], {}, host=AMD64)
     for platform in (AMD64, ARM64):
         graph = project.graph(platform)
-        assert {"busybox", "initramfs", "kernel", "modules", "vpoll"} <= set(graph.recipes)
+        assert {"busybox", "initramfs", "kernel", "kernel-build", "vpoll"} <= set(graph.recipes)
         assert [r.name for r in graph.closure("initramfs")] == ["busybox", "initramfs"]
-        assert graph.upstream_tasks("initramfs") == ["modules"]  # the modules tar, as a published artifact
-        assert [r.name for r in graph.closure("modules")] == ["kernel", "vpoll", "modules"]
+        assert graph.upstream_tasks("initramfs") == ["kernel"]  # the modules tar, as a published artifact
+        # one build makes the kernel and signs every module: the compile, the external module, the rest
+        assert [r.name for r in graph.closure("kernel")] == ["kernel-build", "vpoll", "kernel"]
         assert "initramfs/env/env.sh" in project.plan("initramfs", platform).context.files
-    assert project.graph(ARM64)["kernel"].env == {"ARCH": "arm64", "CROSS_COMPILE": "aarch64-linux-gnu-"}
-    assert project.graph(AMD64)["kernel"].env == {"ARCH": "x86", "CROSS_COMPILE": ""}
+    assert project.graph(ARM64)["kernel-build"].env == {"ARCH": "arm64", "CROSS_COMPILE": "aarch64-linux-gnu-"}
+    assert project.graph(AMD64)["kernel-build"].env == {"ARCH": "x86", "CROSS_COMPILE": ""}
 
 
 # --- known bugs ---
@@ -367,6 +368,18 @@ def test_recipes_whose_names_differ_only_by_dot_and_dash_get_distinct_stages(mak
     dockerfile = project.plan("top", AMD64).context.dockerfile
     stages = re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M)
     assert len(stages) == len(set(stages)), stages
+
+
+def test_a_recipe_named_like_another_recipes_build_stage_gets_distinct_stages(make_project: MakeProject) -> None:
+    project = make_project({  # k's build stage was "r-k-build", recipe k-build's final stage too
+        "recipes/a/pkg.yaml": "name: k-build\nsteps:\n  - build: 'true'\nfinalize:\n  - from: /a/\n",
+        "recipes/b/pkg.yaml": "name: k\ndependencies:\n  - stage: k-build\nsteps:\n  - build: 'true'\n"
+                              "finalize:\n  - from: /\n",
+    })
+    dockerfile = project.plan("k", AMD64).context.dockerfile
+    stages = re.findall(r"^FROM .* AS (\S+)$", dockerfile, re.M)
+    assert len(stages) == len(set(stages)), stages
+    assert "COPY --from=r-k-build / /\n" in dockerfile  # k takes k-build's final tree, not its own build stage
 
 
 def test_a_recipe_whose_only_glob_matches_nothing_copies_no_missing_directory(make_project: MakeProject) -> None:

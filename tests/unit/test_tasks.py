@@ -100,7 +100,7 @@ def test_the_run_lock_records_the_holders_pid_and_is_taken_once(tmp_path: Path, 
 def test_the_doit_database_lives_in_the_project_root(tmp_path: Path) -> None:
     config = doit_config(tmp_path)
     assert config["dep_file"] == str(tmp_path / ".doit.db")
-    assert config["default_tasks"] == ["kernel", "modules", "initramfs"]
+    assert config["default_tasks"] == ["kernel", "initramfs"]
 
 
 # --- up to date ---

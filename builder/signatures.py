@@ -1,0 +1,166 @@
+"""`builder check-signatures`: a release's artifacts against a rebuild made without the private key.
+
+With MODULE_SIGNING=release, kernel and modules are built unsigned and a signing step appends signatures
+with a key only the releaser holds. An auditor rebuilds with the certificate alone; this says whether every
+artifact of the release equals the rebuilt one, byte for byte, except that a module may carry an appended
+signature, and that signature must be valid for the certificate. Modules are compared inside the modules
+tar and inside the initramfs (xz-compressed newc cpio), member by member, headers included.
+"""
+
+from __future__ import annotations
+
+import lzma
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder import kmodules
+from builder.errors import BuildError
+
+OPENSSL_SECONDS = 30
+
+
+class Mismatch(BuildError):
+    """An artifact of the release is not the rebuilt one (plus valid signatures)."""
+
+
+@dataclass
+class Verdict:
+    name: str
+    identical: bool
+    signed: int = 0  # modules whose only difference is a valid appended signature
+    signers: frozenset[str] = frozenset()
+
+    def line(self) -> str:
+        if self.identical:
+            return f"{self.name}: identical"
+        return (f"{self.name}: identical but for the signatures of {self.signed} module(s), each valid for the "
+                f"certificate ({', '.join(sorted(self.signers))})")
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    header: tuple[object, ...]  # everything but the size (and a cpio checksum): mode, owner, mtime, link, ...
+    data: bytes
+
+
+def check(release: Path, rebuilt: Path, cert: Path) -> list[Verdict]:
+    """A verdict per artifact of ``release``'s SHA256SUMS; Mismatch names the first difference."""
+    names = _listed(release)
+    if not cert.is_file():
+        raise BuildError(f"{cert}: no such certificate file")
+    verdicts = []
+    for name in names:
+        mine, theirs = release / name, rebuilt / name
+        if not theirs.is_file():
+            raise Mismatch(f"{name}: in the release, not in the rebuild ({rebuilt})")
+        if mine.read_bytes() == theirs.read_bytes():
+            verdicts.append(Verdict(name, identical=True))
+        elif name.endswith(".tar"):
+            verdicts.append(_compare(name, _tar(mine), _tar(theirs), cert))
+        elif name.endswith(".xz"):
+            verdicts.append(_compare(name, _cpio(_unxz(mine, name)), _cpio(_unxz(theirs, name)), cert))
+        else:
+            raise Mismatch(f"{name}: differs from the rebuild, and it holds no modules that a signature could explain")
+    return verdicts
+
+
+def _listed(directory: Path) -> list[str]:
+    sums = directory / "SHA256SUMS"
+    try:
+        lines = sums.read_text().splitlines()
+    except OSError as exc:
+        raise BuildError(f"{sums}: {exc.strerror}", hint="give the out/ directory of a build") from None
+    names = [line.split("  ", 1)[1] for line in lines if "  " in line]
+    if not names:
+        raise BuildError(f"{sums}: lists no artifact")
+    return names
+
+
+def _compare(name: str, mine: list[Member], theirs: list[Member], cert: Path) -> Verdict:
+    if [m.name for m in mine] != [m.name for m in theirs]:
+        extra = sorted({m.name for m in mine} ^ {m.name for m in theirs})
+        raise Mismatch(f"{name}: the members differ from the rebuild's"
+                       + (f" (first: {extra[0]})" if extra else " (their order)"))
+    signed, signers = 0, set()
+    for a, b in zip(mine, theirs, strict=True):
+        if a.header != b.header:
+            raise Mismatch(f"{name}: {a.name}: its metadata differs from the rebuild's")
+        if a.data == b.data:
+            continue
+        parts = kmodules.split_signature(a.data) if a.name.endswith(".ko") else None
+        if parts is None or parts[0] != b.data:
+            raise Mismatch(f"{name}: {a.name} differs from the rebuild's by more than an appended signature")
+        _verify(parts[0], parts[1], cert, f"{name}: {a.name}")
+        signed += 1
+        signers.add(kmodules.signature(a.data) or "?")
+    return Verdict(name, identical=False, signed=signed, signers=frozenset(signers))
+
+
+def _verify(module: bytes, pkcs7: bytes, cert: Path, what: str) -> None:
+    """The signature is valid for ``cert`` over ``module`` (openssl cms, as the kernel checks it: the signer
+    found by the certificate's key, no chain to a CA)."""
+    with tempfile.TemporaryDirectory(prefix="builder-sig-") as tmp:
+        content, sig = Path(tmp) / "module", Path(tmp) / "sig"
+        content.write_bytes(module)
+        sig.write_bytes(pkcs7)
+        try:
+            done = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(sig),
+                                   "-content", str(content), "-certfile", str(cert), "-nointern", "-noverify",
+                                   "-out", "/dev/null"], capture_output=True, text=True, timeout=OPENSSL_SECONDS)
+        except FileNotFoundError:
+            raise BuildError("openssl is not installed", hint="run ./setup.sh") from None
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"{what}: openssl did not answer in {OPENSSL_SECONDS} s") from None
+    if done.returncode != 0:
+        reason = next((line for line in done.stderr.splitlines() if line.strip()), "invalid")
+        raise Mismatch(f"{what}: its signature is not valid for {cert} ({reason.strip()[:160]})")
+
+
+def _tar(path: Path) -> list[Member]:
+    try:
+        with tarfile.open(path) as archive:
+            return [Member(m.name, (m.type, m.mode, m.uid, m.gid, m.uname, m.gname, m.mtime, m.linkname,
+                                    m.devmajor, m.devminor, tuple(sorted(m.pax_headers.items()))),
+                           _read(archive, m)) for m in archive]
+    except (tarfile.TarError, OSError) as exc:
+        raise BuildError(f"{path}: not a tar this can read ({exc})") from None
+
+
+def _read(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    handle = archive.extractfile(member) if member.isfile() else None
+    return handle.read() if handle else b""
+
+
+def _unxz(path: Path, name: str) -> bytes:
+    try:
+        return lzma.decompress(path.read_bytes())
+    except (lzma.LZMAError, OSError) as exc:
+        raise BuildError(f"{name}: not xz data this can read ({exc})") from None
+
+
+def _cpio(data: bytes) -> list[Member]:
+    """The members of a newc cpio archive (what the initramfs is)."""
+    return list(_newc(data))
+
+
+def _newc(data: bytes) -> Iterator[Member]:
+    at = 0
+    while True:
+        if data[at:at + 6] != b"070701" or at + 110 > len(data):
+            raise BuildError(f"not a newc cpio archive (at byte {at})")
+        fields = [int(data[at + 6 + 8 * i:at + 14 + 8 * i], 16) for i in range(13)]
+        size, name_size = fields[6], fields[11]
+        name_end = at + 110 + name_size
+        name = data[at + 110:name_end - 1].decode("utf-8", errors="surrogateescape")
+        start = (name_end + 3) & ~3
+        end = start + size
+        if name == "TRAILER!!!":
+            return
+        # ino, mode, uid, gid, nlink, mtime, (size), devmajor, devminor, rdevmajor, rdevminor
+        yield Member(name, tuple(fields[:6] + fields[7:11]), data[start:end])
+        at = (end + 3) & ~3
