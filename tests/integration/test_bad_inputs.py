@@ -51,7 +51,7 @@ from .conftest import Result, copy_project
 
 TABLE = Path(__file__).resolve().parent / "bad_inputs.yaml"
 CATEGORIES = ("yaml", "template", "variables", "graph", "sources", "files", "kconfig", "platforms", "cli", "state",
-              "flavors", "registry")
+              "flavors", "registry", "signing")
 CASE_KEYS = {"name", "category", "why", "change", "before", "run", "cwd", "env", "exit", "message", "xfail"}
 REQUIRED = {"name", "category", "why", "run", "exit", "message"}
 OPERATIONS = {  # operation -> its keys besides the path (optional ones after '?')
