@@ -150,3 +150,20 @@ def test_a_pem_certificate_passes_the_check() -> None:
 def test_what_is_not_a_certificate_is_named(data: bytes, message: str) -> None:
     with pytest.raises(files.CheckError, match=message):
         files.check_x509_pem(data)
+
+
+def test_why_names_a_new_key_and_a_new_certificate(make_project: MakeProject, key: Path,
+                                                   fake_engine: dict[str, str | None]) -> None:
+    from builder.why import explain
+
+    signer = SIGNER.replace("steps:", "files:\n  - src: keys/cert.pem\n    dest: cert.pem\nsteps:")
+    project = make_project({"recipes/s/pkg.yaml": signer, "keys/cert.pem": "one\n"}, {"KEY": str(key)})
+    plan = project.plan("s", AMD64)
+    inputs = plan.inputs(project.identities)
+    before = {"digest": plan.digest(inputs), "inputs": inputs, "outputs": {}}
+    key.write_bytes(KEY_BYTES + b"rotated\n")
+    again = make_project({"keys/cert.pem": "two\n"}, {"KEY": str(key)})
+    reasons = explain(again.plan("s", AMD64), before).reasons
+    assert any(r.startswith(f"changed: {secret_input('signing-key')}") for r in reasons), reasons
+    assert any(r.startswith("changed: s/files/cert.pem (keys/cert.pem)") for r in reasons), reasons
+    assert not any(KEY_BYTES.decode()[:20] in r for r in reasons)
