@@ -102,23 +102,41 @@ def _dep_file_problem(path: Path) -> str | None:
     return None
 
 
-def doit_config(root: Path) -> dict[str, object]:
+def doit_config(root: Path, argv: list[str] | None = None) -> dict[str, object]:
     """What a project's dodo.py gives doit as DOIT_CONFIG.
 
     Called when doit imports dodo.py, before doit opens its database: a damaged one is one line and exit
-    status 2 here, not doit's traceback later."""
+    status 2 here, not doit's traceback later. A dry run (DRY_RUN=1 on doit's command line ``argv``) uses
+    a scratch database: doit saves what each task it "ran" returned, and a dry run's tasks return nothing,
+    so the real database would forget every build it printed."""
+    dep_file = _dry_run_dep_file(root, sys.argv if argv is None else argv) or root / DEP_FILE
     try:
-        check_dep_file(root / DEP_FILE)
+        check_dep_file(dep_file)
     except DepFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_status)
     return {
         "backend": "sqlite3",
-        "dep_file": str(root / DEP_FILE),
+        "dep_file": str(dep_file),
         "reporter": OneLineReporter,
         "verbosity": 2,
         "default_tasks": DEFAULT_TASKS,
     }
+
+
+def _dry_run_dep_file(root: Path, argv: list[str]) -> Path | None:
+    """The scratch database of a dry run (None: not a dry run, or no place for one: doit_tasks says why)."""
+    from builder.settings import doit_words, flag
+
+    try:
+        if not flag(doit_words(argv[1:]).get("DRY_RUN", "0"), "DRY_RUN"):
+            return None
+        scratch = root / ".builder" / "dry-run"
+        scratch.mkdir(parents=True, exist_ok=True)
+    except (BuildError, OSError):
+        return None
+    (scratch / DEP_FILE).unlink(missing_ok=True)  # it remembers nothing from one dry run to the next
+    return scratch / DEP_FILE
 
 
 class UpToDate:

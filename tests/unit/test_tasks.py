@@ -98,9 +98,18 @@ def test_the_run_lock_records_the_holders_pid_and_is_taken_once(tmp_path: Path, 
 
 
 def test_the_doit_database_lives_in_the_project_root(tmp_path: Path) -> None:
-    config = doit_config(tmp_path)
+    config = doit_config(tmp_path, ["doit", "kernel", "PLATFORM=linux/amd64"])
     assert config["dep_file"] == str(tmp_path / ".doit.db")
     assert config["default_tasks"] == ["kernel", "initramfs"]
+
+
+def test_a_dry_run_never_writes_the_real_database(tmp_path: Path) -> None:
+    # doit saves what each task it ran returned: a dry run's tasks return nothing, and would make the next
+    # real run forget every build (measured: a dry run, then a no-op run rebuilt initramfs:arm64)
+    config = doit_config(tmp_path, ["doit", "kernel", "DRY_RUN=1"])
+    assert config["dep_file"] == str(tmp_path / ".builder" / "dry-run" / ".doit.db")
+    assert doit_config(tmp_path, ["doit", "DRY_RUN=0"])["dep_file"] == str(tmp_path / ".doit.db")
+    assert doit_config(tmp_path, ["doit", "DRY_RUN=perhaps"])["dep_file"] == str(tmp_path / ".doit.db")  # said later
 
 
 # --- up to date ---
