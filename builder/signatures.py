@@ -63,7 +63,7 @@ def check(release: Path, rebuilt: Path, cert: Path) -> list[Verdict]:
         elif name.endswith(".tar"):
             verdicts.append(_compare(name, _tar(mine), _tar(theirs), cert))
         elif name.endswith(".xz"):
-            verdicts.append(_compare(name, _cpio(_unxz(mine, name)), _cpio(_unxz(theirs, name)), cert))
+            verdicts.append(_compare(name, cpio_members(_unxz(mine, name)), cpio_members(_unxz(theirs, name)), cert))
         else:
             raise Mismatch(f"{name}: differs from the rebuild, and it holds no modules that a signature could explain")
     return verdicts
@@ -143,7 +143,7 @@ def _unxz(path: Path, name: str) -> bytes:
         raise BuildError(f"{name}: not xz data this can read ({exc})") from None
 
 
-def _cpio(data: bytes) -> list[Member]:
+def cpio_members(data: bytes) -> list[Member]:
     """The members of a newc cpio archive (what the initramfs is)."""
     return list(_newc(data))
 

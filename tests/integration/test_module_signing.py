@@ -36,7 +36,7 @@ def _newc(members: list[signatures.Member]) -> bytes:
 @pytest.mark.boot
 def test_a_module_signed_by_another_key_or_not_at_all_is_refused(shipped: Built, tmp_path: Path) -> None:
     release = kernel_release(shipped.out / "modules-amd64.tar")
-    members = signatures._cpio(lzma.decompress((shipped.out / "initramfs-amd64.xz").read_bytes()))
+    members = signatures.cpio_members(lzma.decompress((shipped.out / "initramfs-amd64.xz").read_bytes()))
     changed = []
     for index, member in enumerate(members):
         if member.name.endswith(("/vpoll.ko", "/builder_example.ko")):
