@@ -214,6 +214,8 @@ def absent_image_hint(ref: str, *, toolchain: bool) -> str:
 
     if ref == DEFAULTS["TOOLCHAIN"]:
         return "run ./setup.sh or 'builder toolchain ensure'"
+    if ref == DEFAULTS["IMAGER"]:
+        return "run ./setup.sh or 'builder toolchain ensure --imager'"
     return f"docker pull {ref}, or make it here: builder toolchain ensure --ref {ref}"
 
 
@@ -222,7 +224,7 @@ def require_image(ref: str, variable: str = "TOOLCHAIN") -> str:
     found = image_id(ref)
     if found is None:
         raise BuildError(f"image {ref} ({variable}) is not in the Docker engine",
-                         hint=absent_image_hint(ref, toolchain=variable == "TOOLCHAIN"))
+                         hint=absent_image_hint(ref, toolchain=variable in ("TOOLCHAIN", "IMAGER")))
     return found
 
 

@@ -39,7 +39,7 @@ class Identities:
             info = engine.inspect_image(ref)
             if info is None:
                 raise BuildError(f"image {ref} ({where}) is not in the Docker engine",
-                                 hint=engine.absent_image_hint(ref, toolchain=where == "TOOLCHAIN"))
+                                 hint=engine.absent_image_hint(ref, toolchain=where in ("TOOLCHAIN", "IMAGER")))
             labels = (info.get("Config") or {}).get("Labels") or {}
             if labels.get(ROOTFS_LABEL):
                 self._images[ref] = f"rootfs:sha256:{labels[ROOTFS_LABEL]}"

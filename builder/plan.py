@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from builder.project import Project
 
 TOOLCHAIN_INPUT = "toolchain"
+BUILD_IMAGES = ("TOOLCHAIN", "IMAGER")  # the images this project bootstraps (toolchain.py), by variable
 IMAGE_INPUT = "image"
 
 
@@ -114,8 +115,9 @@ class Plan:
         """Every image the build starts from -> where it is named (the toolchain, image dependencies)."""
         found: dict[str, str] = {}
         for recipe in self.graph.closure(self.recipe.name):
-            if recipe.variant == "toolchain":
-                found.setdefault(self.project.recipe_variables(recipe, self.platform)["TOOLCHAIN"], "TOOLCHAIN")
+            if recipe.variant in ("toolchain", "imager"):
+                variable = recipe.variant.upper()
+                found.setdefault(self.project.recipe_variables(recipe, self.platform)[variable], variable)
             prebuilt = self.project.prebuilt(self.platform).get(recipe.name)
             for index, dep in enumerate(recipe.dependencies):
                 if dep.image is not None:
@@ -126,7 +128,7 @@ class Plan:
     def image_inputs(self) -> dict[str, tuple[str, str, str]]:
         """Input name -> (image ref, where it is named, platform) for every image the build starts from."""
         platform = self.platform.docker
-        return {f"{TOOLCHAIN_INPUT if where == 'TOOLCHAIN' else IMAGE_INPUT} {ref}": (ref, where, platform)
+        return {f"{TOOLCHAIN_INPUT if where in BUILD_IMAGES else IMAGE_INPUT} {ref}": (ref, where, platform)
                 for ref, where in self.images.items()}
 
     def inputs(self, identities: Identities) -> dict[str, str]:

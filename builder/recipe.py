@@ -290,7 +290,7 @@ class Recipe(_Model):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str = ""
-    variant: Literal["toolchain", "scratch"] = "toolchain"
+    variant: Literal["toolchain", "imager", "scratch"] = "toolchain"  # FROM TOOLCHAIN, IMAGER or nothing
     shell: str = "/bin/sh"
     platforms: list[str] | None = None
     dependencies: list[Dependency] = []
@@ -506,20 +506,23 @@ def load_recipe(path: Path, variables: Mapping[str, str], display: str | None = 
         try:
             spec = Module.model_validate(data["module"])
         except ValidationError as exc:
-            raise _explain(exc, lines, name, within=("module",)) from None
+            raise explain(exc, lines, name, within=("module",)) from None
         data = _module_recipe(data, spec, variables)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise _explain(exc, lines, name) from None
+        raise explain(exc, lines, name) from None
     recipe._path = Path(name)
     recipe._lines = lines
     return recipe
 
 
-def _explain(exc: ValidationError, lines: dict[Any, int], filename: str, within: tuple[str, ...] = ()) -> RecipeError:
+def explain(exc: ValidationError, lines: dict[Any, int], filename: str,
+            models: Mapping[tuple[Any, ...], type[BaseModel]] | None = None,
+            within: tuple[str, ...] = ()) -> RecipeError:
     """The first validation error, as one line naming the file, line and key (``within``: the key path of
-    the part validated on its own)."""
+    the part validated on its own; ``models``: key path -> the model there, for the keys it allows; default
+    a recipe's)."""
     errors = exc.errors()
     # a misspelled key shows up as both "missing" and "extra": name the misspelling
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
@@ -527,7 +530,7 @@ def _explain(exc: ValidationError, lines: dict[Any, int], filename: str, within:
     line = yamlfile.line_of(lines, loc)
     key = ".".join(str(part) for part in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        parent = models.get(tuple(loc[:-1])) if models is not None else _model_at(loc[:-1])
         allowed = ", ".join(_yaml_key(f) for f in parent.model_fields) if parent else ""
         message = f"unknown key {key!r}" + (f"; expected one of: {allowed}" if allowed else "")
     elif err["type"] == "missing":
@@ -547,7 +550,7 @@ _CHILDREN: dict[str, type[_Model]] = {
 _SECTIONS: dict[str, type[_Model]] = {"module": Module}  # a mapping of its own, not a list of them
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[_Model] | None:
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     if not loc:
         return Recipe
     if isinstance(loc[0], str) and loc[0] in _CHILDREN and len(loc) == 2:

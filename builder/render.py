@@ -254,7 +254,7 @@ def _stage(
         "name": stage_name(recipe),
         "recipe": recipe.name,
         "scratch": recipe.variant == "scratch",
-        "base": variables["TOOLCHAIN"],
+        "base": variables["IMAGER" if recipe.variant == "imager" else "TOOLCHAIN"],
         "copies": copies,
         "has_sources": bool(recipe.sources),
         "has_files": has_files,

@@ -15,6 +15,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
@@ -31,6 +32,37 @@ PACKAGES = (
     "openssl",  # module signing: the ephemeral key (openssl req) and certificate checks
     "libncurses-dev",  # make menuconfig
 )
+# The image that boot media are assembled in (the IMAGER variable): its own image, so that a tool added
+# for ISOs or disks never changes the toolchain's identity (which would rebuild every kernel). Foreign
+# packages (name:arch) come from that architecture's archive: GRUB's arm64 UEFI modules.
+IMAGER_PACKAGES = (
+    "xorriso", "grub-common", "grub-pc-bin", "grub-efi-amd64-bin", "grub-efi-arm64-bin:arm64",
+    "mtools", "dosfstools", "fdisk", "e2fsprogs", "qemu-utils", "python3", "xz-utils", "zstd",
+    "u-boot-qemu",  # board overlays: U-Boot for QEMU's arm64 'virt' machine
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A build image this project bootstraps: which variable names it, and what it is made of."""
+
+    name: str
+    variable: str
+    packages: tuple[str, ...]
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        """The foreign dpkg architectures its packages ask for (grub-efi-arm64-bin:arm64 -> arm64)."""
+        return tuple(sorted({p.split(":", 1)[1] for p in self.packages if ":" in p}))
+
+    def requested(self) -> str:
+        """The package names it is made from, as its REQUESTED_LABEL says them."""
+        return ",".join(sorted(self.packages))
+
+
+TOOLCHAIN = Kind("toolchain", "TOOLCHAIN", PACKAGES)
+IMAGER = Kind("imager", "IMAGER", IMAGER_PACKAGES)
+KINDS = {kind.variable: kind for kind in (TOOLCHAIN, IMAGER)}
 LOCK_PATH = "/usr/share/builder/toolchain.lock"
 LABEL = PACKAGES_LABEL  # the labels are read by identity.py, which must stay light: they are defined there
 TOOLCHAIN_EPOCH = 1735689600  # 2025-01-01T00:00:00Z: every mtime in the tar is clamped to it
@@ -41,7 +73,7 @@ APT_STALL_SECONDS = 60
 BOOTSTRAP_SECONDS = 1800  # the whole bootstrap (measured 68-76 s here); past it mmdebstrap is stopped
 
 
-def mmdebstrap_argv(suite: str, tarball: Path, mirror: str, lock_copy: Path) -> list[str]:
+def mmdebstrap_argv(suite: str, tarball: Path, mirror: str, lock_copy: Path, kind: Kind = TOOLCHAIN) -> list[str]:
     """The mmdebstrap command that writes the toolchain rootfs to ``tarball``.
 
     Customize hooks write the sorted lock into the rootfs (and copy it to ``lock_copy``) and replace
@@ -50,7 +82,8 @@ def mmdebstrap_argv(suite: str, tarball: Path, mirror: str, lock_copy: Path) -> 
     """
     root = '"$1"'
     return [
-        "mmdebstrap", "--variant=minbase", "--format=tar", f"--include={','.join(PACKAGES)}",
+        "mmdebstrap", "--variant=minbase", "--format=tar", f"--include={','.join(kind.packages)}",
+        *([f"--architectures={','.join(('amd64', *kind.architectures))}"] if kind.architectures else []),
         # a mirror that stops answering fails the download after this long without data (apt's own deadline)
         f"--aptopt=Acquire::http::Timeout \"{APT_STALL_SECONDS}\"", "--aptopt=Acquire::Retries \"2\"",
         f"--customize-hook=mkdir -p {root}{os.path.dirname(LOCK_PATH)}",
@@ -119,25 +152,25 @@ def canonical_tar(source: Path, target: Path) -> str:
 
 
 def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SUITE"],
-           mirror: str | None = None, force: bool = False) -> str:
+           mirror: str | None = None, force: bool = False, kind: Kind = TOOLCHAIN) -> str:
     """The image ID of ``ref``, creating the image first when it is absent (or ``force``).
 
     An image without ROOTFS_LABEL (made by the former debootstrap bootstrap) is re-created, and so is one
-    made from another package list than PACKAGES (this code asks for a package that image lacks).
+    made from another package list than ``kind``'s (this code asks for a package that image lacks).
     """
     existing = engine.image_id(ref)
     if existing and not force:
         labels = engine.image_labels(ref)
         if ROOTFS_LABEL not in labels:
             say(f"toolchain {ref} ({existing}) has no {ROOTFS_LABEL} label: re-creating it reproducibly")
-        elif labels.get(REQUESTED_LABEL) != requested():
+        elif labels.get(REQUESTED_LABEL) != kind.requested():
             had = labels.get(REQUESTED_LABEL)
-            missing = sorted(set(PACKAGES) - set(had.split(","))) if had else []
+            missing = sorted(set(kind.packages) - set(had.split(","))) if had else []
             why = f"lacks {', '.join(missing)}" if missing else "was made from another package list" if had else \
                 "has no record of its package list"
-            say(f"toolchain {ref} ({existing}) {why}: re-creating it")
+            say(f"{kind.name} {ref} ({existing}) {why}: re-creating it")
         else:
-            print(f"toolchain {ref} present: {existing}")
+            print(f"{kind.name} {ref} present: {existing}")
             return existing
     mirror = mirror or debian_mirror(suite)
     if not mirror:
@@ -145,37 +178,32 @@ def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SU
                          hint="pass --mirror URL")
     if shutil.which("mmdebstrap") is None:
         raise BuildError("mmdebstrap is not installed", hint="run ./setup.sh")
-    image = _bootstrap(ref, suite, mirror)
+    image = _bootstrap(ref, suite, mirror, kind)
     if existing and existing != image:
         say(f"the previous {ref} image {existing} is now untagged ('docker image prune' frees its space)")
     return image
 
 
-def requested() -> str:
-    """The package names the toolchain is made from, as its REQUESTED_LABEL says them."""
-    return ",".join(sorted(PACKAGES))
-
-
-def bootstrap_log(suite: str) -> Path:
+def bootstrap_log(suite: str, kind: Kind = TOOLCHAIN) -> Path:
     """Where the last bootstrap of ``suite`` wrote mmdebstrap's output: in the cache directory, outside the
     work directory that is always removed, so a failure's log stays to be read (the next run replaces it)."""
     from builder.sources import default_cache_dir
 
-    return default_cache_dir() / "logs" / f"toolchain-{suite}.log"
+    return default_cache_dir() / "logs" / f"{kind.name}-{suite}.log"
 
 
-def _bootstrap(ref: str, suite: str, mirror: str) -> str:
+def _bootstrap(ref: str, suite: str, mirror: str, kind: Kind) -> str:
     """mmdebstrap ``suite`` into a tar, then docker import it as ``ref``; the new image ID."""
-    log = bootstrap_log(suite)
+    log = bootstrap_log(suite, kind)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)  # run() appends: this run's output only
-    workdir = Path(tempfile.mkdtemp(prefix="builder-toolchain-", dir="/var/tmp"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"builder-{kind.name}-", dir="/var/tmp"))
     workdir.chmod(0o700)  # mkdtemp's mode already; the rootfs depends on it (see mmdebstrap_env)
     made, tarball = workdir / "mmdebstrap.tar", workdir / "rootfs.tar"
     lock_copy = workdir / "toolchain.lock"
     try:
-        with step(f"mmdebstrap {suite} ({len(PACKAGES)} packages) -> {made}; log: {log}"):
-            done = run(mmdebstrap_argv(suite, made, mirror, lock_copy), env=mmdebstrap_env(workdir),
+        with step(f"mmdebstrap {suite} ({len(kind.packages)} packages) -> {made}; log: {log}"):
+            done = run(mmdebstrap_argv(suite, made, mirror, lock_copy, kind), env=mmdebstrap_env(workdir),
                        log=log, check=False, timeout=BOOTSTRAP_SECONDS)
             if done.returncode != 0:
                 raise BuildError(f"mmdebstrap of {suite} failed with exit status {done.returncode}: "
@@ -191,7 +219,7 @@ def _bootstrap(ref: str, suite: str, mirror: str) -> str:
         with step(f"docker import -> {ref} (rootfs sha256 {rootfs_digest})"):
             image = engine.import_rootfs(tarball, ref, changes=[f"LABEL {LABEL}={packages_digest}",
                                                                 f"LABEL {ROOTFS_LABEL}={rootfs_digest}",
-                                                                f"LABEL {REQUESTED_LABEL}={requested()}"])
+                                                                f"LABEL {REQUESTED_LABEL}={kind.requested()}"])
     finally:
         _clean(workdir)
     return image

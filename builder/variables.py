@@ -19,6 +19,8 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULTS: dict[str, str] = {
     # The toolchain image every build stage starts FROM; a site with a registry can use its own.
     "TOOLCHAIN": "builder-toolchain:bookworm",
+    # The image boot media (profiles/) are assembled in: the same bootstrap, other packages (toolchain.py).
+    "IMAGER": "builder-imager:bookworm",
     "DEBIAN_SUITE": "bookworm",
     "KBUILD_BUILD_USER": "builder",
     "KBUILD_BUILD_HOST": "builder",
@@ -30,6 +32,8 @@ DEFAULTS: dict[str, str] = {
     "MODULE_SIGNING": "ephemeral",
     "MODULE_SIGNING_CERT": "",  # release: the public certificate (PEM), a project path
     "MODULE_SIGNING_KEY": "",  # release: the private key, any host path; absent: the modules stay unsigned
+    # Words appended to the kernel command line of every boot medium (profiles/), after the profile's own.
+    "EXTRA_KERNEL_ARGS": "",
 }
 MODULE_SIGNING_POLICIES = ("ephemeral", "release")
 
@@ -167,7 +171,7 @@ def resolve(
     _check_signing(merged, layer)
     merged.update(platform.variables(host))
     _check_epoch(merged)
-    _check_toolchain(merged, from_command_line="TOOLCHAIN" in layer)
+    _check_toolchain(merged, layer)
     return merged
 
 
@@ -186,11 +190,12 @@ def check_image_reference(value: str) -> str:
     return value
 
 
-def _check_toolchain(variables: dict[str, str], *, from_command_line: bool) -> None:
-    try:
-        check_image_reference(variables.get("TOOLCHAIN", ""))
-    except ValueError as exc:
-        raise RecipeError(f"TOOLCHAIN: {exc}", where="command line" if from_command_line else None) from None
+def _check_toolchain(variables: dict[str, str], command_line: Mapping[str, str]) -> None:
+    for name in ("TOOLCHAIN", "IMAGER"):
+        try:
+            check_image_reference(variables.get(name, ""))
+        except ValueError as exc:
+            raise RecipeError(f"{name}: {exc}", where="command line" if name in command_line else None) from None
 
 
 def _check_epoch(variables: dict[str, str]) -> None:

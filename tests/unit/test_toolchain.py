@@ -112,9 +112,9 @@ def images(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, str]]:
     monkeypatch.setattr(toolchain, "debian_mirror", lambda suite: MIRROR)
     monkeypatch.setattr(toolchain.shutil, "which", lambda name: f"/usr/bin/{name}")
 
-    def bootstrap(ref: str, suite: str, mirror: str) -> str:
+    def bootstrap(ref: str, suite: str, mirror: str, kind: toolchain.Kind = toolchain.TOOLCHAIN) -> str:
         labels["bootstrapped"] = {"ref": ref, "suite": suite, "mirror": mirror}
-        labels[ref] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.requested()}
+        labels[ref] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.TOOLCHAIN.requested()}
         return "sha256:2"
 
     monkeypatch.setattr(toolchain, "_bootstrap", bootstrap)
@@ -122,7 +122,7 @@ def images(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, str]]:
 
 
 def test_a_present_image_with_the_rootfs_label_is_left_alone(images: dict[str, dict[str, str]]) -> None:
-    images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.requested()}
+    images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.TOOLCHAIN.requested()}
     assert toolchain.ensure("t:1") == "sha256:3"  # the fake engine's ID: the number of labels
     assert "bootstrapped" not in images
 
@@ -152,7 +152,7 @@ def test_an_image_made_from_another_package_list_is_recreated(images: dict[str, 
 
 
 def test_force_recreates_a_current_image(images: dict[str, dict[str, str]]) -> None:
-    images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.requested()}
+    images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.TOOLCHAIN.requested()}
     toolchain.ensure("t:1", force=True)
     assert "bootstrapped" in images
 
@@ -194,7 +194,7 @@ def test_a_failed_bootstrap_keeps_its_log_in_the_cache_and_names_it(tmp_path: Pa
     log.parent.mkdir(parents=True)
     log.write_text("the log of an earlier run\n")
     with pytest.raises(BuildError) as info:
-        toolchain._bootstrap("t:1", "bookworm", MIRROR)
+        toolchain._bootstrap("t:1", "bookworm", MIRROR, toolchain.TOOLCHAIN)
     assert str(info.value) == (f"mmdebstrap of bookworm failed with exit status 1: E: cannot reach the mirror "
                                f"{MIRROR} (full log: {log})")
     assert not (tmp_path / "work").exists()  # the work dir goes, the log stays
@@ -246,7 +246,7 @@ def test_a_bootstrap_imports_the_canonical_tar_labelled_with_its_sha256_and_the_
         return "sha256:new"
 
     monkeypatch.setattr(engine, "import_rootfs", import_rootfs)
-    assert toolchain._bootstrap("t:1", "bookworm", MIRROR) == "sha256:new"
+    assert toolchain._bootstrap("t:1", "bookworm", MIRROR, toolchain.TOOLCHAIN) == "sha256:new"
     data = imported["data"]
     assert isinstance(data, bytes)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -255,7 +255,7 @@ def test_a_bootstrap_imports_the_canonical_tar_labelled_with_its_sha256_and_the_
     lock_digest = hashlib.sha256(b"a=1\nb=2\n").hexdigest()
     assert imported["changes"] == [f"LABEL {LABEL}={lock_digest}",
                                    f"LABEL {ROOTFS_LABEL}={hashlib.sha256(data).hexdigest()}",
-                                   f"LABEL {REQUESTED_LABEL}={toolchain.requested()}"]
+                                   f"LABEL {REQUESTED_LABEL}={toolchain.TOOLCHAIN.requested()}"]
     assert imported["ref"] == "t:1"
     assert not (tmp_path / "work").exists()  # nothing left behind
 
@@ -327,3 +327,12 @@ def test_apt_has_a_deadline_that_does_not_end_up_in_the_image(tmp_path: Path) ->
     args = argv(tmp_path)
     assert '--aptopt=Acquire::http::Timeout "60"' in args
     assert any(h.startswith("rm -f ") and h.endswith('"$1"/etc/apt/apt.conf.d/99mmdebstrap') for h in hooks(args))
+
+
+def test_the_imager_is_bootstrapped_the_same_way_with_its_own_packages_and_arm64_grub(tmp_path: Path) -> None:
+    """Boot media tools live in their own image: adding one never changes the toolchain's identity."""
+    args = mmdebstrap_argv("bookworm", tmp_path / "t.tar", MIRROR, tmp_path / "lock", toolchain.IMAGER)
+    assert f"--include={','.join(toolchain.IMAGER_PACKAGES)}" in args
+    assert "--architectures=amd64,arm64" in args  # grub-efi-arm64-bin:arm64 comes from the arm64 archive
+    assert not set(toolchain.IMAGER_PACKAGES) & set(toolchain.PACKAGES) - {"python3", "xz-utils", "zstd"}
+    assert "--architectures" not in " ".join(mmdebstrap_argv("bookworm", tmp_path / "t.tar", MIRROR, tmp_path / "l"))
