@@ -24,6 +24,7 @@ esac
 COMMON_PACKAGES=(
   ca-certificates mmdebstrap
   qemu-system-x86 qemu-system-arm
+  ovmf qemu-efi-aarch64 qemu-utils   # boot media: UEFI firmware for amd64 (OVMF) and arm64 (AAVMF), qemu-img
   xz-utils zstd cpio patch
   docker-registry   # the tests' loopback registry (PUSH=1, PKG_NAME=): started by the tests, never as a service
   openssl           # builder check-signatures verifies module signatures against a certificate
@@ -177,5 +178,7 @@ command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 
 log "ensuring the toolchain image"
 python3 -m builder toolchain ensure
+log "ensuring the imager image (boot media are assembled in it)"
+python3 -m builder toolchain ensure --imager
 
 log "ready: run 'doit kernel initramfs' or 'builder doctor'"

@@ -260,19 +260,27 @@ def doctor() -> None:
             click.echo(f"[--] BACKEND={name}: not available here ({exc.message})")
     from builder.identity import Identities
 
-    ref = DEFAULTS["TOOLCHAIN"]
-    try:
-        identity = Identities(Path("out")).image(ref)
-        report(True, f"toolchain image {ref}: {identity}", "")
-    except BuildError as exc:
-        report(False, f"toolchain image {ref}: {exc.message}", exc.hint or "builder toolchain ensure")
+    for variable, what in (("TOOLCHAIN", "toolchain"), ("IMAGER", "imager")):
+        ref = DEFAULTS[variable]
+        try:
+            identity = Identities(Path("out")).image(ref, where=variable)
+            report(True, f"{what} image {ref}: {identity}", "")
+        except BuildError as exc:
+            fix = "builder toolchain ensure" + (" --imager" if variable == "IMAGER" else "")
+            report(False, f"{what} image {ref}: {exc.message}", exc.hint or fix)
     mirror = debian_mirror(DEFAULTS["DEBIAN_SUITE"])
     report(mirror is not None, f"Debian mirror from apt sources: {mirror or 'none'}",
            "add a bookworm source to /etc/apt/sources.list.d/ or set DEBIAN_MIRROR=URL")
     for binary, package in (("qemu-system-x86_64", "qemu-system-x86"), ("qemu-system-aarch64", "qemu-system-arm"),
-                            ("mmdebstrap", "mmdebstrap")):
+                            ("mmdebstrap", "mmdebstrap"), ("qemu-img", "qemu-utils")):
         found = shutil.which(binary)
         report(found is not None, f"{binary}: {found or 'absent'}", f"apt-get install {package}")
+    from builder.platforms import PLATFORMS
+
+    for platform in PLATFORMS.values():  # what builder boot and the tests boot media with
+        for path in (platform.uefi_code, platform.uefi_vars):
+            report(Path(path).is_file(), f"UEFI firmware for {platform.arch}: {path}",
+                   f"apt-get install {platform.uefi_package}")
     sys.exit(1 if problems else 0)
 
 
@@ -282,18 +290,20 @@ def toolchain() -> None:
 
 
 @toolchain.command("ensure")
-@click.option("--ref", default=None, help="image reference (default: the TOOLCHAIN variable's default)")
+@click.option("--imager", is_flag=True, help="the image boot media are assembled in (IMAGER), not the toolchain")
+@click.option("--ref", default=None, help="image reference (default: the TOOLCHAIN or IMAGER variable's default)")
 @click.option("--mirror", default=None, help="Debian mirror URL (default: from apt sources)")
 @click.option("--suite", default=None, help="Debian suite to bootstrap (default: the DEBIAN_SUITE variable's default)")
 @click.option("--force", is_flag=True, help="re-create even when present")
 @friendly
-def toolchain_ensure(ref: str | None, mirror: str | None, suite: str | None, force: bool) -> None:
-    """Create the toolchain image when it is absent (or made before the reproducible bootstrap)."""
+def toolchain_ensure(imager: bool, ref: str | None, mirror: str | None, suite: str | None, force: bool) -> None:
+    """Create the toolchain (or imager) image when it is absent or made from another package list."""
     from builder import toolchain as tc
     from builder.variables import DEFAULTS
 
-    image = tc.ensure(ref or DEFAULTS["TOOLCHAIN"], suite=suite or DEFAULTS["DEBIAN_SUITE"], mirror=mirror,
-                      force=force)
+    kind = tc.IMAGER if imager else tc.TOOLCHAIN
+    image = tc.ensure(ref or DEFAULTS[kind.variable], suite=suite or DEFAULTS["DEBIAN_SUITE"], mirror=mirror,
+                      force=force, kind=kind)
     click.echo(image)
 
 
@@ -309,23 +319,107 @@ def toolchain_packages(ref: str | None) -> None:
 
 
 @main.command()
-@click.argument("arch", default=None, required=False)
-@click.option("--timeout", default=300, show_default=True, help="seconds before QEMU is stopped")
+@click.argument("target", default=None, required=False, metavar="[ARCH | IMAGE]")
+@click.option("--timeout", default=None, type=int, help="seconds before QEMU is stopped (default 300; media 600)")
 @click.option("--flavor", default="", metavar="NAME", help="boot the flavored build (out/vmlinuz-ARCH-NAME ...)")
+@click.option("--firmware", type=click.Choice(["bios", "uefi"]), default=None,
+              help="media: boot through SeaBIOS or UEFI (OVMF, AAVMF); default bios on amd64, uefi on arm64")
+@click.option("--as", "medium", type=click.Choice(["cdrom", "disk"]), default=None,
+              help="media: attach the image as a CD or a disk (default: an .iso as a CD, the rest as disks)")
+@click.option("--platform", "platform_spec", default=None, help="media: the architecture (default: from the name)")
 @friendly
-def boot(arch: str | None, timeout: int, flavor: str) -> None:
-    """Boot out/vmlinuz-ARCH + out/initramfs-ARCH.xz in QEMU (TCG) and wait for the boot marker."""
+def boot(target: str | None, timeout: int | None, flavor: str, firmware: str | None, medium: str | None,
+         platform_spec: str | None) -> None:
+    """Boot out/vmlinuz-ARCH + out/initramfs-ARCH.xz, or a built ISO or disk image (out/metal-amd64.iso,
+    out/metal-amd64.raw.zst, ...), in QEMU (TCG) and wait for the boot marker."""
     from builder import qemu
-    from builder.platforms import host_platform, parse_platforms
+    from builder.platforms import by_any_name, host_platform, parse_platforms
     from builder.project import find_root
     from builder.settings import Settings
 
-    platform = parse_platforms(arch)[0] if arch else host_platform()
+    logs = find_root() / ".builder" / "logs"
+    if target and ("/" in target.strip("/") and not target.startswith("linux/") or "." in target):
+        image = Path(target)
+        platform = parse_platforms(platform_spec)[0] if platform_spec else next(
+            (p for word in image.name.replace(".", "-").split("-") if (p := by_any_name(word))), None)
+        if platform is None:
+            raise BuildError(f"{image.name}: which architecture? its name says neither amd64 nor arm64",
+                             hint="give --platform linux/amd64 or linux/arm64")
+        firmware = firmware or ("bios" if platform.arch == "amd64" else "uefi")
+        result = qemu.boot_media(platform, image, firmware=firmware,
+                                 cdrom=None if medium is None else medium == "cdrom", timeout=timeout or 600,
+                                 console=logs / f"boot-{image.name}-{firmware}.log")
+        click.echo(f"booted {image.name} ({firmware}): release={result.release} machine={result.machine}"
+                   + "".join(f" {k}={v}" for k, v in result.fields.items() if k != "cmdline")
+                   + f" in {result.seconds:.1f}s")
+        click.echo(f"cmdline: {result.fields.get('cmdline', '')}")
+        return
+    if firmware or medium:
+        raise BuildError("--firmware and --as are for boot media (builder boot out/metal-amd64.iso)")
+    platform = parse_platforms(target)[0] if target else host_platform()
     name = platform.arch + (f"-{Settings.parse({'FLAVOR': flavor}).flavor}" if flavor else "")
     out = find_root() / "out"
-    result = qemu.boot(platform, out / f"vmlinuz-{name}", out / f"initramfs-{name}.xz", timeout=timeout,
-                       console=Path(out.parent / ".builder" / "logs" / f"boot-{name}.log"))
+    result = qemu.boot(platform, out / f"vmlinuz-{name}", out / f"initramfs-{name}.xz", timeout=timeout or 300,
+                       console=logs / f"boot-{name}.log")
     click.echo(f"booted: release={result.release} machine={result.machine} in {result.seconds:.1f}s")
+
+
+@main.group("meta")
+def meta_group() -> None:
+    """META of a built raw disk image (its META partition; format in builder/meta.py)."""
+
+
+def _shown(value: bytes) -> str:
+    text = value.decode("utf-8", "backslashreplace")
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+
+
+@meta_group.command("read")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("key", required=False)
+@friendly
+def meta_read(image: Path, key: str | None) -> None:
+    """Print every META value as 'KEY: VALUE' (newlines as \\n), or one KEY's value exactly as stored."""
+    from builder import meta
+
+    values = meta.read(image)
+    if key is not None:
+        number = meta.parse_key(key)
+        if number not in values:
+            raise BuildError(f"{image} has no META {meta.key_name(number)}")
+        sys.stdout.buffer.write(values[number])
+        return
+    for number, value in sorted(values.items()):
+        click.echo(f"{meta.key_name(number)}: {_shown(value)}")
+
+
+@meta_group.command("write")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("pairs", nargs=-1, metavar="KEY=VALUE...")
+@click.option("--delete", "deleted", multiple=True, metavar="KEY", help="remove KEY")
+@friendly
+def meta_write(image: Path, pairs: tuple[str, ...], deleted: tuple[str, ...]) -> None:
+    """Set (KEY=VALUE, e.g. 0x0a=...) or remove META values of a raw disk image; the others stay."""
+    from builder import meta
+    from builder.project import find_root
+
+    try:
+        out = find_root() / "out"
+    except BuildError:
+        out = None
+    if out is not None and image.resolve().is_relative_to(out.resolve()):
+        raise BuildError(f"{image} is in out/, which changes only with its checksums (a build); "
+                         "edit a copy (zstd -d / xz -d it elsewhere)")
+    values = meta.read(image)
+    for word in pairs:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise BuildError(f"expected KEY=VALUE (0x0a=...), not {word!r}")
+        values[meta.parse_key(key)] = value.encode()
+    for key in deleted:
+        values.pop(meta.parse_key(key), None)
+    meta.write(image, values)
+    click.echo(f"{image}: META {', '.join(meta.key_name(k) for k in sorted(values)) or 'empty'}")
 
 
 @main.command()

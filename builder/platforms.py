@@ -21,8 +21,9 @@ class Platform:
     qemu_binary: str  # qemu-system-x86_64
     qemu_machine: tuple[str, ...]  # -M/-cpu words for a direct kernel boot under TCG
     console: str  # the serial console device the kernel writes to (console=...)
-    efi_arch: str  # x64 / aa64 - the suffix of the removable-media EFI loader (BOOTX64.EFI)
-    efi_firmware: str  # the UEFI firmware image Debian's ovmf / qemu-efi-aarch64 ship
+    uefi_code: str  # the UEFI firmware Debian's ovmf / qemu-efi-aarch64 ship (read-only flash)
+    uefi_vars: str  # its variable store template (each boot gets a fresh copy)
+    uefi_package: str
     qemu_package: str  # the Debian package that has qemu_binary
 
     def cross_compile(self, host: Platform) -> str:
@@ -54,8 +55,9 @@ AMD64 = Platform(
     qemu_binary="qemu-system-x86_64",
     qemu_machine=("-M", "q35"),
     console="ttyS0",
-    efi_arch="x64",
-    efi_firmware="/usr/share/OVMF/OVMF_CODE.fd",
+    uefi_code="/usr/share/OVMF/OVMF_CODE_4M.fd",
+    uefi_vars="/usr/share/OVMF/OVMF_VARS_4M.fd",
+    uefi_package="ovmf",
     qemu_package="qemu-system-x86",
 )
 ARM64 = Platform(
@@ -68,8 +70,9 @@ ARM64 = Platform(
     qemu_binary="qemu-system-aarch64",
     qemu_machine=("-M", "virt", "-cpu", "cortex-a57"),
     console="ttyAMA0",
-    efi_arch="aa64",
-    efi_firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
+    uefi_code="/usr/share/AAVMF/AAVMF_CODE.fd",
+    uefi_vars="/usr/share/AAVMF/AAVMF_VARS.fd",
+    uefi_package="qemu-efi-aarch64",
     qemu_package="qemu-system-arm",
 )
 

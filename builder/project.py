@@ -12,6 +12,7 @@ from builder.graph import Graph
 from builder.identity import Identities
 from builder.plan import Plan
 from builder.platforms import PLATFORMS, Platform, host_platform
+from builder.profile import PROFILES_DIR, Profile, load_profiles
 from builder.recipe import Recipe, find_recipe_files, load_recipe, prebuilt_recipe, template_names
 from builder.settings import SETTINGS, Settings
 from builder.sources import SourceCache, default_cache_dir
@@ -80,9 +81,31 @@ class Project:
             chosen = self._choose_prebuilt(recipes)
             self._prebuilt[platform] = chosen
             recipes = [prebuilt_recipe(r, *chosen[r.name]) if r.name in chosen else r for r in recipes]
+            recipes += self._image_recipes(platform)
             self._graphs[platform] = Graph.of(recipes, platform.docker)
             self._check_flavor(self._graphs[platform])
         return self._graphs[platform]
+
+    @cached_property
+    def profiles(self) -> list[Profile]:
+        """profiles/*.yaml, validated once; PROFILE=name must name one of them."""
+        profiles = load_profiles(self.root)
+        known = {p.name for p in profiles}
+        for name in self.settings.profiles:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                raise BuildError(f"no profile {name!r} (profiles/{name}.yaml)", where="PROFILE",
+                                 hint=f"did you mean {close[0]}?" if close else
+                                 f"profiles: {', '.join(sorted(known)) or 'none'}")
+        return profiles
+
+    def _image_recipes(self, platform: Platform) -> list[Recipe]:
+        """A recipe per profile built for ``platform`` (image-NAME: images.py)."""
+        from builder.images import image_recipe
+
+        variables = self.variables(self.recipes_root, platform)
+        return [image_recipe(p, platform, variables, self.settings.meta) for p in self.profiles
+                if platform.arch in p.arch]
 
     def prebuilt(self, platform: Platform) -> dict[str, tuple[str, str]]:
         """Recipes taken prebuilt from a registry (PKG_NAME=ref, PKGS_PREFIX + PKGS): name -> (ref, word)."""
@@ -157,6 +180,8 @@ class Project:
                                  hint=hint)
 
     def recipe_variables(self, recipe: Recipe, platform: Platform) -> dict[str, str]:
+        if recipe.path.parts[0] == PROFILES_DIR:  # a profile's build: the project's variables, no recipe directory's
+            return self.variables(self.recipes_root, platform)
         return self.variables((self.root / recipe.path).parent, platform)
 
     def plan(self, name: str, platform: Platform) -> Plan:

@@ -46,7 +46,10 @@ SETTINGS: dict[str, str] = {
     "PKGS_PREFIX": "with PKGS: take every recipe another one depends on as PKGS_PREFIX/NAME:PKGS, prebuilt",
     "PKGS": "the tag of the prebuilt packages (with PKGS_PREFIX)",
     "REGISTRY_TIMEOUT": "seconds a registry may take to answer one request (default 30)",
+    "PROFILE": "the profiles (profiles/NAME.yaml) doit iso / disk / images build, comma-separated (default: all)",
+    "META": "a META value for boot media, 0x0a=VALUE (repeatable), or a YAML file of them (key: value)",
 }
+REPEATABLE = frozenset({"META"})  # given more than once, every value counts (joined by NUL inside words)
 PACKAGE_WORD = re.compile(r"^PKG_[A-Z0-9_]+$")  # PKG_KERNEL=ref: take recipe kernel prebuilt from ref
 FLAVOR_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
 
@@ -107,6 +110,8 @@ class Settings:
     packages_prefix: str | None = None
     packages_tag: str | None = None
     registry_timeout: float = 30.0
+    profiles: tuple[str, ...] = ()  # PROFILE=a,b; () means every profile
+    meta: Mapping[int, str] = field(default_factory=dict)  # META=0x0a=VALUE, META=file.yaml
     variables: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -146,6 +151,8 @@ class Settings:
             packages_prefix=taken.get("PKGS_PREFIX") or None,
             packages_tag=taken.get("PKGS") or None,
             registry_timeout=seconds(taken.get("REGISTRY_TIMEOUT", "30"), "REGISTRY_TIMEOUT"),
+            profiles=_profiles(taken.get("PROFILE", "")),
+            meta=_meta(taken.get("META", "")),
             variables=variables,
         )
 
@@ -225,14 +232,64 @@ def _flavor(variables: dict[str, str], *, with_debug: bool) -> None:
 
 
 def pairs(words: Sequence[str]) -> dict[str, str]:
-    """``NAME=value`` words as a mapping; a word without '=' or without a name is an error."""
-    result = {}
+    """``NAME=value`` words as a mapping; a word without '=' or without a name is an error. A REPEATABLE
+    name given again keeps every value (joined by NUL, which no command-line word can hold)."""
+    result: dict[str, str] = {}
     for word in words:
         name, sep, value = word.partition("=")
         if not sep or not name:
             raise BuildError(f"expected NAME=value, not {word!r}")
-        result[name] = value
+        result[name] = f"{result[name]}\0{value}" if name in REPEATABLE and name in result else value
     return result
+
+
+def _profiles(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
+            raise BuildError(f"{name!r} is not a profile name (profiles/NAME.yaml)", where="PROFILE")
+    return names
+
+
+def _meta(value: str) -> dict[int, str]:
+    """META=0x0a=VALUE words (and META=FILE.yaml: a mapping of key -> value); a later word wins a key."""
+    from builder import meta
+
+    result: dict[int, str] = {}
+    for item in value.split("\0") if value else []:
+        key, sep, data = item.partition("=")
+        found: dict[object, object]
+        if sep and re.fullmatch(r"0x[0-9a-fA-F]+|[0-9]+", key.strip()):
+            found = {key.strip(): data}
+            where = "META"
+        elif item.endswith((".yaml", ".yml")):
+            found, where = _meta_file(Path(item)), item
+        else:
+            raise BuildError(f"{item!r}: expected 0xKEY=VALUE (e.g. 0x0a=...) or a YAML file", where="META")
+        for k, v in found.items():
+            try:
+                number = meta.parse_key(k)
+            except meta.MetaError as exc:
+                raise BuildError(exc.message, where=where) from None
+            if not isinstance(v, str):
+                raise BuildError(f"{meta.key_name(number)}: expected a string value, not {v!r}", where=where)
+            if any(ord(c) == 0 for c in v):
+                raise BuildError(f"{meta.key_name(number)}: a value with a NUL", where=where)
+            result[number] = v
+    try:
+        meta.encode({k: v.encode() for k, v in result.items()})
+    except meta.MetaError as exc:
+        raise BuildError(exc.message, where="META") from None
+    return result
+
+
+def _meta_file(path: Path) -> dict[object, object]:
+    from builder import yamlfile
+
+    data, _ = yamlfile.load(yamlfile.read_text(path, str(path)), str(path))
+    if not isinstance(data, dict):
+        raise BuildError("a META file is a YAML mapping of keys (0x0a) to string values", where=str(path))
+    return data
 
 
 def doit_words(argv: Sequence[str]) -> dict[str, str]:

@@ -237,7 +237,47 @@ def generate(project: Project) -> Iterator[dict[str, object]]:
         for plan in plans:
             if plan.recipe.name == name:
                 yield build_task(plan, description)
+    yield from image_groups(project, plans)
     yield from command_tasks(project.command_plans())
+
+
+# doit iso / disk / images (Talos's make iso, make image-PLATFORM): every profile of those kinds (PROFILE=...
+# picks some), on every requested platform it is built for.
+IMAGE_GROUPS = {"iso": ("iso",), "disk": ("disk",), "images": ("iso", "disk", "kernel", "initramfs", "cmdline")}
+
+
+def image_groups(project: Project, plans: list[Plan]) -> Iterator[dict[str, object]]:
+    from builder.images import RECIPE_PREFIX
+
+    profiles = {RECIPE_PREFIX + p.name: p for p in project.profiles}
+    if not profiles:
+        return  # a project without profiles/ has no boot media tasks
+    chosen = project.settings.profiles
+    for group, kinds in IMAGE_GROUPS.items():
+        what = "every profile" if group == "images" else f"the {group} profiles"
+        doc = f"boot media: {what}" + (f" among PROFILE={','.join(chosen)}" if chosen else "")
+        deps = [plan.label for plan in plans if plan.recipe.name in profiles
+                and profiles[plan.recipe.name].output.kind in kinds
+                and (not chosen or profiles[plan.recipe.name].name in chosen)]
+        task: dict[str, object] = {"basename": group, "name": None, "doc": doc, "task_dep": deps}
+        if not deps:
+            task["meta"] = {"nothing": _nothing_to_build(project, group, kinds)}
+            task["actions"] = [(_fail, [task["meta"]["nothing"]])]  # type: ignore[index]
+        yield task
+
+
+def _nothing_to_build(project: Project, group: str, kinds: tuple[str, ...]) -> str:
+    chosen = [p for p in project.profiles if not project.settings.profiles or p.name in project.settings.profiles]
+    arches = ",".join(p.arch for p in project.settings.platforms)
+    wrong = [p for p in chosen if p.output.kind not in kinds]
+    if wrong and len(wrong) == len(chosen):
+        p = wrong[0]
+        return f"doit {group}: profile {p.name} makes {p.output.kind} output, not {group} (doit image-{p.name})"
+    return f"doit {group}: no {group} profile is built for {arches} (see 'arch' in profiles/)"
+
+
+def _fail(message: str) -> TaskFailed:
+    return TaskFailed(message)
 
 
 def command_tasks(plans: list[Plan]) -> Iterator[dict[str, object]]:
@@ -340,6 +380,8 @@ def _from_memo(root: Path, words: dict[str, str], entry: Mapping[str, Any]) -> I
             recipe, name = command  # type: ignore[misc]
             task.update(actions=[(_memo_command_action, [root, words, recipe, name, task["name"]])],
                         uptodate=[False], verbosity=2)
+        elif task["name"] is None and (task.get("meta") or {}).get("nothing"):  # type: ignore[attr-defined]
+            task["actions"] = [(_fail, [task["meta"]["nothing"]])]  # type: ignore[index]
         elif task["name"] is not None:
             label = f"{task['basename']}:{task['name']}"
             names = [Path(t).name for t in task.get("targets") or []]  # type: ignore[attr-defined]

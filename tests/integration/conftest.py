@@ -136,6 +136,22 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return Built(root, result)
 
 
+# What `doit images` takes in the tests: an extra kernel argument and a META value, both of which every
+# booted medium must show in its marker.
+MEDIA_WORDS = ("EXTRA_KERNEL_ARGS=builder.test=extra-arg", "META=0x0a=network: test/1")
+MEDIA_OUTPUTS = ("metal-amd64.iso", "metal-arm64.iso", "metal-amd64.raw.zst", "metal-arm64.raw.zst",
+                 "qemu-amd64.qcow2", "qemu-arm64.qcow2", "azure-amd64.vhd.xz", "cmdline-metal-amd64",
+                 "cmdline-metal-arm64")
+
+
+@pytest.fixture(scope="session")
+def media(shipped: Built) -> Built:
+    """Every shipped profile's boot media for both arches, from the shipped kernels and initramfs."""
+    result = doit(shipped.root, "images", BOTH, *MEDIA_WORDS)
+    assert result.code == 0, result.text[-3000:]
+    return Built(shipped.root, result)
+
+
 def boot_to_marker(root: Path, platform: Platform, timeout: float = 400, *, flavor: str = "") -> qemu.BootResult:
     """Boot root/out's kernel + initramfs for ``platform`` (and flavor); the marker names that kernel and the arch."""
     out, name = root / "out", platform.arch + (f"-{flavor}" if flavor else "")

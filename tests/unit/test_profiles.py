@@ -1,0 +1,187 @@
+"""Profiles (profiles/*.yaml) -> typed objects -> one image recipe per platform; META encoding. Every
+mistake is one line naming the file and line (or the command-line word)."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import uuid
+from pathlib import Path
+
+import pytest
+
+from builder import meta
+from builder.errors import BuildError, RecipeError
+from builder.images import image_recipe, kernel_cmdline
+from builder.platforms import AMD64, ARM64
+from builder.profile import MIN_DISK_MIB, Profile, load_profile, load_profiles
+from builder.settings import Settings, doit_words
+
+METAL = """\
+platform: metal
+output:
+  kind: disk
+  format: raw
+  compression: zstd
+  size: 1GiB
+customization:
+  extraKernelArgs: [extra.arg=hello]
+  meta:
+    0xa: "net: config"
+"""
+
+
+def load(tmp_path: Path, text: str, name: str = "metal") -> Profile:
+    path = tmp_path / "profiles" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return load_profile(path, f"profiles/{name}.yaml")
+
+
+def test_a_profile_is_parsed_once_into_typed_values(tmp_path: Path) -> None:
+    profile = load(tmp_path, METAL)
+    assert profile.name == "metal" and profile.arch == ["amd64", "arm64"]
+    assert profile.output.size == 1024 and profile.output.compression == "zstd"
+    assert profile.customization.meta == {0x0A: "net: config"}
+    assert profile.output_name("amd64") == "metal-amd64.raw.zst"
+    assert profile.output_name("arm64", "-debug") == "metal-arm64-debug.raw.zst"
+
+
+@pytest.mark.parametrize("output, name", [
+    ("{kind: iso}", "metal-amd64.iso"),
+    ("{kind: disk, format: qcow2}", "metal-amd64.qcow2"),
+    ("{kind: disk, format: vhd, compression: xz}", "metal-amd64.vhd.xz"),
+    ("{kind: cmdline}", "cmdline-metal-amd64"),
+    ("{kind: kernel}", "kernel-metal-amd64"),
+    ("{kind: initramfs}", "initramfs-metal-amd64.xz"),
+])
+def test_outputs_have_talos_names(tmp_path: Path, output: str, name: str) -> None:
+    assert load(tmp_path, f"platform: metal\noutput: {output}\n").output_name("amd64") == name
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("platform: metal\noutput:\n  kind: iso\n  formt: raw\n",
+     4, "unknown key 'output.formt'; expected one of: kind, format, compression, size"),
+    ("platform: metal\nmystery: 1\noutput: {kind: iso}\n", 2, "unknown key 'mystery'"),
+    ("platform: metal\noutput:\n  kind: disk\n  size: 64MiB\n",
+     4, f"output.size: 64MiB is too small: the disk layout needs at least {MIN_DISK_MIB} MiB"),
+    ("platform: metal\noutput:\n  kind: disk\n  size: 999999TiB\n", 4, "output.size: 999999TiB is more than 2 TiB"),
+    ("platform: metal\noutput:\n  kind: disk\n  size: lots\n", 4, "output.size: expected a size such as 2GiB"),
+    ("platform: metal\noutput:\n  kind: tarball\n", 3, "output.kind: Input should be 'iso', 'disk'"),
+    ("platform: metal\noutput:\n  kind: disk\n  format: vmdk\n", 4, "output.format: Input should be 'raw'"),
+    ("platform: metal\noutput: {kind: iso, format: raw}\n", 2, "output: format: only a disk has a format"),
+    ("platform: metal\narch: riscv64\noutput: {kind: iso}\n", 2, "arch.0: Input should be 'amd64' or 'arm64'"),
+    ("platform: metal\nbootloader: lilo\noutput: {kind: iso}\n", 2, "bootloader: Input should be"),
+    ("platform: metal\noutput: {kind: iso}\ncustomization:\n  meta: {0x100: x}\n",
+     4, "customization.meta: META key 0x100 is outside 0x00-0xff"),
+    ("platform: metal\noutput: {kind: iso}\ncustomization:\n  meta: {'0x0a': 5}\n",
+     4, "customization.meta: META 0x0a: expected a string value (quote it)"),
+    ("platform: metal\noutput: {kind: iso}\ncustomization:\n  meta: {0x0a: '" + "x" * 400_000 + "'}\n",
+     4, "customization.meta: META is 533"),
+    ("platform: metal\noutput: {kind: iso}\ncustomization: {extraKernelArgs: ['a b']}\n",
+     3, "customization.extraKernelArgs: 'a b' is not one word"),
+    ("platform: Metal!\noutput: {kind: iso}\n", 1, "platform: String should match pattern"),
+    ("- a list\n", 1, "a profile must be a YAML mapping"),
+    ("a: &x [1]\nb: *x\n", 2, "YAML alias *x is not supported"),
+])
+def test_bad_profiles_are_one_line_naming_file_and_line(tmp_path: Path, text: str, line: int, message: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        load(tmp_path, text)
+    shown = str(caught.value)
+    assert shown.startswith(f"profiles/metal.yaml:{line}: ") and message in shown, shown
+    assert "\n" not in shown
+
+
+def test_two_profiles_making_one_file_is_an_error(tmp_path: Path) -> None:
+    load(tmp_path, "platform: metal\noutput: {kind: iso}\n", "a")
+    load(tmp_path, "platform: metal\narch: arm64\noutput: {kind: iso}\n", "b")
+    with pytest.raises(RecipeError, match=r"profiles/b.yaml:1: out/metal-arm64.iso would be made by profiles/a.yaml"):
+        load_profiles(tmp_path)
+
+
+def test_a_profile_becomes_an_imager_recipe_taking_the_kernel_and_initramfs_as_artifacts(tmp_path: Path) -> None:
+    profile = load(tmp_path, METAL)
+    recipe = image_recipe(profile, ARM64, {"FLAVOR_SUFFIX": "", "EXTRA_KERNEL_ARGS": "more=1"}, {})
+    assert recipe.name == "image-metal" and recipe.variant == "imager"
+    assert recipe.outputs == ["metal-arm64.raw.zst"]
+    assert [(d.artifact, d.outputs) for d in recipe.dependencies] == [
+        ("kernel", ["vmlinuz-arm64"]), ("initramfs", ["initramfs-arm64.xz"])]
+    assert [f.src for f in recipe.files] == ["profiles/metal.yaml"]  # a profile edit rebuilds this image alone
+    assert recipe.env["IMAGE_CMDLINE"] == ("console=tty0 console=ttyAMA0 module.sig_enforce=1 builder.platform=metal "
+                                           "extra.arg=hello more=1")
+    script = recipe.steps[0].install[0]
+    assert "image_disk arm64 /tmp/image.raw 1024" in script and "image_meta_write" in script
+    for forbidden in ("losetup", "mount ", "--privileged", "/dev/loop"):
+        assert forbidden not in script
+
+
+def test_an_iso_carries_meta_on_the_command_line(tmp_path: Path) -> None:
+    profile = load(tmp_path, "platform: metal\noutput: {kind: iso}\n")
+    line = kernel_cmdline(profile, AMD64, "", {0x0A: b"net"})
+    word = line.split()[-1]
+    assert word.startswith("INSTALLER_META_BASE64=")
+    assert meta.decode(base64.b64decode(word.split("=", 1)[1])) == {0x0A: b"net"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('a="b c"', "has a '\"'"),
+])
+def test_bad_extra_kernel_args_are_one_line(tmp_path: Path, extra: str, message: str) -> None:
+    profile = load(tmp_path, "platform: metal\noutput: {kind: iso}\n")
+    with pytest.raises(RecipeError, match="command line: EXTRA_KERNEL_ARGS: .*" + message):
+        kernel_cmdline(profile, AMD64, extra, {})
+
+
+def test_a_command_line_too_long_for_the_kernel_is_an_error(tmp_path: Path) -> None:
+    profile = load(tmp_path, "platform: metal\noutput: {kind: iso}\n")
+    with pytest.raises(RecipeError, match="the kernel takes at most 2047"):
+        kernel_cmdline(profile, AMD64, "x=" + "y" * 2100, {})
+
+
+def test_meta_round_trips_and_a_damaged_copy_is_refused() -> None:
+    values = {0x0A: b"net config\nline two", 0x00: b"", 0xFF: bytes(range(256))}
+    copy = meta.encode(values)
+    assert copy.startswith(b"BUILDER-META 1\n0x00 \n0x0a ")
+    assert meta.decode(copy + b"\0" * 100) == values
+    damaged = copy.replace(b"0x0a", b"0x0b")
+    assert meta.decode(damaged) is None
+
+
+def _gpt_with_meta(path: Path) -> None:
+    """A minimal GPT disk: header at LBA 1, entries at LBA 2, META at 1 MiB."""
+    data = bytearray(3 * 1024 * 1024)
+    header = bytearray(92)
+    header[:8] = b"EFI PART"
+    struct.pack_into("<QII", header, 72, 2, 128, 128)
+    data[512:604] = header
+    entry = bytearray(128)
+    entry[:16] = uuid.UUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4").bytes_le
+    struct.pack_into("<QQ", entry, 32, 2048, 2048 + 2047)
+    entry[56:56 + 8] = "META".encode("utf-16-le")
+    data[1024:1152] = entry
+    path.write_bytes(bytes(data))
+
+
+def test_meta_is_written_twice_and_read_back_from_a_disk_image(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.raw"
+    _gpt_with_meta(disk)
+    assert meta.read(disk) == {}
+    meta.write(disk, {0x0A: b"hello"})
+    assert meta.read(disk) == {0x0A: b"hello"}
+    raw = bytearray(disk.read_bytes())  # a torn first copy: the second one is read
+    raw[1024 * 1024:1024 * 1024 + 4] = b"XXXX"
+    disk.write_bytes(bytes(raw))
+    assert meta.read(disk) == {0x0A: b"hello"}
+
+
+def test_meta_words_on_the_command_line() -> None:
+    words = doit_words(["images", "META=0x0a=a=b", "META=0xb=two", "META=0x0a=last"])
+    assert Settings.parse(words).meta == {0x0A: "last", 0x0B: "two"}
+    for bad, message in (("0x100=x", "outside 0x00-0xff"), ("hello", "expected 0xKEY=VALUE")):
+        with pytest.raises(BuildError, match=message):
+            Settings.parse({"META": bad})
+
+
+def test_a_meta_file(tmp_path: Path) -> None:
+    (tmp_path / "meta.yaml").write_text("0x0a: |\n  machine:\n    network: {}\n")
+    assert Settings.parse({"META": str(tmp_path / "meta.yaml")}).meta == {0x0A: "machine:\n  network: {}\n"}
