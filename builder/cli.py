@@ -322,8 +322,9 @@ def toolchain_packages(ref: str | None) -> None:
 @click.argument("target", default=None, required=False, metavar="[ARCH | IMAGE]")
 @click.option("--timeout", default=None, type=int, help="seconds before QEMU is stopped (default 300; media 600)")
 @click.option("--flavor", default="", metavar="NAME", help="boot the flavored build (out/vmlinuz-ARCH-NAME ...)")
-@click.option("--firmware", type=click.Choice(["bios", "uefi"]), default=None,
-              help="media: boot through SeaBIOS or UEFI (OVMF, AAVMF); default bios on amd64, uefi on arm64")
+@click.option("--firmware", type=click.Choice(["bios", "uefi", "u-boot"]), default=None,
+              help="media: boot through SeaBIOS, UEFI (OVMF, AAVMF) or the overlay's U-Boot beside the image; "
+                   "default: U-Boot when there is one, else bios on amd64, uefi on arm64")
 @click.option("--as", "medium", type=click.Choice(["cdrom", "disk"]), default=None,
               help="media: attach the image as a CD or a disk (default: an .iso as a CD, the rest as disks)")
 @click.option("--platform", "platform_spec", default=None, help="media: the architecture (default: from the name)")
@@ -345,7 +346,8 @@ def boot(target: str | None, timeout: int | None, flavor: str, firmware: str | N
         if platform is None:
             raise BuildError(f"{image.name}: which architecture? its name says neither amd64 nor arm64",
                              hint="give --platform linux/amd64 or linux/arm64")
-        firmware = firmware or ("bios" if platform.arch == "amd64" else "uefi")
+        default = "u-boot" if qemu.uboot_beside(image).is_file() else "bios" if platform.arch == "amd64" else "uefi"
+        firmware = firmware or default
         result = qemu.boot_media(platform, image, firmware=firmware,
                                  cdrom=None if medium is None else medium == "cdrom", timeout=timeout or 600,
                                  console=logs / f"boot-{image.name}-{firmware}.log")

@@ -57,7 +57,7 @@ def _iso(job: Job) -> str:
 
 def _disk(job: Job) -> str:
     fmt = job.profile.output.format or "raw"
-    lines = [f"image_disk {job.arch} /tmp/image.raw {job.profile.disk_mib}"]
+    lines = [*_assets(job), f"image_disk {job.arch} /tmp/image.raw {job.profile.disk_mib} {job.profile.bootloader}"]
     if job.meta:
         copy = base64.b64encode(meta.encode(job.meta)).decode()
         lines.append(f"image_meta_write /tmp/image.raw {shlex.quote(copy)}")
@@ -66,6 +66,25 @@ def _disk(job: Job) -> str:
     elif fmt == "vhd":
         lines.append("image_vhd /tmp/image.raw /tmp/image.vhd && rm /tmp/image.raw")
     return "\n".join(lines) + "\n" + _finish(job, f"/tmp/image.{fmt}")
+
+
+OVERLAY_FILES = "overlay"  # where an overlay's project files are under /pkg
+
+
+def _assets(job: Job) -> list[str]:
+    """An overlay's assets: efi/ ones staged for the EFI partition, firmware/ ones put into /out."""
+    overlay = job.profile.applied
+    if overlay is None:
+        return []
+    firmware = dict((id(asset), name) for asset, name in job.profile.firmware(job.arch, job.flavor_suffix))
+    lines = []
+    for index, asset in enumerate(overlay.assets):
+        source = f"/pkg/{OVERLAY_FILES}/{asset.file}" if asset.file else str(asset.imager)
+        what = f"{overlay.path}: assets.{index}" + (" (imager: a file of the IMAGER image)" if asset.imager else "")
+        where, _, rest = asset.to.partition("/")
+        dest = f"/tmp/overlay-efi/{rest}" if where == "efi" else f"/out/{firmware[id(asset)]}"
+        lines.append(f"image_asset {shlex.quote(source)} {shlex.quote(dest)} {shlex.quote(what)}")
+    return lines
 
 
 def _kernel(job: Job) -> str:
@@ -115,8 +134,9 @@ def kernel_cmdline(profile: Profile, platform: Platform, extra: str, values: Map
     """The command line the medium boots the kernel with: the console (screen, then the serial port, which
     becomes /dev/console), module signature enforcement, the platform, the profile's extra arguments, then
     EXTRA_KERNEL_ARGS; an ISO carries META as INSTALLER_META_BASE64."""
+    overlay_args = profile.applied.extra_kernel_args if profile.applied else []
     words = ["console=tty0", f"console={platform.console}", "module.sig_enforce=1",
-             f"builder.platform={profile.platform}", *profile.customization.extra_kernel_args]
+             f"builder.platform={profile.platform}", *overlay_args, *profile.customization.extra_kernel_args]
     try:
         words += check_kernel_args(extra.split())
     except ValueError as exc:
@@ -144,6 +164,12 @@ def image_recipe(profile: Profile, platform: Platform, variables: Mapping[str, s
         dependencies.append({"artifact": KERNEL_RECIPE, "outputs": [job.kernel], "to": "/artifacts/"})
     if "initramfs" in NEEDS[kind]:
         dependencies.append({"artifact": INITRAMFS_RECIPE, "outputs": [job.initramfs], "to": "/artifacts/"})
+    files = [{"src": profile.path, "dest": "profile.yaml"}]
+    if profile.applied is not None:  # the overlay and its files are inputs of this image
+        overlay = profile.applied
+        files.append({"src": overlay.path, "dest": f"{OVERLAY_FILES}.yaml"})
+        files += [{"src": f"{overlay.directory}/{a.file}", "dest": f"{OVERLAY_FILES}/{a.file}"}
+                  for a in overlay.assets if a.file]
     recipe = Recipe.model_validate({
         "name": RECIPE_PREFIX + profile.name,
         "description": f"{profile.path}: {profile.output_name('ARCH')} ({kind}"
@@ -152,12 +178,12 @@ def image_recipe(profile: Profile, platform: Platform, variables: Mapping[str, s
         "shell": "/bin/bash",
         "platforms": [f"linux/{arch}" for arch in profile.arch],
         "dependencies": dependencies,
-        "files": [{"src": profile.path, "dest": "profile.yaml"}],
+        "files": files,
         "env": {"IMAGE_NAME": job.output.split(".", 1)[0], "IMAGE_ARCH": job.arch, "IMAGE_CMDLINE": job.cmdline,
                 "IMAGE_KERNEL": f"/artifacts/{job.kernel}", "IMAGE_INITRAMFS": f"/artifacts/{job.initramfs}"},
         "steps": [{"install": library() + "\n" + KINDS[kind](job)}],
         "finalize": [{"from": "/out/", "to": "/"}],
-        "outputs": [job.output],
+        "outputs": [job.output, *(name for _, name in profile.firmware(platform.arch, suffix))],
     })
     recipe._path = Path(profile.path)
     return recipe

@@ -18,7 +18,8 @@ format, the boot loader and the customization; images.py turns one into a build.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -35,7 +36,10 @@ EXTENSIONS = {"xz": ".xz", "zstd": ".zst", "none": ""}
 # Which firmware each boot loader serves, per architecture (what the tests boot).
 BOOTLOADERS: dict[str, dict[str, tuple[str, ...]]] = {
     "grub": {"amd64": ("bios", "uefi"), "arm64": ("uefi",)},
+    "u-boot": {"arm64": ("u-boot",)},  # extlinux.conf on the EFI partition; U-Boot itself from an overlay
 }
+OVERLAYS_DIR = "overlays"
+OVERLAY_FILE = "overlay.yaml"
 # The disk layout (builder/scripts/images.sh, docs/boot-media.md): 1 MiB for the GPT and alignment, EFI
 # 100 MiB, BIOS boot 1 MiB, META 1 MiB, and the backup GPT in the last MiB.
 LAYOUT_MIB = {"gpt": 1, "EFI": 100, "BIOS": 1, "META": 1, "backup gpt": 1}
@@ -140,12 +144,14 @@ class Profile(_Model):
     platform: str = Field(pattern=NAME.pattern)
     arch: list[Literal["amd64", "arm64"]] = ["amd64", "arm64"]
     output: Output
-    bootloader: Literal["grub"] = "grub"
+    bootloader: Literal["grub", "u-boot"] = "grub"
     customization: Customization = Customization()
+    overlay: str | None = Field(default=None, pattern=NAME.pattern)
 
     _name: str = PrivateAttr(default="")
     _path: str = PrivateAttr(default="")
     _lines: dict[Any, int] = PrivateAttr(default_factory=dict)
+    _overlay: Overlay | None = PrivateAttr(default=None)
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -164,8 +170,18 @@ class Profile(_Model):
         for arch in self.arch:
             if arch not in BOOTLOADERS[self.bootloader]:
                 have = ", ".join(BOOTLOADERS[self.bootloader])
-                raise ValueError(f"bootloader: {self.bootloader} does not boot {arch} (it boots {have})")
+                raise ValueError(f"bootloader: {self.bootloader} does not boot {arch} (it boots {have}); "
+                                 "limit the profile with arch:")
+        if self.bootloader == "u-boot" and self.output.kind == "iso":
+            raise ValueError("bootloader: u-boot boots disks (extlinux.conf); an ISO boots with grub")
         return self
+
+    def firmware(self, arch: str, flavor_suffix: str = "") -> list[tuple[Asset, str]]:
+        """The overlay's firmware assets and their files in out/, published beside the image."""
+        if self._overlay is None:
+            return []
+        return [(asset, self.firmware_name(asset, arch, flavor_suffix)) for asset in self._overlay.assets
+                if asset.to.startswith("firmware/")]
 
     @property
     def name(self) -> str:
@@ -182,7 +198,7 @@ class Profile(_Model):
 
     def output_name(self, arch: str, flavor_suffix: str = "") -> str:
         """The file in out/: Talos's names (metal-amd64.iso, metal-amd64.raw.zst, cmdline-metal-amd64)."""
-        base = f"{self.platform}-{arch}{flavor_suffix}"
+        base = self.base_name(arch, flavor_suffix)
         out = self.output
         if out.kind == "iso":
             name = f"{base}.iso"
@@ -195,19 +211,181 @@ class Profile(_Model):
             name = f"{out.kind}-{base}"
         return name + EXTENSIONS[out.compression]
 
+    def base_name(self, arch: str, flavor_suffix: str = "") -> str:
+        """metal-amd64; with an overlay metal-arm64-qemu-uboot; with a flavor ...-debug."""
+        return f"{self.platform}-{arch}" + (f"-{self.overlay}" if self.overlay else "") + flavor_suffix
+
+    def firmware_name(self, asset: Asset, arch: str, flavor_suffix: str = "") -> str:
+        """A firmware asset's file in out/: metal-arm64-qemu-uboot-u-boot.bin."""
+        return f"{self.base_name(arch, flavor_suffix)}-{PurePosixPath(asset.to).name}"
+
+    @property
+    def applied(self) -> Overlay | None:
+        """The overlay this profile applies, loaded."""
+        return self._overlay
+
     @property
     def disk_mib(self) -> int:
         return self.output.size or 1024
 
 
-def load_profile(path: Path, display: str) -> Profile:
-    """One profile file, validated; every problem a RecipeError naming the file and line."""
+class Asset(_Model):
+    """A board file an overlay brings: a file of the overlay's directory (``file``) or of the IMAGER image
+    (``imager``, e.g. Debian's U-Boot build), put ``to`` efi/PATH (into the EFI partition) or firmware/NAME
+    (published beside the image: what the machine boots first, e.g. QEMU's -bios)."""
+
+    file: str | None = None
+    imager: str | None = None
+    to: str
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        if v is not None and (PurePosixPath(v).is_absolute() or ".." in PurePosixPath(v).parts or not v.strip()):
+            raise ValueError(f"a file of the overlay's directory, by a relative path without '..', not {v!r}")
+        return v
+
+    @field_validator("imager")
+    @classmethod
+    def _imager(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or ".." in PurePosixPath(v).parts):
+            raise ValueError(f"an absolute path in the IMAGER image without '..', not {v!r}")
+        return v
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: str) -> str:
+        where, _, rest = v.partition("/")
+        path = PurePosixPath(rest)
+        if where not in ("efi", "firmware") or not rest or ".." in path.parts or path.is_absolute():
+            raise ValueError(f"expected efi/PATH (into the EFI partition) or firmware/NAME (beside the image), "
+                             f"not {v!r}")
+        if where == "firmware" and len(path.parts) != 1:
+            raise ValueError(f"firmware/NAME is one file name, not {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Asset:
+        if (self.file is None) == (self.imager is None):
+            raise ValueError("an asset names exactly one of 'file' (in the overlay) or 'imager' (in the IMAGER image)")
+        return self
+
+
+class Overlay(_Model):
+    """overlays/NAME/overlay.yaml: what a board needs (seed section 12): its files, its boot loader, extra
+    kernel arguments, and a profile fragment (defaults the profile's own keys override)."""
+
+    description: str = ""
+    arch: list[Literal["amd64", "arm64"]] = ["amd64", "arm64"]
+    bootloader: Literal["grub", "u-boot"] | None = None
+    extra_kernel_args: list[str] = Field(default=[], alias="extraKernelArgs")
+    assets: list[Asset] = []
+    profile: dict[str, Any] = {}
+
+    _name: str = PrivateAttr(default="")
+    _path: str = PrivateAttr(default="")
+    _lines: dict[Any, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("extra_kernel_args")
+    @classmethod
+    def _args(cls, v: list[str]) -> list[str]:
+        return check_kernel_args(v)
+
+    @field_validator("profile")
+    @classmethod
+    def _fragment(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in ("overlay", "arch", "platform"):
+            if key in v:
+                raise ValueError(f"{key}: a profile fragment may not set it (the profile does)")
+        return v
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def directory(self) -> str:
+        return str(PurePosixPath(self._path).parent)
+
+    def where(self, *key: Any) -> str:
+        line = yamlfile.line_of(self._lines, tuple(key))
+        return f"{self._path}:{line}" if line else self._path
+
+
+OVERLAY_MODELS: dict[tuple[str, ...], type[BaseModel]] = {(): Overlay}
+
+
+def load_overlay(root: Path, name: str) -> Overlay:
+    """overlays/NAME/overlay.yaml, validated, with every ``file`` asset present in the project."""
+    from builder.recipe import explain
+
+    display = f"{OVERLAYS_DIR}/{name}/{OVERLAY_FILE}"
+    path = root / display
+    if not path.is_file():
+        there = sorted(p.parent.name for p in (root / OVERLAYS_DIR).glob(f"*/{OVERLAY_FILE}"))
+        raise RecipeError(f"no overlay {name!r} ({display})", hint=f"overlays: {', '.join(there) or 'none'}")
+    data, lines = yamlfile.load(yamlfile.read_text(path, display), display)
+    if not isinstance(data, dict):
+        raise RecipeError("an overlay must be a YAML mapping", where=f"{display}:1")
+    try:
+        overlay = Overlay.model_validate(data)
+    except ValidationError as exc:
+        raise explain(exc, lines, display, OVERLAY_MODELS) from None
+    overlay._name, overlay._path, overlay._lines = name, display, lines
+    for index, asset in enumerate(overlay.assets):
+        if asset.file is None:
+            continue
+        target = root / overlay.directory / asset.file
+        if not target.is_file():
+            raise RecipeError(f"assets.{index}.file: {overlay.directory}/{asset.file} does not exist",
+                              where=overlay.where("assets", index, "file"))
+        if not target.resolve().is_relative_to(root.resolve()):
+            raise RecipeError(f"assets.{index}.file: {asset.file} resolves outside the project",
+                              where=overlay.where("assets", index, "file"))
+    return overlay
+
+
+def _merged(fragment: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` over ``fragment``, mappings merged key by key."""
+    result = dict(fragment)
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def load_profile(path: Path, display: str, root: Path | None = None) -> Profile:
+    """One profile file, validated, with its overlay applied (its profile fragment as defaults, its boot
+    loader); every problem a RecipeError naming the file and line."""
     from builder.recipe import explain  # the recipe loader's error wording, shared
 
     text = yamlfile.read_text(path, display)
     data, lines = yamlfile.load(text, display)
     if not isinstance(data, dict):
         raise RecipeError("a profile must be a YAML mapping", where=f"{display}:1")
+    overlay = None
+    if isinstance(data.get("overlay"), str) and root is not None and NAME.match(data["overlay"]):
+        try:
+            overlay = load_overlay(root, data["overlay"])
+        except RecipeError as exc:
+            if exc.where is None:  # the overlay does not exist: the profile's line names it
+                exc.where = f"{display}:{yamlfile.line_of(lines, ('overlay',))}"
+            raise
+        arches = data.get("arch", overlay.arch)
+        for arch in [arches] if isinstance(arches, str) else arches if isinstance(arches, list) else []:
+            if arch not in overlay.arch:
+                raise RecipeError(f"overlay {overlay.name} serves {', '.join(overlay.arch)}, not {arch}",
+                                  where=f"{display}:{yamlfile.line_of(lines, ('arch',))}")
+        data = _merged(overlay.profile, data)
+        data.setdefault("arch", list(overlay.arch))  # the overlay's arches are the profile's default
+        if overlay.bootloader and "bootloader" not in data:
+            data["bootloader"] = overlay.bootloader
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
@@ -222,7 +400,24 @@ def load_profile(path: Path, display: str) -> Profile:
     profile._name = name
     profile._path = display
     profile._lines = lines
+    if overlay is not None:
+        _apply(profile, overlay, lines, display)
+    elif profile.bootloader == "u-boot":
+        raise RecipeError("bootloader: u-boot needs an overlay that brings U-Boot (overlay: NAME, "
+                          "overlays/NAME/overlay.yaml with a firmware/ asset)",
+                          where=f"{display}:{yamlfile.line_of(lines, ('bootloader',))}")
     return profile
+
+
+def _apply(profile: Profile, overlay: Overlay, lines: dict[Any, int], display: str) -> None:
+    where = f"{display}:{yamlfile.line_of(lines, ('overlay',))}"
+    if profile.bootloader == "u-boot" and not any(a.to.startswith("firmware/") for a in overlay.assets):
+        raise RecipeError(f"bootloader u-boot: overlay {overlay.name} brings no firmware/ asset (U-Boot)",
+                          where=where)
+    if profile.output.kind != "disk" and overlay.assets:
+        raise RecipeError(f"overlay {overlay.name} brings board files, which go onto a disk, not an output of "
+                          f"kind {profile.output.kind}", where=where)
+    profile._overlay = overlay
 
 
 MODELS: dict[tuple[str, ...], type[BaseModel]] = {
@@ -248,13 +443,14 @@ def find_profiles(root: Path) -> list[Path]:
 
 
 def load_profiles(root: Path) -> list[Profile]:
-    profiles = [load_profile(path, path.relative_to(root).as_posix()) for path in find_profiles(root)]
+    profiles = [load_profile(path, path.relative_to(root).as_posix(), root) for path in find_profiles(root)]
     made: dict[str, Profile] = {}
     for profile in profiles:
         for arch in profile.arch:
-            name = profile.output_name(arch)
-            if name in made:
+            for name in (profile.output_name(arch), *(name for _, name in profile.firmware(arch))):
+                if name not in made:
+                    made[name] = profile
+                    continue
                 raise RecipeError(f"out/{name} would be made by {made[name].path} too; give one another platform",
                                   where=profile.where("platform"))
-            made[name] = profile
     return profiles

@@ -58,16 +58,23 @@ def boot(platform: Platform, kernel: Path, initrd: Path, *, timeout: float = 300
     return watch(platform, command(platform, kernel, initrd), timeout=timeout, console=console)
 
 
-FIRMWARE = ("bios", "uefi")
+FIRMWARE = ("bios", "uefi", "u-boot")
+UBOOT_SUFFIX = "-u-boot.bin"  # a board overlay's U-Boot, published beside its image (profile.firmware_name)
 DECOMPRESS_SECONDS = 600
 MEDIA_FORMATS = {".iso": "raw", ".raw": "raw", ".qcow2": "qcow2", ".vhd": "vpc"}
 
 
+def uboot_beside(image: Path) -> Path:
+    """Where an overlay's U-Boot for ``image`` is: out/metal-arm64-qemu-uboot.raw.zst ->
+    out/metal-arm64-qemu-uboot-u-boot.bin."""
+    return image.with_name(image.name.split(".", 1)[0] + UBOOT_SUFFIX)
+
+
 def media_command(platform: Platform, image: Path, fmt: str, firmware: str, *, cdrom: bool, scratch: Path,
-                  memory: int = 512) -> list[str]:
+                  memory: int = 512, uboot: Path | None = None) -> list[str]:
     """The QEMU command line that boots a built medium the way a machine would: from the firmware
-    (SeaBIOS, or UEFI: OVMF / AAVMF with a fresh variable store), as a CD or as a disk. The image is never
-    written: a disk is opened with snapshot=on."""
+    (SeaBIOS; UEFI: OVMF / AAVMF with a fresh variable store; or a board overlay's U-Boot as -bios), as a
+    CD or as a disk. The image is never written: a disk is opened with snapshot=on."""
     argv = [platform.qemu_binary, *platform.qemu_machine, "-accel", "tcg", "-m", str(memory), "-nographic",
             "-no-reboot"]
     if firmware == "uefi":
@@ -78,6 +85,11 @@ def media_command(platform: Platform, image: Path, fmt: str, firmware: str, *, c
         shutil.copyfile(platform.uefi_vars, variables)
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={platform.uefi_code}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={variables}"]
+    elif firmware == "u-boot":
+        if uboot is None or not uboot.is_file():
+            raise BuildError(f"no U-Boot for {image.name} (expected {uboot}, made by a profile whose overlay brings "
+                             "U-Boot)", hint="build it: doit images, or boot with --firmware uefi")
+        argv += ["-bios", str(uboot)]
     elif platform.arch != "amd64":
         raise BuildError(f"{platform.arch} has no BIOS; boot it with --firmware uefi")
     if cdrom and platform.arch == "amd64":
@@ -96,7 +108,8 @@ def boot_media(platform: Platform, image: Path, *, firmware: str, cdrom: bool | 
     if not image.is_file():
         raise BuildError(f"{image} does not exist", hint="build it first: doit images")
     if firmware not in FIRMWARE:
-        raise BuildError(f"unknown firmware {firmware!r}; expected bios or uefi")
+        raise BuildError(f"unknown firmware {firmware!r}; expected {', '.join(FIRMWARE)}")
+    uboot = uboot_beside(image)
     name = image.name
     compressor = {".zst": ["zstd", "-dcq"], ".xz": ["xz", "-dc"]}.get(image.suffix)
     if compressor:
@@ -119,7 +132,7 @@ def boot_media(platform: Platform, image: Path, *, firmware: str, cdrom: bool | 
                 raise BuildError(f"cannot decompress {image}: {done.stderr.decode(errors='replace').strip()[:200]}")
             image = plain
         argv = media_command(platform, image, MEDIA_FORMATS[suffix], firmware,
-                             cdrom=suffix == ".iso" if cdrom is None else cdrom, scratch=scratch)
+                             cdrom=suffix == ".iso" if cdrom is None else cdrom, scratch=scratch, uboot=uboot)
         return watch(platform, argv, timeout=timeout, console=console)
 
 

@@ -536,7 +536,8 @@ def explain(exc: ValidationError, lines: dict[Any, int], filename: str,
     elif err["type"] == "missing":
         message = f"missing required key {key!r}"
     else:
-        message = f"{key}: {err['msg'].removeprefix('Value error, ')}"
+        text = err["msg"].removeprefix("Value error, ")
+        message = f"{key}: {text}" if loc else text  # a whole-model check names its own keys
     return RecipeError(message, where=f"{filename}:{line}" if line else filename)
 
 

@@ -259,11 +259,11 @@ def image_groups(project: Project, plans: list[Plan]) -> Iterator[dict[str, obje
         deps = [plan.label for plan in plans if plan.recipe.name in profiles
                 and profiles[plan.recipe.name].output.kind in kinds
                 and (not chosen or profiles[plan.recipe.name].name in chosen)]
-        task: dict[str, object] = {"basename": group, "name": None, "doc": doc, "task_dep": deps}
-        if not deps:
-            task["meta"] = {"nothing": _nothing_to_build(project, group, kinds)}
-            task["actions"] = [(_fail, [task["meta"]["nothing"]])]  # type: ignore[index]
-        yield task
+        yield {"basename": group, "name": None, "doc": doc, "task_dep": deps}
+        if not deps:  # a subtask that says why (doit ignores the actions of a group's own task)
+            message = _nothing_to_build(project, group, kinds)
+            yield {"basename": group, "name": "nothing", "doc": message, "meta": {"nothing": message},
+                   "actions": [(_fail, [message])], "verbosity": 2}
 
 
 def _nothing_to_build(project: Project, group: str, kinds: tuple[str, ...]) -> str:
@@ -380,8 +380,8 @@ def _from_memo(root: Path, words: dict[str, str], entry: Mapping[str, Any]) -> I
             recipe, name = command  # type: ignore[misc]
             task.update(actions=[(_memo_command_action, [root, words, recipe, name, task["name"]])],
                         uptodate=[False], verbosity=2)
-        elif task["name"] is None and (task.get("meta") or {}).get("nothing"):  # type: ignore[attr-defined]
-            task["actions"] = [(_fail, [task["meta"]["nothing"]])]  # type: ignore[index]
+        elif (task.get("meta") or {}).get("nothing"):  # type: ignore[attr-defined]
+            task.update(actions=[(_fail, [task["meta"]["nothing"]])], verbosity=2)  # type: ignore[index]
         elif task["name"] is not None:
             label = f"{task['basename']}:{task['name']}"
             names = [Path(t).name for t in task.get("targets") or []]  # type: ignore[attr-defined]

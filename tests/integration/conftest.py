@@ -141,7 +141,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Built:
 MEDIA_WORDS = ("EXTRA_KERNEL_ARGS=builder.test=extra-arg", "META=0x0a=network: test/1")
 MEDIA_OUTPUTS = ("metal-amd64.iso", "metal-arm64.iso", "metal-amd64.raw.zst", "metal-arm64.raw.zst",
                  "qemu-amd64.qcow2", "qemu-arm64.qcow2", "azure-amd64.vhd.xz", "cmdline-metal-amd64",
-                 "cmdline-metal-arm64")
+                 "cmdline-metal-arm64", "metal-arm64-qemu-uboot.raw.zst", "metal-arm64-qemu-uboot-u-boot.bin")
 
 
 @pytest.fixture(scope="session")

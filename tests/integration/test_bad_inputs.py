@@ -51,7 +51,7 @@ from .conftest import Result, copy_project
 
 TABLE = Path(__file__).resolve().parent / "bad_inputs.yaml"
 CATEGORIES = ("yaml", "template", "variables", "graph", "sources", "files", "kconfig", "platforms", "cli", "state",
-              "flavors", "registry", "signing")
+              "flavors", "registry", "signing", "profiles")
 CASE_KEYS = {"name", "category", "why", "change", "before", "run", "cwd", "env", "exit", "message", "xfail"}
 REQUIRED = {"name", "category", "why", "run", "exit", "message"}
 OPERATIONS = {  # operation -> its keys besides the path (optional ones after '?')
@@ -70,7 +70,7 @@ TIMEOUT = 60
 # Names a run may add to the project: build state and doit's database. Anything else new is a leftover.
 STATE_FILES = {".doit.db", ".builder", ".builder/plan-memo.json", ".builder/run.lock", ".builder/out.lock"}
 TEMPORARY = re.compile(r"(^|/)(\.partial|.*\.tmp$|.*\.partial$|\.(SHA256SUMS|manifest\.json|plan-memo\.json)\.)")
-KNOWN_IMAGES = {DEFAULTS["TOOLCHAIN"]}
+KNOWN_IMAGES = {DEFAULTS["TOOLCHAIN"], DEFAULTS["IMAGER"]}
 
 # A small, consistent out/ from an "earlier build": artifacts, SHA256SUMS and manifest.json agreeing.
 ARTIFACTS = {f"{name}-{arch}{ext}": f"{name} {arch} from an earlier build\n".encode()

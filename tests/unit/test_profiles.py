@@ -185,3 +185,81 @@ def test_meta_words_on_the_command_line() -> None:
 def test_a_meta_file(tmp_path: Path) -> None:
     (tmp_path / "meta.yaml").write_text("0x0a: |\n  machine:\n    network: {}\n")
     assert Settings.parse({"META": str(tmp_path / "meta.yaml")}).meta == {0x0A: "machine:\n  network: {}\n"}
+
+
+OVERLAY = """\
+arch: [arm64]
+bootloader: u-boot
+extraKernelArgs: [earlycon]
+assets:
+  - imager: /usr/lib/u-boot/qemu_arm64/u-boot.bin
+    to: firmware/u-boot.bin
+  - file: board.dtb
+    to: efi/dtb/board.dtb
+profile:
+  output: {kind: disk, compression: zstd, size: 256MiB}
+"""
+
+
+BOARD = "platform: metal\narch: arm64\noverlay: board\n"
+
+
+def with_overlay(tmp_path: Path, overlay: str = OVERLAY, profile: str = BOARD,
+                 files: tuple[str, ...] = ("board.dtb",)) -> Profile:
+    (tmp_path / "overlays" / "board").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "overlays" / "board" / "overlay.yaml").write_text(overlay)
+    for name in files:
+        (tmp_path / "overlays" / "board" / name).write_text("asset\n")
+    path = tmp_path / "profiles" / "board.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(profile)
+    return load_profile(path, "profiles/board.yaml", tmp_path)
+
+
+def test_an_overlay_brings_its_boot_loader_files_arguments_and_profile_defaults(tmp_path: Path) -> None:
+    profile = with_overlay(tmp_path)
+    assert profile.bootloader == "u-boot" and profile.output.size == 256 and profile.output.kind == "disk"
+    assert profile.output_name("arm64") == "metal-arm64-board.raw.zst"
+    assert [name for _, name in profile.firmware("arm64")] == ["metal-arm64-board-u-boot.bin"]
+    recipe = image_recipe(profile, ARM64, {"FLAVOR_SUFFIX": ""}, {})
+    assert recipe.outputs == ["metal-arm64-board.raw.zst", "metal-arm64-board-u-boot.bin"]
+    assert [f.src for f in recipe.files] == ["profiles/board.yaml", "overlays/board/overlay.yaml",
+                                             "overlays/board/board.dtb"]  # the overlay is an input
+    assert " earlycon" in recipe.env["IMAGE_CMDLINE"]
+    script = recipe.steps[0].install[0]
+    assert "image_disk arm64 /tmp/image.raw 256 u-boot" in script
+    assert "image_asset /usr/lib/u-boot/qemu_arm64/u-boot.bin /out/metal-arm64-board-u-boot.bin" in script
+    assert "image_asset /pkg/overlay/board.dtb /tmp/overlay-efi/dtb/board.dtb" in script
+
+
+@pytest.mark.parametrize("overlay, profile, files, message", [
+    (OVERLAY, "platform: metal\narch: arm64\noverlay: nosuch\n", ("board.dtb",),
+     "profiles/board.yaml:3: no overlay 'nosuch' (overlays/nosuch/overlay.yaml)"),
+    (OVERLAY, "platform: metal\narch: arm64\noverlay: board\n", (),
+     "overlays/board/overlay.yaml:7: assets.1.file: overlays/board/board.dtb does not exist"),
+    (OVERLAY, "platform: metal\narch: [amd64, arm64]\noverlay: board\n", ("board.dtb",),
+     "profiles/board.yaml:2: overlay board serves arm64, not amd64"),
+    (OVERLAY.replace("arch: [arm64]", "arch: [amd64, arm64]"), "platform: metal\noverlay: board\n", ("board.dtb",),
+     "profiles/board.yaml:1: bootloader: u-boot does not boot amd64 (it boots arm64)"),
+    (OVERLAY.replace("    to: firmware/u-boot.bin", "    to: firmware/../u-boot.bin"),
+     "platform: metal\narch: arm64\noverlay: board\n", ("board.dtb",),
+     "overlays/board/overlay.yaml:6: assets.0.to: expected efi/PATH"),
+    (OVERLAY.replace("arch: [arm64]", "arch: [arm64]\nunknown: 1"), "platform: metal\narch: arm64\noverlay: board\n",
+     ("board.dtb",), "overlays/board/overlay.yaml:2: unknown key 'unknown'"),
+])
+def test_bad_overlays_are_one_line(tmp_path: Path, overlay: str, profile: str, files: tuple[str, ...],
+                                   message: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        with_overlay(tmp_path, overlay, profile, files)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_an_overlay_s_arches_are_the_profile_s_default(tmp_path: Path) -> None:
+    assert with_overlay(tmp_path, profile="platform: metal\noverlay: board\n").arch == ["arm64"]
+
+
+def test_u_boot_needs_an_overlay_and_a_disk(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="profiles/metal.yaml:3: bootloader: u-boot needs an overlay"):
+        load(tmp_path, "platform: metal\narch: arm64\nbootloader: u-boot\noutput: {kind: disk}\n")
+    with pytest.raises(RecipeError, match="u-boot boots disks"):
+        load(tmp_path, "platform: metal\narch: arm64\nbootloader: u-boot\noutput: {kind: iso}\n")
