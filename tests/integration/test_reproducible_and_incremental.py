@@ -105,7 +105,7 @@ def test_a_shared_patch_would_rebuild_both_kernels_and_what_takes_their_modules(
     assert why.stdout.count("(patches/kernel/0001-boot-banner.patch)") == 2
 
 
-def test_one_config_line_and_an_amd64_patch_would_rebuild_only_the_amd64_kernel_and_initramfs(elsewhere: Path):
+def test_one_config_line_and_an_amd64_patch_would_rebuild_only_the_amd64_kernel_initramfs_and_media(elsewhere: Path):
     config = elsewhere / "kernel-configs" / "config-amd64"
     committed = config.read_text()
     text, count = re.subn(r'^CONFIG_LOCALVERSION=".*"$', 'CONFIG_LOCALVERSION="-incr"', committed, flags=re.M)
@@ -113,8 +113,9 @@ def test_one_config_line_and_an_amd64_patch_would_rebuild_only_the_amd64_kernel_
     config.write_text(text)
     patch = elsewhere / "patches" / "kernel" / "amd64" / "0001-boot-banner.patch"
     shutil.copy(DATA / "0001-boot-banner.patch", patch)
+    media = [arg for word in MEDIA_WORDS for arg in ("-v", word)]  # the words the images were built with
     try:
-        why = builder(elsewhere, "why", "--platform", "linux/amd64,linux/arm64")
+        why = builder(elsewhere, "why", "--platform", "linux/amd64,linux/arm64", *media)
     finally:
         config.write_text(committed)
         patch.unlink()
@@ -122,8 +123,12 @@ def test_one_config_line_and_an_amd64_patch_would_rebuild_only_the_amd64_kernel_
     assert "kernel:amd64: would rebuild" in why.stdout
     assert "(kernel-configs/config-amd64)" in why.stdout
     assert "(patches/kernel/amd64/0001-boot-banner.patch)" in why.stdout
-    for task in ("kernel:arm64", "initramfs:arm64"):
+    for task in ("kernel:arm64", "initramfs:arm64", "image-iso:arm64", "image-metal:arm64", "image-uboot:arm64"):
         assert f"{task}: up to date" in why.stdout, why.stdout
+    for task in ("image-iso:amd64", "image-metal:amd64", "image-azure:amd64"):  # the kernel, then its media
+        assert re.search(rf"^{task}: would rebuild\n(    .*\n)*    kernel:amd64 would rebuild first", why.stdout,
+                         re.M), why.stdout
+    assert "image-cmdline:amd64: up to date" in why.stdout  # the command line takes no kernel
 
 
 def test_a_flavor_is_another_build_and_leaves_the_default_one_up_to_date(elsewhere: Path):
