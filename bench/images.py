@@ -85,7 +85,8 @@ def main() -> None:
     for name in names:
         ours, raw = statistics.median(times[(name, "framework")]), statistics.median(times[(name, "tools")])
         outputs = ", ".join(project.plan(name, parse_platforms(args.platform)[0]).outputs)
-        print(f"{name + ':' + arch:<22} {ours:>9.2f}s {raw:>11.2f}s {ours / raw:>6.1f}x {ours - raw:>7.2f}s   {outputs}")
+        stage = f"{name}:{arch}"
+        print(f"{stage:<22} {ours:>9.2f}s {raw:>11.2f}s {ours / raw:>6.1f}x {ours - raw:>7.2f}s   {outputs}")
 
 
 if __name__ == "__main__":

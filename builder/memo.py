@@ -43,7 +43,8 @@ def key(root: Path, words: Mapping[str, str], environ: Mapping[str, str] = os.en
     package = Path(__file__).resolve().parent
     trees = [("code", package, [p for p in package.rglob("*") if p.suffix in CODE_SUFFIXES]),
              ("recipes", root / "recipes", [p for p in (root / "recipes").rglob("*") if p.is_file()]),
-             ("profiles", root / "profiles", [p for p in (root / "profiles").rglob("*") if p.is_file()])]
+             ("profiles", root / "profiles", [p for p in (root / "profiles").rglob("*") if p.is_file()]),
+             ("overlays", root / "overlays", [p for p in (root / "overlays").rglob("*") if p.is_file()])]
     for label, base, found in trees:
         for path in sorted(found):
             _feed(h, f"{label}:{path.relative_to(base).as_posix()}", path.read_bytes())
