@@ -30,8 +30,8 @@ class Graph:
                                   where=recipe.where("name"))
             by_name[recipe.name] = recipe
         graph = cls(by_name, platform)
-        for name in sorted(by_name):
-            graph.order(name)  # reports unknown dependencies, bad artifacts and cycles up front
+        for recipe in recipes:  # in the order given (the project's recipes, then its profiles' images)
+            graph.order(recipe.name)  # reports unknown dependencies, bad artifacts and cycles up front
         return graph
 
     def __getitem__(self, name: str) -> Recipe:

@@ -37,18 +37,21 @@ class Job:
     cmdline: str
     meta: dict[int, bytes]
     flavor_suffix: str
+    kernel: str  # the kernel recipe's output the medium boots (vmlinuz-ARCH[-FLAVOR])
+    initramfs: str  # the initramfs recipe's (initramfs-ARCH[-FLAVOR].xz)
 
     @property
     def arch(self) -> str:
         return self.platform.arch
 
-    @property
-    def kernel(self) -> str:
-        return f"vmlinuz-{self.arch}{self.flavor_suffix}"
 
-    @property
-    def initramfs(self) -> str:
-        return f"initramfs-{self.arch}{self.flavor_suffix}.xz"
+def _taken(recipe: str, prefix: str, outputs: Mapping[str, list[str]], profile: Profile) -> str:
+    """The output of ``recipe`` whose name starts with ``prefix``: what an image takes from it."""
+    found = [name for name in outputs.get(recipe, []) if name.startswith(prefix)]
+    if not found:
+        raise RecipeError(f"the image takes out/{prefix}* from recipe {recipe!r}, which has no such output "
+                          f"({', '.join(outputs.get(recipe, [])) or 'no recipe or no outputs'})", where=profile.path)
+    return found[0]
 
 
 def _iso(job: Job) -> str:
@@ -152,17 +155,21 @@ def kernel_cmdline(profile: Profile, platform: Platform, extra: str, values: Map
 
 
 def image_recipe(profile: Profile, platform: Platform, variables: Mapping[str, str],
-                 command_line_meta: Mapping[int, str]) -> Recipe:
-    """The recipe that makes ``profile``'s output for ``platform``."""
+                 command_line_meta: Mapping[int, str], outputs: Mapping[str, list[str]]) -> Recipe:
+    """The recipe that makes ``profile``'s output for ``platform``; ``outputs``: the project's recipes'
+    outputs (the kernel's vmlinuz-* and the initramfs's initramfs-* are what a medium boots)."""
     suffix = variables.get("FLAVOR_SUFFIX", "")
     values = meta_values(profile, command_line_meta)
     kind = profile.output.kind
+    needs = NEEDS[kind]
     job = Job(profile, platform, profile.output_name(platform.arch, suffix),
-              kernel_cmdline(profile, platform, variables.get("EXTRA_KERNEL_ARGS", ""), values), values, suffix)
+              kernel_cmdline(profile, platform, variables.get("EXTRA_KERNEL_ARGS", ""), values), values, suffix,
+              _taken(KERNEL_RECIPE, "vmlinuz-", outputs, profile) if "kernel" in needs else "",
+              _taken(INITRAMFS_RECIPE, "initramfs-", outputs, profile) if "initramfs" in needs else "")
     dependencies = []
-    if "kernel" in NEEDS[kind]:
+    if "kernel" in needs:
         dependencies.append({"artifact": KERNEL_RECIPE, "outputs": [job.kernel], "to": "/artifacts/"})
-    if "initramfs" in NEEDS[kind]:
+    if "initramfs" in needs:
         dependencies.append({"artifact": INITRAMFS_RECIPE, "outputs": [job.initramfs], "to": "/artifacts/"})
     files = [{"src": profile.path, "dest": "profile.yaml"}]
     if profile.applied is not None:  # the overlay and its files are inputs of this image

@@ -81,7 +81,7 @@ class Project:
             chosen = self._choose_prebuilt(recipes)
             self._prebuilt[platform] = chosen
             recipes = [prebuilt_recipe(r, *chosen[r.name]) if r.name in chosen else r for r in recipes]
-            recipes += self._image_recipes(platform)
+            recipes += self._image_recipes(platform, {r.name: r.outputs for r in recipes})
             self._graphs[platform] = Graph.of(recipes, platform.docker)
             self._check_flavor(self._graphs[platform])
         return self._graphs[platform]
@@ -99,12 +99,13 @@ class Project:
                                  f"profiles: {', '.join(sorted(known)) or 'none'}")
         return profiles
 
-    def _image_recipes(self, platform: Platform) -> list[Recipe]:
-        """A recipe per profile built for ``platform`` (image-NAME: images.py)."""
+    def _image_recipes(self, platform: Platform, outputs: dict[str, list[str]]) -> list[Recipe]:
+        """A recipe per profile built for ``platform`` (image-NAME: images.py); ``outputs``: each project
+        recipe's outputs, where the images find the kernel and initramfs they take."""
         from builder.images import image_recipe
 
         variables = self.variables(self.recipes_root, platform)
-        return [image_recipe(p, platform, variables, self.settings.meta) for p in self.profiles
+        return [image_recipe(p, platform, variables, self.settings.meta, outputs) for p in self.profiles
                 if platform.arch in p.arch]
 
     def prebuilt(self, platform: Platform) -> dict[str, tuple[str, str]]:

@@ -31,6 +31,9 @@ customization:
 """
 
 
+OUTPUTS = {"kernel": ["vmlinuz-arm64", "config-arm64", "modules-arm64.tar"], "initramfs": ["initramfs-arm64.xz"]}
+
+
 def load(tmp_path: Path, text: str, name: str = "metal") -> Profile:
     path = tmp_path / "profiles" / f"{name}.yaml"
     path.parent.mkdir(exist_ok=True)
@@ -101,7 +104,7 @@ def test_two_profiles_making_one_file_is_an_error(tmp_path: Path) -> None:
 
 def test_a_profile_becomes_an_imager_recipe_taking_the_kernel_and_initramfs_as_artifacts(tmp_path: Path) -> None:
     profile = load(tmp_path, METAL)
-    recipe = image_recipe(profile, ARM64, {"FLAVOR_SUFFIX": "", "EXTRA_KERNEL_ARGS": "more=1"}, {})
+    recipe = image_recipe(profile, ARM64, {"FLAVOR_SUFFIX": "", "EXTRA_KERNEL_ARGS": "more=1"}, {}, OUTPUTS)
     assert recipe.name == "image-metal" and recipe.variant == "imager"
     assert recipe.outputs == ["metal-arm64.raw.zst"]
     assert [(d.artifact, d.outputs) for d in recipe.dependencies] == [
@@ -221,7 +224,7 @@ def test_an_overlay_brings_its_boot_loader_files_arguments_and_profile_defaults(
     assert profile.bootloader == "u-boot" and profile.output.size == 256 and profile.output.kind == "disk"
     assert profile.output_name("arm64") == "metal-arm64-board.raw.zst"
     assert [name for _, name in profile.firmware("arm64")] == ["metal-arm64-board-u-boot.bin"]
-    recipe = image_recipe(profile, ARM64, {"FLAVOR_SUFFIX": ""}, {})
+    recipe = image_recipe(profile, ARM64, {"FLAVOR_SUFFIX": ""}, {}, OUTPUTS)
     assert recipe.outputs == ["metal-arm64-board.raw.zst", "metal-arm64-board-u-boot.bin"]
     assert [f.src for f in recipe.files] == ["profiles/board.yaml", "overlays/board/overlay.yaml",
                                              "overlays/board/board.dtb"]  # the overlay is an input
