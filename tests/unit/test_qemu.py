@@ -70,3 +70,43 @@ def test_a_kernel_panic_stops_the_boot_early_and_is_the_error(tmp_path: Path, fa
                                "mount root fs on unknown-block(0,0)")
     assert time.monotonic() - started < 10
     assert "CPU: 0 PID: 1 Comm: swapper" in console.read_text()  # the trace after the panic line is kept
+
+
+def test_the_marker_s_fields_are_read_with_the_command_line_last() -> None:
+    fields = qemu.marker_fields(" platform=metal meta.0xa=network%3A%20a/b cmdline=console=ttyS0 a=b c")
+    assert fields == {"platform": "metal", "meta.0xa": "network: a/b", "cmdline": "console=ttyS0 a=b c"}
+    assert qemu.marker_fields("") == {}
+
+
+def test_a_medium_boots_from_its_firmware_with_a_fresh_variable_store_and_is_never_written(tmp_path: Path) -> None:
+    if not Path(AMD64.uefi_vars).is_file():
+        pytest.skip("no OVMF here (./setup.sh installs ovmf)")
+    argv = qemu.media_command(AMD64, Path("d.raw"), "raw", "uefi", cdrom=False, scratch=tmp_path)
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={AMD64.uefi_code}" in argv
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path / 'uefi-vars.fd'}" in argv  # a copy, per boot
+    assert (tmp_path / "uefi-vars.fd").read_bytes() == Path(AMD64.uefi_vars).read_bytes()
+    assert "file=d.raw,format=raw,if=virtio,snapshot=on" in argv
+    bios = qemu.media_command(AMD64, Path("m.iso"), "raw", "bios", cdrom=True, scratch=tmp_path)
+    assert "pflash" not in " ".join(bios) and "file=m.iso,format=raw,media=cdrom,readonly=on" in bios
+
+
+def test_arm64_has_no_bios_and_u_boot_must_be_beside_the_image(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="arm64 has no BIOS; boot it with --firmware uefi"):
+        qemu.media_command(ARM64, Path("d.raw"), "raw", "bios", cdrom=False, scratch=tmp_path)
+    image = tmp_path / "metal-arm64-board.raw.zst"
+    assert qemu.uboot_beside(image) == tmp_path / "metal-arm64-board-u-boot.bin"
+    with pytest.raises(BuildError, match="no U-Boot for metal-arm64-board.raw.zst"):
+        qemu.media_command(ARM64, image, "raw", "u-boot", cdrom=False, scratch=tmp_path,
+                           uboot=qemu.uboot_beside(image))
+    qemu.uboot_beside(image).write_bytes(b"u-boot")
+    argv = qemu.media_command(ARM64, image, "raw", "u-boot", cdrom=False, scratch=tmp_path,
+                              uboot=qemu.uboot_beside(image))
+    assert argv[argv.index("-bios") + 1] == str(qemu.uboot_beside(image))
+
+
+def test_an_unknown_medium_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "x.vmdk").write_bytes(b"")
+    with pytest.raises(BuildError, match=r"not a boot medium this can boot \(expected \.iso, \.raw, \.qcow2 or \.vhd"):
+        qemu.boot_media(AMD64, tmp_path / "x.vmdk", firmware="bios")
+    with pytest.raises(BuildError, match="does not exist"):
+        qemu.boot_media(AMD64, tmp_path / "nope.iso", firmware="bios")
