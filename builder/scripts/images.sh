@@ -128,8 +128,11 @@ image_iso() {
       --grub2-boot-info --grub2-mbr "$GRUB_LIB/i386-pc/boot_hybrid.img" -eltorito-alt-boot
   fi
   builder_clamp_mtimes "$tree"
+  # the GPT's disk GUID from the image (xorriso's default derives it from the volume date alone, the same
+  # for every ISO of one SOURCE_DATE_EPOCH); xorriso derives the partition GUIDs from it
   set -- "$@" -e --interval:appended_partition_2:all:: -no-emul-boot \
-    -append_partition 2 0xef /tmp/efi.img -appended_part_as_gpt -output "$out" "$tree"
+    -append_partition 2 0xef /tmp/efi.img -appended_part_as_gpt --gpt_disk_guid "$(image_uuid iso-gpt)" \
+    -output "$out" "$tree"
   xorriso "$@" 2>/tmp/xorriso.log || { cat /tmp/xorriso.log >&2; builder_error "xorriso could not make $out"; }
 }
 

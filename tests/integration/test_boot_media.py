@@ -46,6 +46,7 @@ BOOTS = [
     ("metal-amd64.iso", AMD64, "bios", "disk"),  # hybrid: the same file as a USB stick
     ("metal-amd64.iso", AMD64, "uefi", "disk"),
     ("metal-arm64.iso", ARM64, "uefi", "cdrom"),
+    ("metal-arm64.iso", ARM64, "uefi", "disk"),
     ("metal-amd64.raw.zst", AMD64, "bios", "disk"),
     ("metal-amd64.raw.zst", AMD64, "uefi", "disk"),
     ("qemu-arm64.qcow2", ARM64, "uefi", "disk"),
