@@ -79,13 +79,13 @@ def _assets(job: Job) -> list[str]:
     overlay = job.profile.applied
     if overlay is None:
         return []
-    firmware = dict((id(asset), name) for asset, name in job.profile.firmware(job.arch, job.flavor_suffix))
+    firmware = {asset.to: name for asset, name in job.profile.firmware(job.arch, job.flavor_suffix)}
     lines = []
     for index, asset in enumerate(overlay.assets):
         source = f"/pkg/{OVERLAY_FILES}/{asset.file}" if asset.file else str(asset.imager)
         what = f"{overlay.path}: assets.{index}" + (" (imager: a file of the IMAGER image)" if asset.imager else "")
         where, _, rest = asset.to.partition("/")
-        dest = f"/tmp/overlay-efi/{rest}" if where == "efi" else f"/out/{firmware[id(asset)]}"
+        dest = f"/tmp/overlay-efi/{rest}" if where == "efi" else f"/out/{firmware[asset.to]}"
         lines.append(f"image_asset {shlex.quote(source)} {shlex.quote(dest)} {shlex.quote(what)}")
     return lines
 

@@ -140,7 +140,29 @@ class Customization(_Model):
         return result
 
 
-class Profile(_Model):
+class _Loaded(_Model):
+    """A model loaded from one project file: its name, the file (relative to the project), and the line of
+    each key, for errors that name them."""
+
+    _name: str = PrivateAttr(default="")
+    _path: str = PrivateAttr(default="")
+    _lines: dict[Any, int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def path(self) -> str:
+        """The file, relative to the project root (profiles/metal.yaml)."""
+        return self._path
+
+    def where(self, *key: Any) -> str:
+        line = yamlfile.line_of(self._lines, tuple(key))
+        return f"{self._path}:{line}" if line else self._path
+
+
+class Profile(_Loaded):
     platform: str = Field(pattern=NAME.pattern)
     arch: list[Literal["amd64", "arm64"]] = ["amd64", "arm64"]
     output: Output
@@ -148,9 +170,6 @@ class Profile(_Model):
     customization: Customization = Customization()
     overlay: str | None = Field(default=None, pattern=NAME.pattern)
 
-    _name: str = PrivateAttr(default="")
-    _path: str = PrivateAttr(default="")
-    _lines: dict[Any, int] = PrivateAttr(default_factory=dict)
     _overlay: Overlay | None = PrivateAttr(default=None)
 
     @field_validator("arch", mode="before")
@@ -182,19 +201,6 @@ class Profile(_Model):
             return []
         return [(asset, self.firmware_name(asset, arch, flavor_suffix)) for asset in self._overlay.assets
                 if asset.to.startswith("firmware/")]
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def path(self) -> str:
-        """The profile file, relative to the project root (profiles/metal.yaml)."""
-        return self._path
-
-    def where(self, *key: Any) -> str:
-        line = yamlfile.line_of(self._lines, tuple(key))
-        return f"{self._path}:{line}" if line else self._path
 
     def output_name(self, arch: str, flavor_suffix: str = "") -> str:
         """The file in out/: Talos's names (metal-amd64.iso, metal-amd64.raw.zst, cmdline-metal-amd64)."""
@@ -271,7 +277,7 @@ class Asset(_Model):
         return self
 
 
-class Overlay(_Model):
+class Overlay(_Loaded):
     """overlays/NAME/overlay.yaml: what a board needs (seed section 12): its files, its boot loader, extra
     kernel arguments, and a profile fragment (defaults the profile's own keys override)."""
 
@@ -281,10 +287,6 @@ class Overlay(_Model):
     extra_kernel_args: list[str] = Field(default=[], alias="extraKernelArgs")
     assets: list[Asset] = []
     profile: dict[str, Any] = {}
-
-    _name: str = PrivateAttr(default="")
-    _path: str = PrivateAttr(default="")
-    _lines: dict[Any, int] = PrivateAttr(default_factory=dict)
 
     @field_validator("extra_kernel_args")
     @classmethod
@@ -300,20 +302,8 @@ class Overlay(_Model):
         return v
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    @property
     def directory(self) -> str:
         return str(PurePosixPath(self._path).parent)
-
-    def where(self, *key: Any) -> str:
-        line = yamlfile.line_of(self._lines, tuple(key))
-        return f"{self._path}:{line}" if line else self._path
 
 
 OVERLAY_MODELS: dict[tuple[str, ...], type[BaseModel]] = {(): Overlay}
