@@ -385,6 +385,13 @@ def meta_read(image: Path, key: str | None) -> None:
     from builder import meta
 
     values = meta.read(image)
+    if values is meta.BLANK:
+        raise BuildError(f"{image} has no META: its META partition is blank",
+                         hint="the image was made without META values; builder meta write IMAGE 0x0a=... adds some")
+    assert values is not None
+    if not values:
+        raise BuildError(f"{image} has no META values: its META holds none",
+                         hint="builder meta write IMAGE 0x0a=... adds some")
     if key is not None:
         number = meta.parse_key(key)
         if number not in values:
@@ -412,7 +419,7 @@ def meta_write(image: Path, pairs: tuple[str, ...], deleted: tuple[str, ...]) ->
     if out is not None and image.resolve().is_relative_to(out.resolve()):
         raise BuildError(f"{image} is in out/, which changes only with its checksums (a build); "
                          "edit a copy (zstd -d / xz -d it elsewhere)")
-    values = meta.read(image)
+    values = meta.read(image) or {}
     for word in pairs:
         key, sep, value = word.partition("=")
         if not sep:

@@ -17,12 +17,18 @@ command line as INSTALLER_META_BASE64=... (Talos's name).
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
+import os
 import re
+import stat
 import struct
 import uuid
+import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder.errors import BuildError
 
@@ -99,57 +105,159 @@ def cmdline_word(values: Mapping[int, bytes]) -> str:
 # --- a built disk image -------------------------------------------------------------------------------
 
 GPT_SIGNATURE = b"EFI PART"
+SECTOR = 512  # the images this project makes; a disk of 4096-byte sectors is refused as having no GPT at LBA 1
+BLANK = None  # what read() gives for a META partition that holds nothing (all zeros)
 
 
-def find_partition(image: Path, name: str = "META") -> tuple[int, int]:
-    """(byte offset, byte size) of the GPT partition named ``name`` in a raw disk image."""
+@dataclass(frozen=True)
+class Extent:
+    """Where a partition is in an image, in bytes, and how big the image is."""
+
+    offset: int
+    size: int
+    image_size: int
+
+
+def _header(data: bytes, where: str, image: Path) -> tuple[int, int, int, int, int, int, int, int]:
+    """The fields of a GPT header this needs - (its own LBA, the other header's LBA, first and last usable
+    LBA, entries LBA, entry count, entry size, entries checksum) - after checking its signature, size and
+    checksum."""
+    if data[:8] != GPT_SIGNATURE:
+        raise MetaError(f"{image}: no GPT {where} header (signature 'EFI PART' missing)")
+    size = struct.unpack_from("<I", data, 12)[0]
+    if not 92 <= size <= SECTOR:
+        raise MetaError(f"{image}: the GPT {where} header says it is {size} bytes (92 to {SECTOR} expected)")
+    stored = struct.unpack_from("<I", data, 16)[0]
+    blanked = data[:16] + b"\0\0\0\0" + data[20:size]
+    if zlib.crc32(blanked) != stored:
+        raise MetaError(f"{image}: the GPT {where} header is damaged (its checksum does not match)")
+    mine, other, first, last, entries = struct.unpack_from("<QQQQ16xQ", data, 24)
+    count, entry_size, entries_crc = struct.unpack_from("<III", data, 80)
+    if not (0 < count <= 1024 and 128 <= entry_size <= 4096 and entry_size % 8 == 0):
+        raise MetaError(f"{image}: the GPT {where} header describes {count} entries of {entry_size} bytes")
+    return mine, other, first, last, entries, count, entry_size, entries_crc
+
+
+def find_partition(image: Path, name: str = "META") -> Extent:
+    """Where the GPT partition named ``name`` is in a raw disk image (a file or a block device), after
+    checking both GPT headers and their entry tables: a damaged or truncated image is refused, naming what
+    is wrong, so that nothing is ever read from or written to a partition that is not there whole."""
     try:
-        with open(image, "rb") as f:
-            f.seek(512)
-            header = f.read(92)
-            if header[:8] != GPT_SIGNATURE:
-                raise MetaError(f"{image} has no GPT (is it a raw disk image? qcow2 and vhd: qemu-img convert "
-                                "it to raw first)")
-            entries_lba, count, size = struct.unpack_from("<QII", header, 72)
-            if not (0 < count <= 1024 and 128 <= size <= 4096):
-                raise MetaError(f"{image}: a GPT header with {count} entries of {size} bytes")
-            f.seek(entries_lba * 512)
-            table = f.read(count * size)
+        fd = os.open(image, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise MetaError(f"cannot read {image} ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode)):
+            raise MetaError(f"{image} is not a disk image (not a regular file or a block device)")
+        try:
+            total = f.seek(0, os.SEEK_END)
+            f.seek(0)
+            head = f.read(2 * SECTOR)
+            primary = _header(head[SECTOR:], "primary", image) if len(head) == 2 * SECTOR and \
+                head[SECTOR:SECTOR + 8] == GPT_SIGNATURE else None
+            if primary is None:
+                raise MetaError(f"{image} has no GPT{_what_it_is(head)}")
+            mine, other, first, last, entries, count, entry_size, entries_crc = primary
+            if mine != 1:
+                raise MetaError(f"{image}: the GPT primary header says it is at LBA {mine}, not 1")
+            needed = (other + 1) * SECTOR
+            if needed > total:
+                raise MetaError(f"{image} is truncated: it is {total} bytes, and its backup GPT header is at byte "
+                                f"{other * SECTOR} (the image was cut short, or grown without moving the backup GPT)")
+            table = _read_at(f, entries * SECTOR, count * entry_size)
+            if len(table) != count * entry_size or zlib.crc32(table) != entries_crc:
+                raise MetaError(f"{image}: the GPT partition table is damaged (its checksum does not match)")
+            backup = _header(_read_at(f, other * SECTOR, SECTOR), "backup", image)
+            if backup[0] != other or backup[1] != 1:
+                raise MetaError(f"{image}: the GPT backup header at LBA {other} does not point back at the primary")
+            copy = _read_at(f, backup[4] * SECTOR, backup[5] * backup[6])
+            if (backup[5], backup[6]) != (count, entry_size) or copy != table:
+                raise MetaError(f"{image}: the GPT backup partition table differs from the primary one")
+        except OSError as exc:
+            raise MetaError(f"cannot read {image} ({exc.strerror})") from None
     for i in range(count):
-        entry = table[i * size:(i + 1) * size]
+        entry = table[i * entry_size:(i + 1) * entry_size]
         if uuid.UUID(bytes_le=entry[:16]).int == 0:
             continue
-        first, last = struct.unpack_from("<QQ", entry, 32)
-        if entry[56:128].decode("utf-16-le", "replace").rstrip("\0") == name:
-            return first * 512, (last - first + 1) * 512
+        start, end = struct.unpack_from("<QQ", entry, 32)
+        if entry[56:128].decode("utf-16-le", "replace").rstrip("\0") != name:
+            continue
+        if not first <= start <= end <= last or (end + 1) * SECTOR > total:
+            raise MetaError(f"{image}: its {name} partition (LBA {start}-{end}) lies outside the disk's usable "
+                            f"space (LBA {first}-{last}, {total} bytes)")
+        return Extent(start * SECTOR, (end - start + 1) * SECTOR, total)
     raise MetaError(f"{image} has no partition named {name}")
 
 
-def read(image: Path) -> dict[int, bytes]:
-    """The META values of a disk image: the first copy whose checksum holds ({} for an empty partition)."""
-    offset, size = find_partition(image)
-    with open(image, "rb") as f:
-        f.seek(offset)
-        data = f.read(size)
+def _read_at(f: Any, offset: int, size: int) -> bytes:
+    f.seek(offset)
+    return bytes(f.read(size))
+
+
+def _what_it_is(head: bytes) -> str:
+    """Why an image has no GPT, when its first bytes say so."""
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return " (it is zstd-compressed: zstd -d it first)"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return " (it is xz-compressed: xz -d it first)"
+    if head.startswith(b"QFI\xfb"):
+        return " (it is a qcow2 image: qemu-img convert -O raw it first)"
+    if len(head) < 2 * SECTOR:
+        return f" (it is only {len(head)} bytes)"
+    return " (is it a raw disk image? qcow2 and vhd: qemu-img convert it to raw first)"
+
+
+def read(image: Path) -> dict[int, bytes] | None:
+    """The META values of a disk image: the first copy whose checksum holds; None (BLANK) for a META
+    partition that holds nothing. MetaError when both copies are damaged."""
+    extent = find_partition(image)
+    try:
+        with open(image, "rb") as f:
+            data = _read_at(f, extent.offset, extent.size)
+    except OSError as exc:
+        raise MetaError(f"cannot read {image} ({exc.strerror})") from None
     if not data.strip(b"\0"):
-        return {}
-    for start in (0, size // 2):
-        values = decode(data[start:start + size // 2])
+        return BLANK
+    for start in (0, extent.size // 2):
+        values = decode(data[start:start + extent.size // 2])
         if values is not None:
             return values
     raise MetaError(f"{image}: neither copy in its META partition is valid (checksum or format)")
 
 
 def write(image: Path, values: Mapping[int, bytes]) -> None:
-    """Replace the META values of a disk image: the second copy first, then the first."""
-    offset, size = find_partition(image)
-    if size != PARTITION_BYTES:
-        raise MetaError(f"{image}: its META partition is {size} bytes, not {PARTITION_BYTES}")
+    """Replace the META values of a disk image: the second copy first, then the first. Only inside the META
+    partition, which find_partition checked is whole; the image is opened without creating or truncating
+    it, and its size never changes."""
+    extent = find_partition(image)
+    if extent.size != PARTITION_BYTES:
+        raise MetaError(f"{image}: its META partition is {extent.size} bytes, not {PARTITION_BYTES}")
     data = partition(values)
-    with open(image, "r+b") as f:
+    try:
+        fd = os.open(image, os.O_WRONLY | os.O_NOCTTY)
+    except OSError as exc:
+        raise MetaError(f"cannot write {image}: {_write_trouble(exc)}") from None
+    try:
+        if os.fstat(fd).st_size not in (extent.image_size, 0):  # 0: a block device
+            raise MetaError(f"{image} changed size while being written; nothing was written")
         for start in (COPY_BYTES, 0):
-            f.seek(offset + start)
-            f.write(data[start:start + COPY_BYTES])
-            f.flush()
+            written = os.pwrite(fd, data[start:start + COPY_BYTES], extent.offset + start)
+            if written != COPY_BYTES:
+                raise MetaError(f"{image}: a short write ({written} of {COPY_BYTES} bytes)")
+            os.fsync(fd)
+    except OSError as exc:
+        raise MetaError(f"cannot write {image}: {_write_trouble(exc)}") from None
+    finally:
+        os.close(fd)
+
+
+def _write_trouble(exc: OSError) -> str:
+    """Why a write failed, in the words a user acts on."""
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno == errno.EPERM:
+        return "operation not permitted (is the file immutable? lsattr shows it; chattr -i clears it)"
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    return exc.strerror or str(exc)

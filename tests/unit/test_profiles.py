@@ -4,8 +4,6 @@ mistake is one line naming the file and line (or the command-line word)."""
 from __future__ import annotations
 
 import base64
-import struct
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,8 @@ from builder.images import image_recipe, kernel_cmdline
 from builder.platforms import AMD64, ARM64
 from builder.profile import MIN_DISK_MIB, Profile, load_profile, load_profiles
 from builder.settings import Settings, doit_words
+
+from ..gpt import make_disk
 
 METAL = """\
 platform: metal
@@ -151,24 +151,14 @@ def test_meta_round_trips_and_a_damaged_copy_is_refused() -> None:
 
 
 def _gpt_with_meta(path: Path) -> None:
-    """A minimal GPT disk: header at LBA 1, entries at LBA 2, META at 1 MiB."""
-    data = bytearray(3 * 1024 * 1024)
-    header = bytearray(92)
-    header[:8] = b"EFI PART"
-    struct.pack_into("<QII", header, 72, 2, 128, 128)
-    data[512:604] = header
-    entry = bytearray(128)
-    entry[:16] = uuid.UUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4").bytes_le
-    struct.pack_into("<QQ", entry, 32, 2048, 2048 + 2047)
-    entry[56:56 + 8] = "META".encode("utf-16-le")
-    data[1024:1152] = entry
-    path.write_bytes(bytes(data))
+    """A GPT disk of 3 MiB with META as its first partition, at 1 MiB."""
+    make_disk(path, 3, (("META", 1),))
 
 
 def test_meta_is_written_twice_and_read_back_from_a_disk_image(tmp_path: Path) -> None:
     disk = tmp_path / "disk.raw"
     _gpt_with_meta(disk)
-    assert meta.read(disk) == {}
+    assert meta.read(disk) is meta.BLANK
     meta.write(disk, {0x0A: b"hello"})
     assert meta.read(disk) == {0x0A: b"hello"}
     raw = bytearray(disk.read_bytes())  # a torn first copy: the second one is read
