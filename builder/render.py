@@ -22,7 +22,7 @@ import jinja2
 from builder import files
 from builder.errors import RecipeError
 from builder.graph import Graph
-from builder.recipe import Recipe
+from builder.recipe import Recipe, Secret
 from builder.sources import redact
 from builder.variables import build_environment
 
@@ -196,11 +196,14 @@ def _stage(
             raise RecipeError(f"files.{index}: {spec.src!r} matches {len(matches)} files; end dest with '/'",
                               where=recipe.where("files", index))
         for rel in matches:
-            target = (project_root / rel).resolve()  # a link may point anywhere: it must stay in the project
-            if not target.is_relative_to(project_root.resolve()):
-                raise RecipeError(f"files.{index}: {rel!r} resolves outside the project (to {target}); "
-                                  "builds only take project files", where=where)
-            data = (project_root / rel).read_bytes()
+            outside = files.link_out(project_root, project_root / rel)  # a link may point anywhere
+            if outside is not None:
+                raise RecipeError(f"files.{index}: {rel!r} is a link out of the project (to {outside}); builds "
+                                  "take project files only", where=where)
+            try:
+                data = files.read_project_file(project_root, project_root / rel, rel, limit=files.MAX_FILE_BYTES)
+            except RecipeError as exc:
+                raise RecipeError(f"files.{index}: {exc.where}: {exc.message}", where=where) from None
             if rel.endswith(".patch") and not data:  # patch(1) would apply it silently
                 raise RecipeError(f"files.{index}: {rel!r} is an empty patch", where=where)
             if spec.check is not None:
@@ -282,25 +285,42 @@ def _secrets(recipe: Recipe, context: BuildContext, project_root: Path) -> dict[
         if not secret.file:
             continue
         where = recipe.where("secrets", index, "file")
+        named = f"{secret.variable}={secret.file}" if secret.variable else f"secrets.{index}.file: {secret.file}"
         path = Path(secret.file).expanduser()
         path = path if path.is_absolute() else project_root / path
         try:
-            info = path.stat()
+            info = path.stat()  # a link is followed (a Kubernetes secret mount is one): what it leads to is checked
             if not stat.S_ISREG(info.st_mode):
-                raise RecipeError(f"secrets.{index}.file: {secret.file} is not a regular file", where=where)
+                raise RecipeError(f"{named} is not a regular file", where=where)
             if info.st_size > MAX_SECRET_BYTES:
-                raise RecipeError(f"secrets.{index}.file: {secret.file} is {info.st_size} bytes; a secret is a "
-                                  f"key, at most {MAX_SECRET_BYTES} bytes", where=where)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                raise RecipeError(f"{named} is {info.st_size} bytes; a secret is a key, at most {MAX_SECRET_BYTES} "
+                                  "bytes", where=where)
+            data = path.read_bytes()
         except OSError as exc:
-            raise RecipeError(f"secrets.{index}.file: cannot read {secret.file} ({exc.strerror})",
-                              where=where) from None
+            raise RecipeError(f"{named}: cannot read it ({exc.strerror})", where=where) from None
+        if secret.check == "private-key":
+            _check_key(secret, named, data, project_root, where)
+        digest = hashlib.sha256(data).hexdigest()
         if secret.id in context.secrets and context.secrets[secret.id] != path:
             raise RecipeError(f"secrets.{index}.id: {secret.id!r} names another file in another recipe",
                               where=recipe.where("secrets", index, "id"))
         context.secrets[secret.id] = path
         context.secret_digests[secret.id] = found[secret.id] = digest
     return found
+
+
+def _check_key(secret: Secret, named: str, data: bytes, project_root: Path, where: str) -> None:
+    """A ``check: private-key`` secret, on the host: a private key, and the certificate's when one is named."""
+    from builder import keys  # cryptography, only when a plan is rendered with a key
+
+    certificate = None
+    if secret.certificate:
+        certificate = files.read_project_file(project_root, project_root / secret.certificate, secret.certificate,
+                                              limit=MAX_SECRET_BYTES)
+    try:
+        keys.check_pair(data, certificate, secret.certificate)
+    except keys.KeyProblem as exc:
+        raise RecipeError(f"{named}: {exc.message}", where=where) from None
 
 
 def _run(context: BuildContext, recipe: Recipe, step_dir: str, name: str, phase: str, key: str, script: str,

@@ -85,7 +85,7 @@ def test_a_new_key_changes_the_inputs_and_the_memo_sees_it_without_parsing(make_
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: None, r"secrets\.0\.file: cannot read .*signing\.key \(No such file or directory\)"),
+    (lambda p: None, r"secrets\.0\.file: .*signing\.key: cannot read it \(No such file or directory\)"),
     (lambda p: p.mkdir(), r"secrets\.0\.file: .*signing\.key is not a regular file"),
     (lambda p: p.write_bytes(b"x" * (2 << 20)), r"secrets\.0\.file: .*signing\.key is 2097152 bytes; a secret is a "
                                                 r"key, at most 1048576 bytes"),
@@ -144,7 +144,7 @@ def test_a_pem_certificate_passes_the_check() -> None:
 @pytest.mark.parametrize("data, message", [
     (b"hello\n", "not a PEM certificate: no -----BEGIN CERTIFICATE----- ... -----END CERTIFICATE----- block"),
     (b"-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n", "the block is not base64"),
-    (b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n", "the block is not DER"),
+    (b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n", "the block is not an X.509 certificate"),
     (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "a private key in a certificate file"),
 ])
 def test_what_is_not_a_certificate_is_named(data: bytes, message: str) -> None:
