@@ -4,11 +4,16 @@ so a malformed file is named with its line before any build, not minutes into on
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from builder.errors import RecipeError
+
 GLOB_CHARACTERS = "*?["
+MAX_FILE_BYTES = 1 << 30  # a files: entry (a config, a patch, a firmware blob): more is some other file
 
 
 def is_glob(pattern: str) -> bool:
@@ -29,6 +34,46 @@ def why_not_a_file(path: Path) -> str | None:
     if path.is_dir():
         return "is a directory (to take the files in it, use a glob such as DIR/* and a dest ending in '/')"
     return "is not a regular file (a fifo, socket or device)"
+
+
+# --- reading a project file: the one way, for every kind (recipes, vars.yaml, profiles, overlays and their
+# assets, files: entries - configs, fragments, flavors, module lists, certificates, patches) --------------
+
+
+def link_out(project_root: Path, path: Path) -> Path | None:
+    """Where ``path`` really is, when that is outside ``project_root`` (a link, or a linked directory on
+    the way, leading out); None when it stays inside (or does not exist)."""
+    real = Path(os.path.realpath(path))
+    return None if real.is_relative_to(Path(os.path.realpath(project_root))) else real
+
+
+def read_project_file(project_root: Path | None, path: Path, display: str, *, limit: int,
+                      what: str = "a file of this kind") -> bytes:
+    """The bytes of the project file ``path`` (``display``: its name in errors). It must stay inside the
+    project - a link out of it is refused before a byte is read, so no error can ever quote a host file -
+    be a regular file (a fifo would block the read) and hold at most ``limit`` bytes. Without
+    ``project_root``, a file the command line names (META=FILE): anywhere, the same other checks."""
+    outside = link_out(project_root, path) if project_root is not None else None
+    if outside is not None:
+        raise RecipeError(f"a link out of the project (to {outside}); builder reads project files only",
+                          where=display, hint="copy the file into the project")
+    try:
+        # O_NONBLOCK: opening a fifo must not wait for a writer (it is refused just below)
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise RecipeError("not a regular file", where=display)
+            if info.st_size > limit:
+                raise RecipeError(f"{info.st_size} bytes; {what} is at most {limit} bytes", where=display)
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        why = why_not_a_file(path)
+        raise RecipeError(why.removeprefix("is ") if why else "no such file", where=display) from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read: {exc.strerror}", where=display) from None
+    if len(data) > limit:  # it grew while being read
+        raise RecipeError(f"more than {limit} bytes; {what} is at most {limit} bytes", where=display)
+    return data
 
 
 # --- checks a files: entry may ask for: name -> function(bytes) raising CheckError --------------------
@@ -90,12 +135,64 @@ def check_x509_pem(data: bytes) -> None:
         raise CheckError(f"not a PEM certificate: no {begin} ... {end} block", 1)
     body = text.split(begin, 1)[1].split(end, 1)[0]
     try:
-        der = base64.b64decode("".join(body.split()), validate=True)
+        base64.b64decode("".join(body.split()), validate=True)
     except (binascii.Error, ValueError):
         raise CheckError("not a PEM certificate: the block is not base64", text[:text.index(begin)].count("\n") + 2) \
             from None
-    if not der.startswith(b"\x30"):
-        raise CheckError("not a PEM certificate: the block is not DER (an ASN.1 SEQUENCE)", 1)
+    from builder import keys  # cryptography reads the certificate itself
+
+    try:
+        keys.load_certificate(data)
+    except keys.KeyProblem:
+        raise CheckError("not a PEM certificate: the block is not an X.509 certificate that can be read",
+                         text[:text.index(begin)].count("\n") + 1) from None
 
 
-CHECKS: dict[str, Callable[[bytes], None]] = {"kconfig": check_kconfig, "x509": check_x509_pem}
+MODULE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+MAX_MODULE_NAME = 55  # the kernel's MODULE_NAME_LEN (64 - sizeof(unsigned long)) without its NUL
+MAX_LIST_LINE = 256  # a name, blanks and a comment; more is some other file
+
+
+def check_module_list(data: bytes) -> None:
+    """A module list (kernel-configs/modules-ARCH.txt), line by line: one module name per line ('#' starts a
+    comment, blanks around it are fine), letters, digits, '_' and '-', at most MAX_MODULE_NAME characters,
+    no name twice ('-' and '_' are the same to modprobe). The build reads it with a shell loop: a NUL, a
+    second word or a huge line would be mangled there, not refused, so they are refused here."""
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if b"\0" in raw:
+            column = raw.index(b"\0") + 1
+            raise CheckError(f"a NUL byte at column {column} (a module list is text)", number)
+        if len(raw) > MAX_LIST_LINE:
+            raise CheckError(f"a line of {len(raw)} bytes; a module name is at most {MAX_MODULE_NAME} characters "
+                             f"and a line at most {MAX_LIST_LINE} bytes", number)
+        if raw.endswith(b"\r"):
+            raise CheckError("a carriage return at the end of the line (DOS line endings); lines end with \\n "
+                             "only", number)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CheckError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})", number) \
+                from None
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) > 1:
+            raise CheckError(f"{len(words)} words ({words[0]!r}, {words[1]!r}, ...); one module name per line",
+                             number)
+        name = words[0]
+        if not MODULE_NAME.match(name):
+            bad = next(c for c in name if not re.match(r"[A-Za-z0-9_-]", c))
+            raise CheckError(f"{name!r} is not a module name ({bad!r}); expected letters, digits, '_' and '-'",
+                             number)
+        if len(name) > MAX_MODULE_NAME:
+            raise CheckError(f"a module name of {len(name)} characters; the kernel's are at most "
+                             f"{MAX_MODULE_NAME}", number)
+        key = name.replace("-", "_")
+        if key in seen:
+            raise CheckError(f"{name} is listed again (first on line {seen[key]})", number)
+        seen[key] = number
+
+
+CHECKS: dict[str, Callable[[bytes], None]] = {"kconfig": check_kconfig, "x509": check_x509_pem,
+                                              "modules": check_module_list}

@@ -26,6 +26,7 @@ from builder.identity import Identities
 MEMO_FILE = "plan-memo.json"
 KEEP = 8  # memo entries kept (a user switching between PLATFORM=... lines keeps each fast)
 CODE_SUFFIXES = (".py", ".j2", ".sh")
+PROJECT_TREES = ("recipes", "profiles", "overlays")  # read whole by every full plan: part of the key
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 
@@ -38,16 +39,20 @@ def key(root: Path, words: Mapping[str, str], environ: Mapping[str, str] = os.en
     """The digest of everything a full plan reads besides project files, artifacts and images."""
     h = hashlib.sha256()
     _feed(h, "words", json.dumps(sorted(words.items())).encode())
-    _feed(h, "epoch", environ.get("SOURCE_DATE_EPOCH", "-").encode())
+    _feed(h, "epoch", os.fsencode(environ.get("SOURCE_DATE_EPOCH", "-")))  # not UTF-8: the full plan says so
     _feed(h, "host", _host.machine().encode())
     package = Path(__file__).resolve().parent
     trees = [("code", package, [p for p in package.rglob("*") if p.suffix in CODE_SUFFIXES]),
-             ("recipes", root / "recipes", [p for p in (root / "recipes").rglob("*") if p.is_file()]),
-             ("profiles", root / "profiles", [p for p in (root / "profiles").rglob("*") if p.is_file()]),
-             ("overlays", root / "overlays", [p for p in (root / "overlays").rglob("*") if p.is_file()])]
+             *((name, root / name, list((root / name).rglob("*"))) for name in PROJECT_TREES)]
     for label, base, found in trees:
         for path in sorted(found):
-            _feed(h, f"{label}:{path.relative_to(base).as_posix()}", path.read_bytes())
+            name = f"{label}:{path.relative_to(base).as_posix()}"
+            if path.is_symlink():  # what it says, always; what it leads to only when that is a project file
+                _feed(h, f"{name} ->", os.readlink(path).encode())
+                if files.link_out(root, path) is not None:
+                    continue
+            if path.is_file():
+                _feed(h, name, path.read_bytes())
     for place in APT_SOURCES:
         entries = sorted(place.iterdir()) if place.is_dir() else [place] if place.is_file() else []
         for path in entries:

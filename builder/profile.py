@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from builder import meta, yamlfile
+from builder import files, meta, yamlfile
 from builder.errors import RecipeError
 
 PROFILES_DIR = "profiles"
@@ -315,10 +315,10 @@ def load_overlay(root: Path, name: str) -> Overlay:
 
     display = f"{OVERLAYS_DIR}/{name}/{OVERLAY_FILE}"
     path = root / display
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         there = sorted(p.parent.name for p in (root / OVERLAYS_DIR).glob(f"*/{OVERLAY_FILE}"))
         raise RecipeError(f"no overlay {name!r} ({display})", hint=f"overlays: {', '.join(there) or 'none'}")
-    data, lines = yamlfile.load(yamlfile.read_text(path, display), display)
+    data, lines = yamlfile.load(yamlfile.read_text(path, display, root), display)
     if not isinstance(data, dict):
         raise RecipeError("an overlay must be a YAML mapping", where=f"{display}:1")
     try:
@@ -330,11 +330,14 @@ def load_overlay(root: Path, name: str) -> Overlay:
         if asset.file is None:
             continue
         target = root / overlay.directory / asset.file
-        if not target.is_file():
-            raise RecipeError(f"assets.{index}.file: {overlay.directory}/{asset.file} does not exist",
+        outside = files.link_out(root, target)
+        if outside is not None:
+            raise RecipeError(f"assets.{index}.file: {overlay.directory}/{asset.file} is a link out of the project "
+                              f"(to {outside}); builder reads project files only",
                               where=overlay.where("assets", index, "file"))
-        if not target.resolve().is_relative_to(root.resolve()):
-            raise RecipeError(f"assets.{index}.file: {asset.file} resolves outside the project",
+        if not target.is_file():
+            what = files.why_not_a_file(target) or "does not exist"
+            raise RecipeError(f"assets.{index}.file: {overlay.directory}/{asset.file} {what}",
                               where=overlay.where("assets", index, "file"))
     return overlay
 
@@ -355,7 +358,7 @@ def load_profile(path: Path, display: str, root: Path | None = None) -> Profile:
     loader); every problem a RecipeError naming the file and line."""
     from builder.recipe import explain  # the recipe loader's error wording, shared
 
-    text = yamlfile.read_text(path, display)
+    text = yamlfile.read_text(path, display, root)
     data, lines = yamlfile.load(text, display)
     if not isinstance(data, dict):
         raise RecipeError("a profile must be a YAML mapping", where=f"{display}:1")
@@ -424,10 +427,12 @@ def find_profiles(root: Path) -> list[Path]:
     found = []
     for path in sorted(directory.glob("*.yaml")):
         display = path.relative_to(root).as_posix()
+        outside = files.link_out(root, path)
+        if outside is not None:
+            raise RecipeError(f"a link out of the project (to {outside}); builder reads project files only",
+                              where=display)
         if not path.is_file():
             raise RecipeError("not a regular file (a profile is a YAML text file)", where=display)
-        if not path.resolve().is_relative_to(root.resolve()):
-            raise RecipeError(f"a link out of the project (to {path.resolve()})", where=display)
         found.append(path)
     return found
 

@@ -77,7 +77,7 @@ class Project:
             recipes = []
             for path in find_recipe_files(self.recipes_root, display_root=self.root):
                 display = str(path.relative_to(self.root))
-                recipes.append(load_recipe(path, self.variables(path.parent, platform), display))
+                recipes.append(load_recipe(path, self.variables(path.parent, platform), display, root=self.root))
             chosen = self._choose_prebuilt(recipes)
             self._prebuilt[platform] = chosen
             recipes = [prebuilt_recipe(r, *chosen[r.name]) if r.name in chosen else r for r in recipes]
@@ -165,7 +165,7 @@ class Project:
         for path in find_recipe_files(self.recipes_root, display_root=self.root):
             known |= template_names(path)
         for path in self.recipes_root.rglob(VARS_FILE):
-            known |= set(load_vars_file(path, path.relative_to(self.root).as_posix()))
+            known |= set(load_vars_file(path, path.relative_to(self.root).as_posix(), root=self.root))
         from_platform = self.host.variables(self.host)
         for name in sorted(self.settings.variables):
             if name in from_platform:  # the platform layer would silently win over it

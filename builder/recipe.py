@@ -167,6 +167,17 @@ class Secret(_Model):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     file: str = ""
+    # checked on the host before any build: private-key (PEM or DER, unencrypted), and with ``certificate``
+    # (a project file) the private key of that certificate
+    check: Literal["private-key"] | None = None
+    certificate: str = ""
+    variable: str = ""  # the variable the user gives the file as (MODULE_SIGNING_KEY), for messages
+
+    @model_validator(mode="after")
+    def _certificate_needs_check(self) -> Secret:
+        if self.certificate and self.check != "private-key":
+            raise ValueError("'certificate' is what a 'check: private-key' key must belong to; add that check")
+        return self
 
 
 class Command(_Model):
@@ -494,10 +505,12 @@ def _template_line(exc: BaseException) -> int | None:
     return line
 
 
-def load_recipe(path: Path, variables: Mapping[str, str], display: str | None = None) -> Recipe:
-    """Load ``path`` rendered with ``variables``. Every problem is a RecipeError with file:line."""
+def load_recipe(path: Path, variables: Mapping[str, str], display: str | None = None, *,
+                root: Path | None = None) -> Recipe:
+    """Load ``path`` rendered with ``variables`` (``root``: the project it must stay inside). Every problem
+    is a RecipeError with file:line."""
     name = display or str(path)
-    text = yamlfile.read_text(path, name)
+    text = yamlfile.read_text(path, name, root)
     rendered = render_template(text, variables, name)
     data, lines = yamlfile.load(rendered, name)
     if not isinstance(data, dict):
@@ -531,7 +544,7 @@ def explain(exc: ValidationError, lines: dict[Any, int], filename: str,
     key = ".".join(str(part) for part in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         parent = models.get(tuple(loc[:-1])) if models is not None else _model_at(loc[:-1])
-        allowed = ", ".join(_yaml_key(f) for f in parent.model_fields) if parent else ""
+        allowed = ", ".join(info.alias or name for name, info in parent.model_fields.items()) if parent else ""
         message = f"unknown key {key!r}" + (f"; expected one of: {allowed}" if allowed else "")
     elif err["type"] == "missing":
         message = f"missing required key {key!r}"
@@ -566,11 +579,24 @@ def find_recipe_files(recipes_root: Path, *, display_root: Path | None = None) -
     or a loop) or not a regular file (a directory, a fifo, which reading would block on) is an error: it
     would otherwise vanish from the build without a word. Errors name it relative to ``display_root``."""
     found = []
+    project = display_root or recipes_root.parent
     for path in sorted(recipes_root.rglob("*")):
+        where = str(path.relative_to(display_root)) if display_root else str(path)
+        if path.is_symlink() and path.is_dir():  # rglob does not descend into it: its recipes would vanish
+            outside = files.link_out(project, path)
+            if outside is not None:
+                raise RecipeError(f"a link out of the project (to {outside}); builder reads project files only",
+                                  where=where)
+            if any(path.rglob(RECIPE_FILE)):
+                raise RecipeError(f"a link to a directory with recipes ({RECIPE_FILE}); builder does not follow "
+                                  "directory links in recipes/", where=where, hint="move the recipes here instead")
         if path.name != RECIPE_FILE:
             continue
+        outside = files.link_out(project, path)
+        if outside is not None:
+            raise RecipeError(f"a link out of the project (to {outside}); builder reads project files only",
+                              where=where)
         if not path.is_file():
-            where = str(path.relative_to(display_root)) if display_root else str(path)
             if path.is_symlink() and not path.exists():
                 raise RecipeError("a link that leads to no file (dangling, or a loop)", where=where)
             raise RecipeError("not a regular file (a recipe is a YAML text file)", where=where)

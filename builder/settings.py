@@ -13,6 +13,7 @@ so a server that trickles a byte now and then fails too.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,8 @@ class Settings:
     @classmethod
     def parse(cls, words: Mapping[str, str], *, host: Platform | None = None) -> Settings:
         """Split ``NAME=value`` words into settings and template variables, checking each setting."""
+        for name, value in words.items():
+            check_utf8(name, value)
         variables = dict(words)
         taken = {name: variables.pop(name) for name in list(variables) if name in SETTINGS}
         packages = {name[4:]: variables.pop(name) for name in list(variables) if PACKAGE_WORD.match(name)}
@@ -231,6 +234,18 @@ def _flavor(variables: dict[str, str], *, with_debug: bool) -> None:
         del variables["FLAVOR"]
 
 
+def check_utf8(name: str, value: str) -> None:
+    """A command-line or environment word must be UTF-8: Python hands other bytes over as lone surrogates,
+    which no file, log or message can hold. One line naming the variable and the first such byte."""
+    for what, text in (("name", name), ("value", value)):
+        bad = next((i for i, c in enumerate(text) if "\udc80" <= c <= "\udcff"), None)
+        if bad is not None:
+            shown = name if what == "value" else os.fsencode(name).decode("ascii", "backslashreplace")
+            raise BuildError(f"the {what} is not UTF-8 (byte 0x{ord(text[bad]) - 0xdc00:02x} at position {bad + 1})",
+                             where=shown, hint="NAME=value words, on the command line or in the environment, are "
+                             "UTF-8 text")
+
+
 def pairs(words: Sequence[str]) -> dict[str, str]:
     """``NAME=value`` words as a mapping; a word without '=' or without a name is an error. A REPEATABLE
     name given again keeps every value (joined by NUL, which no command-line word can hold)."""
@@ -239,6 +254,7 @@ def pairs(words: Sequence[str]) -> dict[str, str]:
         name, sep, value = word.partition("=")
         if not sep or not name:
             raise BuildError(f"expected NAME=value, not {word!r}")
+        check_utf8(name, value)
         result[name] = f"{result[name]}\0{value}" if name in REPEATABLE and name in result else value
     return result
 

@@ -465,7 +465,8 @@ def check_task_words(argv: list[str], tasks: list[dict[str, object]]) -> None:
             continue
         close = difflib.get_close_matches(word, sorted(known), n=3)
         hint = f"did you mean {' or '.join(close)}?" if close else f"known tasks: {', '.join(sorted(known)[:12])}"
-        raise BuildError(f"command line: unknown task {word!r}", hint=hint)
+        shown = os.fsencode(word).decode("utf-8", "backslashreplace")  # bytes that are not UTF-8 as \\xff
+        raise BuildError(f"command line: unknown task '{shown}'", hint=hint)
 
 
 _lock_file: IO[str] | None = None

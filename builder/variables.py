@@ -106,10 +106,11 @@ def _apt_entries(sources: tuple[Path, ...]) -> list[tuple[list[str], list[str], 
     return entries
 
 
-def load_vars_file(path: Path, display: str | None = None) -> dict[str, str]:
-    """A vars.yaml: a flat mapping of variable names to scalar values (``display``: its name in errors)."""
+def load_vars_file(path: Path, display: str | None = None, *, root: Path | None = None) -> dict[str, str]:
+    """A vars.yaml: a flat mapping of variable names to scalar values (``display``: its name in errors;
+    ``root``: the project it must stay inside)."""
     name = display or str(path)
-    data, lines = yamlfile.load(yamlfile.read_text(path, name), name)
+    data, lines = yamlfile.load(yamlfile.read_text(path, name, root), name)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -134,14 +135,18 @@ def directory_layers(recipes_root: Path, recipe_dir: Path) -> dict[str, str]:
         current = current / part if part else current
         candidate = current / VARS_FILE
         if candidate.exists() or candidate.is_symlink():  # a fifo or a dangling link is an error, not absent
-            merged.update(load_vars_file(candidate, candidate.relative_to(recipes_root.parent).as_posix()))
+            merged.update(load_vars_file(candidate, candidate.relative_to(recipes_root.parent).as_posix(),
+                                        root=recipes_root.parent))
     return merged
 
 
 def command_line_layer(cli: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Command-line variables; SOURCE_DATE_EPOCH from the environment counts as one (reprotest, CI)."""
+    from builder.settings import check_utf8
+
     layer = {}
     if "SOURCE_DATE_EPOCH" in environ:
+        check_utf8("SOURCE_DATE_EPOCH", environ["SOURCE_DATE_EPOCH"])
         layer["SOURCE_DATE_EPOCH"] = environ["SOURCE_DATE_EPOCH"]
     layer.update(cli)
     return layer

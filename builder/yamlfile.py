@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from builder import files
 from builder.errors import RecipeError
 
 Path_ = tuple[Hashable, ...]
 
 
 MAX_BYTES = 1 << 20  # a recipe or vars.yaml is a few kilobytes; anything this big is some other file
+YAML_KINDS = "a recipe, vars.yaml, profile, overlay or META file"
 
 
-def read_text(path: Path, display: str) -> str:
-    """A project text file as UTF-8; unreadable, not a regular file (a fifo would block the read), larger than
-    MAX_BYTES or not UTF-8 is a RecipeError naming it."""
+def read_text(path: Path, display: str, root: Path | None = None) -> str:
+    """A YAML text file as UTF-8: a project file (under ``root``: read as files.read_project_file reads every
+    project file, so a link out of the project is refused unread), or, without ``root``, a file the command
+    line names. Not a regular file, larger than MAX_BYTES or not UTF-8 is a RecipeError naming it."""
+    data = files.read_project_file(root, path, display, limit=MAX_BYTES, what=YAML_KINDS)
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise RecipeError("not a regular file", where=display)
-        if info.st_size > MAX_BYTES:
-            raise RecipeError(f"{info.st_size} bytes; a recipe or vars.yaml is at most {MAX_BYTES} bytes",
-                              where=display)
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecipeError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
                           where=display) from None
-    except OSError as exc:
-        raise RecipeError(f"cannot read recipe file: {exc.strerror}", where=display) from None
 
 
 MAX_DEPTH = 64  # collections inside collections; a recipe needs five

@@ -17,13 +17,21 @@ A case's keys:
   exit                     the expected exit status (2: doit refused to load its tasks; 1: a task or
                            a builder command failed)
   message                  a regex the last `error:` line must match (re.search)
+  never                    optional: strings that must appear nowhere in the output (a secret's bytes)
+  unchanged                optional: files (besides out/) that must be byte for byte as before the run
   xfail                    optional: why this fails today and what must change (strict: an XPASS fails)
 
-In every string, @PROJECT@ is the copy's root and @TMP@ a scratch directory beside it.
+In every string, @PROJECT@ is the copy's root and @TMP@ a scratch directory beside it; in `run`, @BYTE:ff@ is
+that byte, not UTF-8, as a command line can carry it. @HANG@ is the address of a server that accepts and never
+answers, @HTTP500@ / @HTTP401@ / @NOTREGISTRY@ of ones that answer every request with that (HTTP 500, a bearer
+challenge, a web page that is no registry).
+
+Operations that mount (mount_full, mount_readonly) need root; the mounts are undone after the case.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,12 +55,14 @@ import yaml
 from builder.identity import ROOTFS_LABEL
 from builder.variables import DEFAULTS
 
+from ..gpt import make_disk
 from .conftest import Result, copy_project
 
 TABLE = Path(__file__).resolve().parent / "bad_inputs.yaml"
 CATEGORIES = ("yaml", "template", "variables", "graph", "sources", "files", "kconfig", "platforms", "cli", "state",
-              "flavors", "registry", "signing", "profiles")
-CASE_KEYS = {"name", "category", "why", "change", "before", "run", "cwd", "env", "exit", "message", "xfail"}
+              "flavors", "registry", "signing", "profiles", "overlays", "meta", "keys", "module-lists")
+CASE_KEYS = {"name", "category", "why", "change", "before", "run", "cwd", "env", "exit", "message", "never",
+             "unchanged", "xfail"}
 REQUIRED = {"name", "category", "why", "run", "exit", "message"}
 OPERATIONS = {  # operation -> its keys besides the path (optional ones after '?')
     "write": {"text", "?times"},
@@ -65,6 +75,11 @@ OPERATIONS = {  # operation -> its keys besides the path (optional ones after '?
     "mkfifo": set(),
     "copy": {"from"},
     "chmod": {"mode"},
+    "gpt_disk": {"?size_mib"},  # a raw GPT image with EFI and META partitions (tests/gpt.py)
+    "truncate": {"size"},
+    "flip_byte": {"offset"},
+    "mount_full": {"?size"},  # a tmpfs of ``size`` bytes (default 64 KiB) at PATH, filled to the last byte
+    "mount_readonly": set(),  # PATH (a file or directory) bind-mounted onto itself, read-only
 }
 TIMEOUT = 60
 # Names a run may add to the project: build state and doit's database. Anything else new is a leftover.
@@ -176,7 +191,7 @@ def _expand(value: Any, places: dict[str, str]) -> Any:
     return value
 
 
-def apply(operation: dict[str, Any], root: Path) -> None:
+def apply(operation: dict[str, Any], root: Path, mounts: list[Path]) -> None:
     kind = next(k for k in operation if k in OPERATIONS)
     path = root / operation[kind]  # an absolute path (@TMP@/...) stays itself
     if kind in ("write", "append"):
@@ -215,7 +230,44 @@ def apply(operation: dict[str, Any], root: Path) -> None:
     elif kind == "chmod":
         path.chmod(int(str(operation["mode"]), 8))
     elif kind == "copy":
+        path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(__file__).resolve().parent / operation["from"], path)
+    elif kind == "gpt_disk":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_disk(path, int(operation.get("size_mib", 8)))
+    elif kind == "truncate":
+        os.truncate(path, int(operation["size"]))
+    elif kind == "flip_byte":
+        with open(path, "r+b") as f:
+            f.seek(int(operation["offset"]))
+            byte = f.read(1)
+            f.seek(int(operation["offset"]))
+            f.write(bytes([byte[0] ^ 0xFF]))
+    elif kind in ("mount_full", "mount_readonly"):
+        if os.geteuid() != 0:
+            pytest.skip("mounting needs root")
+        if kind == "mount_full":
+            path.mkdir(parents=True, exist_ok=True)
+            _mount(["-t", "tmpfs", "-o", f"size={int(operation.get('size', 65536))}", "tmpfs", str(path)])
+            mounts.append(path)
+            with open(path / ".filler", "wb") as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+        else:
+            _mount(["--bind", str(path), str(path)])
+            mounts.append(path)
+            _mount(["-o", "remount,ro,bind", str(path)])
+
+
+def _mount(argv: list[str]) -> None:
+    done = subprocess.run(["mount", *argv], capture_output=True, text=True)
+    assert done.returncode == 0, f"mount {' '.join(argv)}: {done.stderr}"
+
+
+def unmount(mounts: list[Path]) -> None:
+    for path in reversed(mounts):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def populate_out(out: Path) -> None:
@@ -272,15 +324,83 @@ def run(argv: list[str], cwd: Path, env: dict[str, str]) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+class _Answer(BaseHTTPRequestHandler):
+    """A registry stand-in that answers every request the same way (``status``, ``headers``, ``body``)."""
+
+    status, headers, body = 500, {}, b"{}"
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        for name, value in {"Content-Length": str(len(self.body)), **self.headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(self.body)
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _answering(status: int, headers: dict[str, str], body: bytes) -> type[_Answer]:
+    return type("Answer", (_Answer,), {"status": status, "headers": headers, "body": body})
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[dict[str, str]]:
+    """@HANG@, @HTTP500@, @HTTP401@ and @NOTREGISTRY@: host:port of each stand-in, on 127.0.0.1."""
+    import socket
+
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(64)  # accepts (the kernel completes the handshake) and never answers
+    started = []
+    places = {"@HANG@": f"127.0.0.1:{hanging.getsockname()[1]}"}
+    kinds = {
+        "@HTTP500@": _answering(500, {}, b"internal error"),
+        "@HTTP401@": _answering(401, {"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:9/token",service="x"',
+                                      "Docker-Distribution-Api-Version": "registry/2.0"}, b"{}"),
+        "@NOTREGISTRY@": _answering(200, {"Content-Type": "text/html"}, b"<html>a web page</html>"),
+    }
+    for token, handler in kinds.items():
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        places[token] = f"127.0.0.1:{server.server_address[1]}"
+    yield places
+    for server in started:
+        server.shutdown()
+        server.server_close()
+    hanging.close()
+
+
+def _words(command: str, places: dict[str, str]) -> list[str]:
+    """The command's words, with @BYTE:xx@ as that byte (Python hands it over as a lone surrogate)."""
+    return [re.sub(r"@BYTE:([0-9a-f]{2})@", lambda m: os.fsdecode(bytes.fromhex(m.group(1))), word)
+            for word in shlex.split(_expand(command, places))]
+
+
 @pytest.mark.parametrize("case", params())
-def test_bad_input(case: dict[str, Any], template: Path, engine: str, tmp_path: Path) -> None:
+def test_bad_input(case: dict[str, Any], template: Path, engine: str, servers: dict[str, str],
+                   tmp_path: Path) -> None:
     root = tmp_path / "project"
     scratch = tmp_path / "tmp"
     cache = tmp_path / "cache"
     shutil.copytree(template, root, symlinks=True)
     scratch.mkdir()
     populate_out(root / "out")
-    places = {"@PROJECT@": str(root), "@TMP@": str(scratch)}
+    places = {"@PROJECT@": str(root), "@TMP@": str(scratch), **servers}
+    mounts: list[Path] = []
+    try:
+        _check_case(case, root, cache, places, engine, mounts)
+    finally:
+        unmount(mounts)
+
+
+def _check_case(case: dict[str, Any], root: Path, cache: Path, places: dict[str, str], engine: str,
+                mounts: list[Path]) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "DOCKER_CONTEXT", "no_proxy",
                                                              "NO_PROXY", "DOCKER_TLS_VERIFY")}
     env.update({"DOCKER_HOST": engine, "BUILDER_CACHE": str(cache), "http_proxy": "http://127.0.0.1:9",
@@ -288,14 +408,15 @@ def test_bad_input(case: dict[str, Any], template: Path, engine: str, tmp_path: 
                 "HTTPS_PROXY": "http://127.0.0.1:9", "PYTHONDONTWRITEBYTECODE": "1"})
     env.update(_expand(case.get("env") or {}, places))
     for command in case.get("before") or []:
-        done = run(shlex.split(_expand(command, places)), root, env)
+        done = run(_words(command, places), root, env)
         assert done.code == 0, f"before: {command}\n{done.text[-3000:]}"
     for operation in case.get("change") or []:
-        apply(_expand(operation, places), root)
+        apply(_expand(operation, places), root, mounts)
 
     out_before = tree_state(root / "out")
     files_before = listing(root)
-    result = run(shlex.split(_expand(case["run"], places)), root / _expand(case.get("cwd", "."), places), env)
+    kept = {name: (root / _expand(name, places)).read_bytes() for name in case.get("unchanged") or []}
+    result = run(_words(case["run"], places), root / _expand(case.get("cwd", "."), places), env)
 
     shown = f"{case['run']}\n{result.text[-4000:]}"
     assert "Traceback" not in result.text, shown
@@ -303,6 +424,10 @@ def test_bad_input(case: dict[str, Any], template: Path, engine: str, tmp_path: 
     assert line.startswith("error:"), shown
     assert re.search(_expand(case["message"], places), line), f"{line}\n  does not match: {case['message']}"
     assert result.code == case["exit"], shown
+    for secret in case.get("never") or []:
+        assert secret not in result.text, f"{secret!r} appears in the output:\n{shown}"
+    for name, data in kept.items():
+        assert (root / _expand(name, places)).read_bytes() == data, f"{name} changed"
     assert tree_state(root / "out") == out_before, "out/ changed"
     new = sorted(p for p in listing(root) - files_before if p not in STATE_FILES and not p.startswith("out/"))
     assert not new, f"left behind in the project: {new}"

@@ -128,7 +128,7 @@ def test_a_good_config_renders_as_before(make_project: MakeProject) -> None:
 
 def test_an_unknown_check_lists_the_known_ones(load: Callable[..., Recipe]) -> None:
     with pytest.raises(RecipeError, match=r"pkg\.yaml:4: files\.0\.check: unknown check 'kconfg'; expected one of "
-                                          r"kconfig, x509$"):
+                                          r"kconfig, modules, x509$"):
         load("name: a\nfiles:\n  - src: x\n    check: kconfg\n    dest: x\n")
 
 
@@ -175,7 +175,8 @@ def test_a_vars_file_that_is_a_fifo_is_refused_without_reading_it(tmp_path: Path
 def test_a_file_larger_than_any_recipe_is_refused_by_its_size(tmp_path: Path) -> None:
     path = tmp_path / "pkg.yaml"
     path.write_bytes(b"#" * (yamlfile.MAX_BYTES + 1))
-    with pytest.raises(RecipeError, match=rf"^pkg\.yaml: {yamlfile.MAX_BYTES + 1} bytes; a recipe or vars\.yaml is "):
+    with pytest.raises(RecipeError, match=rf"^pkg\.yaml: {yamlfile.MAX_BYTES + 1} bytes; a recipe, vars\.yaml, "
+                                          "profile, overlay or META file is "):
         yamlfile.read_text(path, "pkg.yaml")
 
 
