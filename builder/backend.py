@@ -32,6 +32,19 @@ HEARTBEAT_SECONDS = 30
 OutputKind = Literal["local", "tar", "oci", "image", "push"]
 
 
+def csv_option(**fields: object) -> str:
+    """A docker option value of ``key=value`` fields (``--output``, ``--secret``, ``--mount``): docker and
+    buildx read it as one CSV record, so a field holding a comma, a quote or a newline is quoted, and any
+    host path works (a project under ``/home/a,b``)."""
+    cells = []
+    for key, value in fields.items():
+        cell = f"{key}={value}"
+        if any(c in cell for c in ',"\r\n') or cell != cell.strip():
+            cell = '"' + cell.replace('"', '""') + '"'
+        cells.append(cell)
+    return ",".join(cells)
+
+
 @dataclass(frozen=True)
 class Output:
     """Where a build's result goes.
@@ -117,7 +130,7 @@ class BuildKit:
         if request.no_cache:
             argv.append("--no-cache")
         for secret_id, path in request.secrets:
-            argv += ["--secret", f"id={secret_id},src={path}"]
+            argv += ["--secret", csv_option(id=secret_id, src=path)]
         if request.cache_from:
             ref = request.cache_from.removeprefix("type=registry,ref=") if not self.buildx else request.cache_from
             argv += ["--cache-from", ref]
@@ -126,12 +139,8 @@ class BuildKit:
         if not self.buildx and request.cache_to:  # the engine path's only cache export: inline
             argv += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
         followups: list[list[str]] = []
-        if out.kind == "local":
-            argv += ["--output", f"type=local,dest={out.dest}"]
-        elif out.kind == "tar":
-            argv += ["--output", f"type=tar,dest={out.dest}"]
-        elif out.kind == "oci":
-            argv += ["--output", f"type=oci,dest={out.dest}"]
+        if out.kind in ("local", "tar", "oci"):
+            argv += ["--output", csv_option(type=out.kind, dest=out.dest)]
         elif out.kind == "image":
             argv += ["--tag", str(out.ref)]
             if self.buildx:
@@ -260,11 +269,16 @@ def build(kit: BuildKit, request: BuildRequest, *, log_path: Path, label: str,
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if report_dir is not None and report_dir.is_dir():
         shutil.rmtree(report_dir)  # a report belongs to the build that made it
-    with open(log_path, "w") as log:
-        log.write(f"$ {kit.shell_command(request)}\n")
-        log.flush()
-        for argv in kit.commands(request):
-            _stream(argv, kit.environment(), log, log_path, label, report_dir)
+    try:
+        with open(log_path, "w") as log:
+            log.write(f"$ {kit.shell_command(request)}\n")
+            log.flush()
+            for argv in kit.commands(request):
+                _stream(argv, kit.environment(), log, log_path, label, report_dir)
+    except OSError as exc:
+        if exc.filename is None:  # a write into the log (a full disk): the log is the path to name
+            exc.filename = str(log_path)
+        raise
 
 
 def _write_reports(reports: dict[str, list[str]], report_dir: Path | None) -> str:

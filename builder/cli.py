@@ -99,7 +99,7 @@ def build(targets: tuple[str, ...], platform_spec: str | None, backend: str | No
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
-    from builder.tasks import acquire_run_lock, doit_config, generate
+    from builder.tasks import acquire_run_lock, check_push_target, doit_config, generate
 
     project = _project(pairs, platform_spec, BACKEND=backend or "", BUILDER=builder_name or "",
                        DRY_RUN="1" if dry_run else "", NO_CACHE="1" if no_cache else "")
@@ -109,6 +109,7 @@ def build(targets: tuple[str, ...], platform_spec: str | None, backend: str | No
     if not project.settings.dry_run:
         acquire_run_lock(project.root)
     tasks = list(generate(project))
+    check_push_target(project.settings)
 
     def task_recipes() -> Iterator[dict[str, object]]:
         yield from tasks

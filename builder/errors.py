@@ -24,3 +24,17 @@ class BuildError(Exception):
 
 class RecipeError(BuildError):
     """A recipe, variable file or config that is malformed or inconsistent."""
+
+
+def os_reason(exc: OSError) -> str:
+    """Why a file operation failed, in the words a user acts on (the machine's fault, not the recipe's)."""
+    import errno
+
+    words = {
+        errno.ENOSPC: "no space left on device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EPERM: "operation not permitted (is the file immutable? lsattr shows it; chattr -i clears it)",
+        errno.EACCES: "permission denied",
+    }
+    return words.get(exc.errno or 0) or exc.strerror or type(exc).__name__

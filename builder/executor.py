@@ -87,38 +87,44 @@ def _build(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work
     return export
 
 
-PUSH_SECONDS = 1800  # one docker manifest command (the image itself is pushed by the build, streamed)
-
-
 def _push(plan: Plan, kit: backend.BuildKit, context: Path) -> None:
     """PUSH=1: the recipe's output tree (what dependents build on) as an image, REGISTRY/USERNAME/NAME:TAG-ARCH,
-    then the index NAME:TAG over every arch pushed under that tag, so PKG_NAME=…:TAG serves each platform."""
-    from builder import registry
+    then the index NAME:TAG over every arch pushed under that tag, so PKG_NAME=…:TAG serves each platform.
+
+    BuildKit exports the tree; the image is made here (builder.oci: the same bytes for the same tree) and pushed
+    by builder.registry, every request within REGISTRY_TIMEOUT, so a failure names the registry and the cause."""
+    from builder import oci, registry
     from builder.platforms import PLATFORMS
     from builder.render import stage_name
 
     project, settings = plan.project, plan.project.settings
+    seconds = settings.registry_timeout
     tag = (settings.tag or default_tag(project.root)) + (f"-{plan.flavor}" if plan.flavor else "")
     name = f"{settings.registry}/{settings.username}/{plan.recipe.name}"
-    mine = f"{name}:{tag}-{plan.platform.arch}"
+    mine = registry.Reference.parse(f"{name}:{tag}-{plan.platform.arch}", "PUSH")
     log = project.state_dir / "logs" / f"{plan.slug}-push.log"
     say(f"    {plan.label}: pushing {mine}")
+    tree = context.parent / "image-tree.tar"
     backend.build(kit, BuildRequest(context=context, target=stage_name(plan.recipe), platform=plan.platform.docker,
-                                    output=Output("push", ref=mine), no_cache=False), log_path=log, label=plan.label)
-    pushed = []
+                                    output=Output("tar", dest=tree), no_cache=False), log_path=log, label=plan.label)
+    epoch = int(plan.variables["SOURCE_DATE_EPOCH"])
+    layer, diff_id = oci.layer(tree, epoch)
+    config = oci.config(plan.platform.arch, epoch, [diff_id], f"builder: recipe {plan.recipe.name}")
+    manifest = oci.manifest(config, [layer])
+    for blob in (layer, config):
+        registry.push_blob(mine, blob.digest, blob.data, seconds=seconds, where="PUSH")
+    registry.push_manifest(mine, manifest.media_type, manifest.data, seconds=seconds, where="PUSH")
+    entries = []
     for platform in PLATFORMS.values():
-        ref = f"{name}:{tag}-{platform.arch}"
-        try:
-            registry.platform_digest(ref, platform.docker, seconds=settings.registry_timeout, where="PUSH")
-        except BuildError:
-            continue  # not pushed for that arch (yet)
-        pushed.append(ref)
-    index = f"{name}:{tag}"
-    docker = kit.docker
-    run.run([docker, "manifest", "rm", index], check=False, capture=True, timeout=60)
-    run.run([docker, "manifest", "create", "--insecure", index, *pushed], capture=True, timeout=PUSH_SECONDS)
-    run.run([docker, "manifest", "push", "--insecure", "--purge", index], capture=True, timeout=PUSH_SECONDS)
-    say(f"    {plan.label}: pushed {index} ({', '.join(r.rsplit('-', 1)[1] for r in pushed)})")
+        found = registry.descriptor(registry.Reference.parse(f"{name}:{tag}-{platform.arch}", "PUSH"),
+                                    seconds=seconds, where="PUSH")
+        if found is not None and found["mediaType"] in registry.IMAGE_TYPES:  # not pushed for that arch (yet)
+            entries.append({**found, "platform": {"architecture": platform.arch, "os": "linux"}})
+    index = oci.index(entries)
+    registry.push_manifest(registry.Reference.parse(f"{name}:{tag}", "PUSH"), index.media_type, index.data,
+                           seconds=seconds, where="PUSH")
+    arches = ", ".join(str(e["platform"]["architecture"]) for e in entries)  # type: ignore[index]
+    say(f"    {plan.label}: pushed {name}:{tag} ({arches}) {index.digest}")
 
 
 def default_tag(root: Path) -> str:
@@ -248,9 +254,13 @@ def _interactive(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path]
                      for index, inside in enumerate(command.writes))
     script = f"{shlex.quote(recipe.shell)} /.builder/step/{plan.command}.sh && {{ {copies}}}"
     steps = context / recipe.name / "commands" / (plan.command or "")
-    argv = [kit.docker, "run", "--rm", "-it", "--network=none",
-            "-v", f"{steps}:/.builder/step:ro", "-v", f"{context / recipe.name / 'env'}:/.builder/env:ro",
-            "-v", f"{context / 'lib'}:/.builder/lib:ro", "-v", f"{made}:/.builder/out", ref, "/bin/sh", "-c", script]
+    mounts = [(steps, "/.builder/step", True), (context / recipe.name / "env", "/.builder/env", True),
+              (context / "lib", "/.builder/lib", True), (made, "/.builder/out", False)]
+    argv = [kit.docker, "run", "--rm", "-it", "--network=none"]
+    for source, target, readonly in mounts:  # --mount, not -v: a ':' or ',' in the project's path is a path
+        flags = {"readonly": "true"} if readonly else {}
+        argv += ["--mount", backend.csv_option(type="bind", src=source, dst=target, **flags)]
+    argv += [ref, "/bin/sh", "-c", script]
     try:
         done = subprocess.run(argv, check=False)
     finally:

@@ -48,25 +48,42 @@ class Graph:
                               where=recipe.where("dependencies", index, kind))
         return self.recipes[name]
 
+    def dependencies(self, recipe: Recipe) -> Iterator[tuple[int, Dependency]]:
+        """(index in recipe.dependencies, dependency) for every dependency a build for this platform takes:
+        one whose own ``platforms`` leave this platform out is not an edge here."""
+        for index, dep in enumerate(recipe.dependencies):
+            if dep.taken_for(self.platform):
+                yield index, dep
+
+    def _upstream(self, recipe: Recipe, index: int, kind: str, name: str) -> Recipe:
+        """The recipe a stage or artifact edge names, which must be built for this platform whenever
+        ``recipe`` is: an edge never takes a recipe its ``platforms`` leave out (refused here, not by a
+        compiler inside the build)."""
+        upstream = self._named(recipe, index, kind, name)
+        if self.platform and recipe.builds_for(self.platform) and not upstream.builds_for(self.platform):
+            only = ", ".join(upstream.platforms or [])
+            raise RecipeError(
+                f"dependencies.{index}.{kind}: {recipe.name!r} takes {upstream.name!r} for {self.platform}, which "
+                f"{upstream.where('platforms')} leaves out; to take it only where it is built, give this "
+                f"dependency 'platforms: [{only}]'", where=recipe.where("dependencies", index, kind))
+        return upstream
+
     def stage_dependencies(self, recipe: Recipe) -> Iterator[tuple[int, Recipe]]:
         """(index in recipe.dependencies, recipe) for every stage dependency."""
-        for index, dep in enumerate(recipe.dependencies):
+        for index, dep in self.dependencies(recipe):
             if dep.stage is not None:
-                yield index, self._named(recipe, index, "stage", dep.stage)
+                yield index, self._upstream(recipe, index, "stage", dep.stage)
 
     def artifact_dependencies(self, recipe: Recipe) -> Iterator[tuple[int, Dependency, Recipe, list[str]]]:
         """(index, dependency, upstream recipe, the output names taken) for every artifact dependency."""
-        for index, dep in enumerate(recipe.dependencies):
+        for index, dep in self.dependencies(recipe):
             if dep.artifact is None:
                 continue
-            upstream = self._named(recipe, index, "artifact", dep.artifact)
+            upstream = self._upstream(recipe, index, "artifact", dep.artifact)
             where = recipe.where("dependencies", index, "artifact")
             if not upstream.outputs:
                 raise RecipeError(f"dependencies.{index}.artifact: recipe {upstream.name!r} publishes no outputs; "
                                   "use 'stage' to build on it", where=where)
-            if self.platform and not upstream.builds_for(self.platform):
-                raise RecipeError(f"dependencies.{index}.artifact: recipe {upstream.name!r} is not built for "
-                                  f"{self.platform} (its 'platforms' leave it out)", where=where)
             taken = dep.outputs if dep.outputs is not None else list(upstream.outputs)
             for name in taken:
                 if name not in upstream.outputs:

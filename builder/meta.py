@@ -17,7 +17,6 @@ command line as INSTALLER_META_BASE64=... (Talos's name).
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import os
 import re
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.errors import BuildError
+from builder.errors import BuildError, os_reason
 
 MAGIC = b"BUILDER-META 1\n"
 PARTITION_BYTES = 1 << 20  # the disk layout's META partition
@@ -237,7 +236,7 @@ def write(image: Path, values: Mapping[int, bytes]) -> None:
     try:
         fd = os.open(image, os.O_WRONLY | os.O_NOCTTY)
     except OSError as exc:
-        raise MetaError(f"cannot write {image}: {_write_trouble(exc)}") from None
+        raise MetaError(f"cannot write {image}: {os_reason(exc)}") from None
     try:
         if os.fstat(fd).st_size not in (extent.image_size, 0):  # 0: a block device
             raise MetaError(f"{image} changed size while being written; nothing was written")
@@ -247,17 +246,8 @@ def write(image: Path, values: Mapping[int, bytes]) -> None:
                 raise MetaError(f"{image}: a short write ({written} of {COPY_BYTES} bytes)")
             os.fsync(fd)
     except OSError as exc:
-        raise MetaError(f"cannot write {image}: {_write_trouble(exc)}") from None
+        raise MetaError(f"cannot write {image}: {os_reason(exc)}") from None
     finally:
         os.close(fd)
 
 
-def _write_trouble(exc: OSError) -> str:
-    """Why a write failed, in the words a user acts on."""
-    if exc.errno == errno.EROFS:
-        return "read-only file system"
-    if exc.errno == errno.EPERM:
-        return "operation not permitted (is the file immutable? lsattr shows it; chattr -i clears it)"
-    if exc.errno == errno.ENOSPC:
-        return "no space left on device"
-    return exc.strerror or str(exc)

@@ -9,6 +9,11 @@ staging tree) is removed by the next publish, under the same lock. Where the fil
 out/ is renamed aside and the new tree renamed in; a kill between the two renames is rolled back by the
 next publish.
 
+out/ may be a symlink to a directory elsewhere (a bigger disk): the link is followed, and the next state is
+staged beside the directory it names (``.NAME.next-PID`` there), on that directory's own file system, so
+the rename stays atomic; the directory holding it must be writable. A mount point cannot be renamed onto,
+so out/ (or what it links to) being one is refused before any build: point it at a directory inside.
+
 A process that has ``cd``-ed into out/ keeps the old directory (as with any atomic replace): ``cd .`` again.
 
 For tests, ``BUILDER_FAULT=POINT`` kills the process with SIGKILL at a named write boundary and
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.errors import BuildError
+from builder.errors import BuildError, os_reason
 
 SUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
@@ -159,6 +164,10 @@ def check_out_dir(out_dir: Path, names: Iterable[str] = ()) -> Path:
         raise BuildError(f"{shown} is a symlink to {os.readlink(out_dir)}, which does not exist",
                          hint="create that directory or remove the link")
     real = out_dir.resolve()
+    if real.is_dir() and os.path.ismount(real):  # a publish renames the next tree onto it: not a mount point
+        raise BuildError(f"{shown} is a mount point ({real}); a build replaces it by rename as one transaction, "
+                         "which a mount point cannot take",
+                         hint=f"point {shown} at a directory inside that file system, e.g. {real}/out")
     if real.exists() and not real.is_dir():
         raise BuildError(f"{shown} is a file; artifacts go into a directory of that name", hint="move it aside")
     if real.is_dir() and not real.stat().st_mode & stat.S_IWUSR:
@@ -312,8 +321,9 @@ def publish(out_dir: Path, change: Change, *, lock_dir: Path) -> dict[str, str]:
             fault("exchanged")
         except OSError as exc:
             shutil.rmtree(stage, ignore_errors=True)
-            raise BuildError(f"cannot update {_shown(out_dir)}: {exc.strerror or exc}"
-                             + (f" ({exc.filename})" if exc.filename else ""),
+            # the file system out/ is on is what the user acts on (not the file being moved in when it filled)
+            on = f" (a link to {real})" if out_dir.is_symlink() else ""
+            raise BuildError(f"cannot update {_shown(out_dir)}{on}: {os_reason(exc)}",
                              hint="out/ is left as it was") from None
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)

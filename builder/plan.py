@@ -119,7 +119,7 @@ class Plan:
                 variable = recipe.variant.upper()
                 found.setdefault(self.project.recipe_variables(recipe, self.platform)[variable], variable)
             prebuilt = self.project.prebuilt(self.platform).get(recipe.name)
-            for index, dep in enumerate(recipe.dependencies):
+            for index, dep in self.graph.dependencies(recipe):
                 if dep.image is not None:
                     where = prebuilt[1] if prebuilt else recipe.where("dependencies", index, "image")
                     found.setdefault(dep.image, where)

@@ -100,6 +100,23 @@ class Source(_Model):
         return PurePosixPath(self.url.split("?", 1)[0]).name
 
 
+def _check_platforms(v: list[str] | None, empty: str) -> list[str] | None:
+    """A ``platforms`` list: exact OCI names, each once; ``empty`` says what an empty list would mean."""
+    if v is None:
+        return v
+    if not v:
+        raise ValueError(f"{empty}; leave 'platforms' out instead")
+    for index, item in enumerate(v):
+        meant = by_any_name(item)
+        if meant is not None and item not in PLATFORM_NAMES:
+            raise ValueError(f"{item!r} is not an OCI platform name; write {meant.docker!r}")
+        if item not in PLATFORM_NAMES:
+            raise ValueError(f"unknown platform {item!r}; expected one of {', '.join(PLATFORM_NAMES)}")
+        if item in v[:index]:
+            raise ValueError(f"{item!r} is listed twice")
+    return v
+
+
 class Dependency(_Model):
     """What a build stage starts with, besides the toolchain. Exactly one of:
 
@@ -116,11 +133,21 @@ class Dependency(_Model):
     outputs: list[str] | None = None
     from_: str = Field("/", alias="from")
     to: str = "/"
+    platforms: list[str] | None = None  # taken only when building for these ("this module only on arm64")
 
     @field_validator("image")
     @classmethod
     def _image(cls, v: str | None) -> str | None:
         return v if v is None else check_image_reference(v)
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, v: list[str] | None) -> list[str] | None:
+        return _check_platforms(v, "this dependency would be taken for no platform")
+
+    def taken_for(self, platform: str) -> bool:
+        """Whether a build for ``platform`` takes this dependency ("" = not one platform: every one)."""
+        return self.platforms is None or not platform or platform in self.platforms
 
     @model_validator(mode="after")
     def _one_kind(self) -> Dependency:
@@ -376,19 +403,7 @@ class Recipe(_Model):
     @field_validator("platforms")
     @classmethod
     def _platforms(cls, v: list[str] | None) -> list[str] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("an empty list would build this recipe for no platform; leave 'platforms' out instead")
-        for index, item in enumerate(v):
-            meant = by_any_name(item)
-            if meant is not None and item not in PLATFORM_NAMES:
-                raise ValueError(f"{item!r} is not an OCI platform name; write {meant.docker!r}")
-            if item not in PLATFORM_NAMES:
-                raise ValueError(f"unknown platform {item!r}; expected one of {', '.join(PLATFORM_NAMES)}")
-            if item in v[:index]:
-                raise ValueError(f"{item!r} is listed twice")
-        return v
+        return _check_platforms(v, "an empty list would build this recipe for no platform")
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:

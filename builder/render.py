@@ -167,7 +167,7 @@ def _stage(
     copies: list[dict[str, str]] = []
     stages = dict(graph.stage_dependencies(recipe))
     artifacts = {index: taken for index, _, _, taken in graph.artifact_dependencies(recipe)}
-    for index, dep in enumerate(recipe.dependencies):
+    for index, dep in graph.dependencies(recipe):
         if dep.artifact is not None:
             folder = f"{prefix}/artifacts/{index}"
             for name in artifacts[index]:

@@ -15,7 +15,7 @@ import fcntl
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -23,13 +23,14 @@ from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 
 from builder import memo
-from builder.errors import BuildError
+from builder.errors import BuildError, os_reason
 from builder.outputs import inputs_digest, sha256_file
 
 if TYPE_CHECKING:  # imported when a plan is really needed: a no-op run with a plan memo never parses recipes
     from builder.identity import Identities
     from builder.plan import Plan
     from builder.project import Project
+    from builder.settings import Settings
 
 DEP_FILE = ".doit.db"
 READ_ONLY_COMMANDS = {"list", "info", "help", "dumpdb", "tabcompletion", "strace"}
@@ -125,17 +126,23 @@ def doit_config(root: Path, argv: list[str] | None = None) -> dict[str, object]:
 
 
 def _dry_run_dep_file(root: Path, argv: list[str]) -> Path | None:
-    """The scratch database of a dry run (None: not a dry run, or no place for one: doit_tasks says why)."""
+    """The scratch database of a dry run (None: not a dry run, or a command line doit_tasks refuses). A dry
+    run never falls back to the real database: where its scratch one cannot be, it stops here."""
     from builder.settings import doit_words, flag
 
     try:
         if not flag(doit_words(argv[1:]).get("DRY_RUN", "0"), "DRY_RUN"):
             return None
-        scratch = root / ".builder" / "dry-run"
-        scratch.mkdir(parents=True, exist_ok=True)
-    except (BuildError, OSError):
+    except BuildError:
         return None
-    (scratch / DEP_FILE).unlink(missing_ok=True)  # it remembers nothing from one dry run to the next
+    scratch = root / ".builder" / "dry-run"
+    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+        (scratch / DEP_FILE).unlink(missing_ok=True)  # it remembers nothing from one dry run to the next
+    except OSError as exc:
+        print(f"error: cannot make the dry run's scratch database in {_relative(scratch, root)}: {os_reason(exc)}",
+              file=sys.stderr)
+        sys.exit(2)
     return scratch / DEP_FILE
 
 
@@ -162,13 +169,20 @@ class UpToDate:
 def _build_action(plan: Plan) -> dict[str, object] | TaskFailed:
     from builder.executor import execute  # the executor (and what it imports) only when something builds
 
+    return _guarded(plan, lambda: execute(plan))
+
+
+def _guarded(plan: Plan, work: Callable[[], Any]) -> Any:
+    """``work()``, with what the user can act on as one line: a BuildError, or an OSError (the machine, not
+    the recipe: a full disk, a read-only .builder) naming the path. out/ changes only in one transaction,
+    so it is as it was."""
     try:
-        return execute(plan)
+        return work()
     except BuildError as exc:
         return TaskFailed(str(exc))
-    except OSError as exc:  # the machine, not the recipe: a full disk, a directory that cannot be written
+    except OSError as exc:
         where = f" ({_relative(exc.filename, plan.project.root)})" if exc.filename else ""
-        return TaskFailed(f"{plan.label}: {exc.strerror or exc}{where}; nothing in out/ changed")
+        return TaskFailed(f"{plan.label}: {os_reason(exc)}{where}; nothing in out/ changed")
 
 
 def _relative(path: object, root: Path) -> str:
@@ -183,11 +197,7 @@ def _relative(path: object, root: Path) -> str:
 def _dry_run_action(plan: Plan) -> TaskFailed | None:
     from builder.executor import dry_run
 
-    try:
-        print(dry_run(plan))
-    except BuildError as exc:
-        return TaskFailed(str(exc))
-    return None
+    return _guarded(plan, lambda: print(dry_run(plan)))
 
 
 def build_task(plan: Plan, description: str) -> dict[str, object]:
@@ -297,11 +307,10 @@ def command_tasks(plans: list[Plan]) -> Iterator[dict[str, object]]:
 def _command_action(plan: Plan) -> TaskFailed | None:
     from builder.executor import run_command
 
-    try:
+    def work() -> None:
         run_command(plan)
-    except BuildError as exc:
-        return TaskFailed(str(exc))
-    return None
+
+    return _guarded(plan, work)
 
 
 def _outputs_intact(out_dir: Path, values: Mapping[str, Any]) -> bool:
@@ -348,7 +357,12 @@ def _memo_project(root: Path, words: dict[str, str]) -> Project:
 
     cache_key = (root, tuple(sorted(words.items())))
     if cache_key not in _projects:
-        _projects[cache_key] = Project.load(root, words)
+        project = Project.load(root, words)
+        # every plan, not only this task's: the host checks (keys, module lists, files) of the tasks after
+        # this one hold before this one builds, as on a run without a memo
+        for plan in project.plans():
+            plan.context  # noqa: B018 - rendering is what checks them
+        _projects[cache_key] = project
     return _projects[cache_key]
 
 
@@ -421,8 +435,14 @@ def dodo_tasks(root: Path, argv: list[str]) -> Iterator[dict[str, object]]:
             if not fresh:
                 memo.save(state, digest, _memo_entry(project, tasks))
         check_task_words(argv, tasks)
+        if wants_lock(argv):
+            check_push_target(settings)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # the machine: a full disk or a read-only file system under the project
+        where = f"{_relative(exc.filename, root)}: " if exc.filename else ""
+        print(f"error: {where}{os_reason(exc)}", file=sys.stderr)
         sys.exit(2)
     yield from tasks
 
@@ -469,7 +489,15 @@ def check_task_words(argv: list[str], tasks: list[dict[str, object]]) -> None:
         raise BuildError(f"command line: unknown task '{shown}'", hint=hint)
 
 
-_lock_file: IO[str] | None = None
+def check_push_target(settings: Settings) -> None:
+    """PUSH=1: the registry answers as one, within REGISTRY_TIMEOUT, before any build starts."""
+    if settings.push and not settings.dry_run and settings.registry:
+        from builder import registry
+
+        registry.check_push_target(settings.registry, seconds=settings.registry_timeout)
+
+
+_lock_file: IO[bytes] | None = None
 
 
 def acquire_run_lock(root: Path) -> None:
@@ -478,24 +506,29 @@ def acquire_run_lock(root: Path) -> None:
     if _lock_file is not None:
         return
     state = root / ".builder"  # Project.state_dir
+    path = state / "run.lock"
     try:
         state.mkdir(parents=True, exist_ok=True)
-        handle = open(state / "run.lock", "a+")  # noqa: SIM115 - held for the life of the process
+        handle = open(path, "a+b", buffering=0)  # noqa: SIM115 - held for the life of the process
     except OSError as exc:
-        raise BuildError(f"cannot take the run lock in {state}: {exc.strerror}",
-                         hint=".builder must be a writable directory") from None
+        raise BuildError(f"cannot take the run lock {_relative(path, root)}: {os_reason(exc)}",
+                         hint=".builder must be a writable directory with space left") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "?"
+        holder = handle.read(64).decode(errors="replace").strip() or "?"
         handle.close()
         raise BuildError(f"another build is already running in {root} (pid {holder}); "
                          "wait for it to finish") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()).encode())  # unbuffered: the write fails here, never at close
+    except OSError as exc:  # a full or read-only .builder: every later write of state would fail too
+        handle.close()
+        raise BuildError(f"cannot write the run lock {_relative(path, root)}: {os_reason(exc)}",
+                         hint=".builder must be a writable directory with space left") from None
     _lock_file = handle
 
 

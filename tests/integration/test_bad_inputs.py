@@ -60,7 +60,8 @@ from .conftest import Result, copy_project
 
 TABLE = Path(__file__).resolve().parent / "bad_inputs.yaml"
 CATEGORIES = ("yaml", "template", "variables", "graph", "sources", "files", "kconfig", "platforms", "cli", "state",
-              "flavors", "registry", "signing", "profiles", "overlays", "meta", "keys", "module-lists")
+              "flavors", "registry", "signing", "profiles", "overlays", "meta", "keys", "module-lists",
+              "push")
 CASE_KEYS = {"name", "category", "why", "change", "before", "run", "cwd", "env", "exit", "message", "never",
              "unchanged", "xfail"}
 REQUIRED = {"name", "category", "why", "run", "exit", "message"}
@@ -83,7 +84,9 @@ OPERATIONS = {  # operation -> its keys besides the path (optional ones after '?
 }
 TIMEOUT = 60
 # Names a run may add to the project: build state and doit's database. Anything else new is a leftover.
-STATE_FILES = {".doit.db", ".builder", ".builder/plan-memo.json", ".builder/run.lock", ".builder/out.lock"}
+STATE_FILES = {".doit.db", ".builder", ".builder/plan-memo.json", ".builder/run.lock", ".builder/out.lock",
+               ".builder/tmp"}
+STATE_DIRS = (".builder/logs", ".builder/reports")  # a failed build's log and reports are what the user reads
 TEMPORARY = re.compile(r"(^|/)(\.partial|.*\.tmp$|.*\.partial$|\.(SHA256SUMS|manifest\.json|plan-memo\.json)\.)")
 KNOWN_IMAGES = {DEFAULTS["TOOLCHAIN"], DEFAULTS["IMAGER"]}
 
@@ -250,10 +253,9 @@ def apply(operation: dict[str, Any], root: Path, mounts: list[Path]) -> None:
             path.mkdir(parents=True, exist_ok=True)
             _mount(["-t", "tmpfs", "-o", f"size={int(operation.get('size', 65536))}", "tmpfs", str(path)])
             mounts.append(path)
-            with open(path / ".filler", "wb") as f, contextlib.suppress(OSError):
+            with contextlib.suppress(OSError), open(path / ".filler", "wb", buffering=0) as f:
                 while True:
                     f.write(b"\0" * 4096)
-                    f.flush()
         else:
             _mount(["--bind", str(path), str(path)])
             mounts.append(path)
@@ -327,11 +329,11 @@ def run(argv: list[str], cwd: Path, env: dict[str, str]) -> Result:
 class _Answer(BaseHTTPRequestHandler):
     """A registry stand-in that answers every request the same way (``status``, ``headers``, ``body``)."""
 
-    status, headers, body = 500, {}, b"{}"
+    status, answer_headers, body = 500, {}, b"{}"  # (self.headers is the request's)
 
     def do_GET(self) -> None:
         self.send_response(self.status)
-        for name, value in {"Content-Length": str(len(self.body)), **self.headers}.items():
+        for name, value in {"Content-Length": str(len(self.body)), **self.answer_headers}.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
@@ -344,7 +346,7 @@ class _Answer(BaseHTTPRequestHandler):
 
 
 def _answering(status: int, headers: dict[str, str], body: bytes) -> type[_Answer]:
-    return type("Answer", (_Answer,), {"status": status, "headers": headers, "body": body})
+    return type("Answer", (_Answer,), {"status": status, "answer_headers": headers, "body": body})
 
 
 @pytest.fixture(scope="session")
@@ -429,7 +431,8 @@ def _check_case(case: dict[str, Any], root: Path, cache: Path, places: dict[str,
     for name, data in kept.items():
         assert (root / _expand(name, places)).read_bytes() == data, f"{name} changed"
     assert tree_state(root / "out") == out_before, "out/ changed"
-    new = sorted(p for p in listing(root) - files_before if p not in STATE_FILES and not p.startswith("out/"))
+    new = sorted(p for p in listing(root) - files_before
+                 if p not in STATE_FILES and not p.startswith(("out/", *STATE_DIRS)))
     assert not new, f"left behind in the project: {new}"
     temporary = sorted(p for p in listing(root) if TEMPORARY.search(p))
     assert not temporary, f"temporary files left behind: {temporary}"

@@ -72,3 +72,58 @@ def test_doit_clean_removes_artifacts_with_their_checksum_lines(built: Path) -> 
     rebuilt = doit(built, "consumer", timeout=900)
     assert rebuilt.code == 0 and rebuilt.ran("consumer:amd64"), rebuilt.text[-3000:]
     verifies(out)
+
+
+# --- where out/ is: an odd project path, out/ a symlink elsewhere, out/ on a full disk ---
+
+def _project(parent: Path) -> Path:
+    project = parent / "project"
+    shutil.copytree(CASE, project, ignore=shutil.ignore_patterns("case.yaml"))
+    shutil.copy(ROOT / "dodo.py", project / "dodo.py")
+    return project
+
+
+def test_a_project_path_with_commas_quotes_colons_and_spaces_builds(tmp_path: Path) -> None:
+    """--output and --secret are CSV for docker and buildx: a comma in the path must not split it."""
+    project = _project(tmp_path / 'a,b "c":d e')
+    result = doit(project, "consumer", timeout=900)
+    assert result.code == 0, result.text[-3000:]
+    assert (project / "out" / "consumed-amd64.txt").read_text().startswith("hello from the producer")
+    verifies(project / "out")
+
+
+def test_out_as_a_symlink_is_followed_and_staged_beside_its_target(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    elsewhere = tmp_path / "bigger-disk" / "artifacts"
+    elsewhere.mkdir(parents=True)
+    (project / "out").symlink_to(elsewhere)
+    result = doit(project, "consumer", timeout=900)
+    assert result.code == 0, result.text[-3000:]
+    assert (project / "out").is_symlink() and (elsewhere / "consumed-amd64.txt").is_file()
+    verifies(elsewhere)
+    assert sorted(p.name for p in elsewhere.parent.iterdir()) == ["artifacts"]  # no staging tree left beside it
+
+
+def test_out_on_a_full_disk_is_one_line_and_out_is_as_it_was(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    try:
+        (disk / "out").mkdir()
+        (project / "out").symlink_to(disk / "out")
+        with open(disk / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 4096)
+            except OSError:
+                pass
+        result = doit(project, "producer", timeout=900)
+        assert result.code == 1, result.text[-3000:]
+        assert "Traceback" not in result.text
+        assert result.last_line() == (f"error: cannot update out (a link to {disk / 'out'}): no space left on "
+                                      "device (out/ is left as it was)"), result.last_line()
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "out"]
+        assert list((disk / "out").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,16 @@ def test_no_cache_and_secrets_reach_every_path(kit: BuildKit) -> None:
     (argv,) = kit.commands(request(LOCAL, no_cache=True, secrets=(("signing-key", Path("/k/key.pem")),)))
     assert "--no-cache" in argv
     assert argv[argv.index("--secret") + 1] == "id=signing-key,src=/k/key.pem"
+
+
+@pytest.mark.parametrize("kit", [BUILDX, ENGINE], ids=["buildx", "engine"])
+def test_option_values_are_one_csv_record_whatever_the_path_holds(kit: BuildKit) -> None:
+    odd = Path('/home/a,b/my "p"/export')
+    (argv,) = kit.commands(request(Output("local", dest=odd), secrets=(("k", Path("/k,1/key.pem")),)))
+    assert argv[argv.index("--output") + 1] == 'type=local,"dest=/home/a,b/my ""p""/export"'
+    assert argv[argv.index("--secret") + 1] == 'id=k,"src=/k,1/key.pem"'
+    (record,) = csv.reader([argv[argv.index("--output") + 1]])
+    assert record == ["type=local", f"dest={odd}"]
 
 
 def test_a_tar_export_is_one_file() -> None:

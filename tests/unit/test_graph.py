@@ -149,10 +149,38 @@ def test_an_output_the_upstream_does_not_publish_is_an_error(tmp_path: Path) -> 
                   artifact_recipe(tmp_path, "i", "dependencies:\n  - artifact: k\n    outputs: [x.bin]\n")])
 
 
-def test_an_artifact_not_built_for_the_platform_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match=r"recipe 'k' is not built for linux/amd64"):
-        Graph.of([artifact_recipe(tmp_path, "k", OUT, platforms="platforms: [linux/arm64]\n"),
-                  artifact_recipe(tmp_path, "i", "dependencies:\n  - artifact: k\n")], "linux/amd64")
+ARM64_ONLY = "platforms: [linux/arm64]\n"
+
+
+@pytest.mark.parametrize("kind", ["artifact", "stage"])
+def test_an_edge_to_a_recipe_not_built_for_the_platform_is_refused_naming_both_and_the_way_out(
+        tmp_path: Path, kind: str) -> None:
+    with pytest.raises(RecipeError, match=rf"^recipes/i/pkg\.yaml:3: dependencies\.0\.{kind}: 'i' takes 'k' for "
+                                          r"linux/amd64, which recipes/k/pkg\.yaml:2 leaves out; to take it only "
+                                          r"where it is built, give this dependency 'platforms: \[linux/arm64\]'$"):
+        Graph.of([artifact_recipe(tmp_path, "k", OUT, platforms=ARM64_ONLY),
+                  artifact_recipe(tmp_path, "i", f"dependencies:\n  - {kind}: k\n")], "linux/amd64")
+
+
+@pytest.mark.parametrize("kind", ["artifact", "stage"])
+def test_a_dependency_limited_to_a_platform_is_an_edge_there_only(tmp_path: Path, kind: str) -> None:
+    k = artifact_recipe(tmp_path, "k", OUT, platforms=ARM64_ONLY)
+    i = artifact_recipe(tmp_path, "i", f"dependencies:\n  - {kind}: k\n    platforms: [linux/arm64]\n")
+    assert names(Graph.of([k, i], "linux/amd64").order("i")) == ["i"]
+    assert names(Graph.of([k, i], "linux/arm64").order("i")) == ["k", "i"]
+
+
+def test_a_recipe_not_built_for_the_platform_may_take_others_that_are_not_either(tmp_path: Path) -> None:
+    k = artifact_recipe(tmp_path, "k", OUT, platforms=ARM64_ONLY)
+    i = artifact_recipe(tmp_path, "i", "dependencies:\n  - stage: k\n", platforms=ARM64_ONLY)
+    assert Graph.of([k, i], "linux/amd64").exported() == []
+
+
+def test_a_dependency_platform_list_is_checked_like_a_recipe_one(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"'amd64' is not an OCI platform name; write 'linux/amd64'"):
+        artifact_recipe(tmp_path, "i", "dependencies:\n  - stage: k\n    platforms: [amd64]\n")
+    with pytest.raises(RecipeError, match=r"this dependency would be taken for no platform"):
+        artifact_recipe(tmp_path, "j", "dependencies:\n  - stage: k\n    platforms: []\n")
 
 
 def test_a_cycle_through_an_artifact_is_an_error(tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ def test_a_full_disk_while_staging_leaves_out_as_it_was(tmp_path: Path, monkeypa
     put(out, tmp_path, a=b"a")
     before = tree(out)
     monkeypatch.setenv(outputs.FAULT_VARIABLE, "stage-artifact:ENOSPC")
-    with pytest.raises(BuildError, match=r"^cannot update .*out: No space left on device \(out/ is left as it was\)$"):
+    with pytest.raises(BuildError, match=r"^cannot update .*out: no space left on device \(out/ is left as it was\)$"):
         put(out, tmp_path, a=b"new", b=b"b")
     assert tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "out", "state"]
