@@ -1,20 +1,28 @@
 """The toolchain image, bootstrapped without any image hub: mmdebstrap -> canonical tar -> docker import.
 
-mmdebstrap runs with a fixed SOURCE_DATE_EPOCH, so the same package versions give the same files; the tar
-it writes is then rewritten in one canonical form (canonical_tar), because its bytes also depend on the
-host's mmdebstrap and GNU tar versions (Debian 12 and 13 differ). The exact package list (name=version) is
-recorded inside the image at LOCK_PATH and as the label LABEL (that list's sha256); the label ROOTFS_LABEL
-holds the canonical tar's sha256, which is also the image's layer diff-ID: an identity that holds across
-imports and machines, unlike the image ID (the import time is in the image config)."""
+mmdebstrap runs with a fixed, minimal environment that inherits nothing from the caller's (mmdebstrap_env: a
+standard PATH, HOME=/root, LC_ALL=C.UTF-8, TZ=UTC, a fixed SOURCE_DATE_EPOCH) and umask 022, so the same
+package versions give the same files whoever runs it: the maintainer scripts in the chroot see that
+environment (a caller's PYTHONDONTWRITEBYTECODE=1 made python3-minimal write hash-based .pyc files instead
+of timestamp-based ones: another rootfs for the same lock). The host-side steps after it (the canonical tar,
+the lock's digest) are in-process Python that reads and writes bytes and depends on no locale, umask or time
+zone; docker import sends the canonical tar as it is. The tar mmdebstrap writes is then rewritten in one
+canonical form (canonical_tar), because its bytes also depend on the host's mmdebstrap and GNU tar versions
+(Debian 12 and 13 differ). The exact package list (name=version) is recorded inside the image at LOCK_PATH
+and as the label LABEL (that list's sha256); the label ROOTFS_LABEL holds the canonical tar's sha256, which
+is also the image's layer diff-ID: an identity that holds across imports and machines, unlike the image ID
+(the import time is in the image config)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -99,14 +107,34 @@ def mmdebstrap_argv(suite: str, tarball: Path, mirror: str, lock_copy: Path, kin
     ]
 
 
+BOOTSTRAP_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BOOTSTRAP_UMASK = 0o022
+
+
 def mmdebstrap_env(workdir: Path) -> dict[str, str]:
-    """The environment mmdebstrap runs with: the fixed epoch, and its scratch rootfs under ``workdir``.
+    """The whole environment mmdebstrap runs with (nothing of the caller's is added): a standard PATH, root's
+    HOME, the C.UTF-8 locale, UTC, the fixed epoch, and its scratch rootfs under ``workdir``. Only which
+    mmdebstrap program runs is found on the caller's PATH (as `ensure` and `builder doctor` look for it);
+    the tools it runs, its hooks and the chroot's maintainer scripts see BOOTSTRAP_PATH.
+
+    The maintainer scripts run in the chroot inherit it: PYTHONDONTWRITEBYTECODE from a caller made
+    python3-minimal's postinst write hash-based .pyc files instead of timestamp-based ones (measured), and
+    so would any PYTHON*, APT_CONFIG, LD_* or other variable of the caller's change what is run or written.
+    No proxy variables either: apt verifies what it fetches against the signed Release file, so a proxy
+    would not change the bytes, but nothing here uses one and a fixed environment is simpler to reason about.
 
     ``workdir`` must be mode 0700: apt's sandbox user then cannot reach the rootfs, so mmdebstrap always
     runs apt as root and /var/{cache/apt/archives,lib/apt/lists}/partial stay root's. Under a directory
     _apt can read they become _apt's (uid 42): another tar (measured).
     """
-    return {"SOURCE_DATE_EPOCH": str(TOOLCHAIN_EPOCH), "TMPDIR": str(workdir)}
+    return {
+        "PATH": BOOTSTRAP_PATH,
+        "HOME": "/root",  # a fixed path that exists in the chroot too; not the random workdir's name
+        "TMPDIR": str(workdir),
+        "SOURCE_DATE_EPOCH": str(TOOLCHAIN_EPOCH),
+        "LC_ALL": "C.UTF-8",  # what mmdebstrap sets for apt and dpkg anyway; here for the host-side hooks too
+        "TZ": "UTC",
+    }
 
 
 class _Hashing:
@@ -131,9 +159,11 @@ def canonical_tar(source: Path, target: Path) -> str:
     owner, whole-second mtime, link target, device numbers, contents and extended attributes. Written
     by Python's tarfile in PAX format, so the bytes no longer depend on which mmdebstrap and GNU tar
     made ``source`` (measured: Debian 12 and 13 give different tars of the same files, and the same
-    canonical tar with Python 3.11 and 3.13).
+    canonical tar with Python 3.11 and 3.13). Nor on the caller's locale, umask or time zone: names are read
+    and written as UTF-8 (tarfile's default for reading is the locale's encoding; a non-UTF-8 locale would
+    re-encode non-ASCII names), every field comes from ``source``, and nothing is extracted.
     """
-    with tarfile.open(source, "r:") as tin, open(target, "wb") as raw:
+    with tarfile.open(source, "r:", encoding="utf-8") as tin, open(target, "wb") as raw:
         out = _Hashing(raw)
         with tarfile.open(fileobj=cast(IO[bytes], out), mode="w:", format=tarfile.PAX_FORMAT,
                           encoding="utf-8") as tout:
@@ -192,8 +222,19 @@ def bootstrap_log(suite: str, kind: Kind = TOOLCHAIN) -> Path:
     return default_cache_dir() / "logs" / f"{kind.name}-{suite}.log"
 
 
-def _bootstrap(ref: str, suite: str, mirror: str, kind: Kind) -> str:
-    """mmdebstrap ``suite`` into a tar, then docker import it as ``ref``; the new image ID."""
+@dataclass(frozen=True)
+class Rootfs:
+    """A bootstrapped root filesystem: its canonical tar, and the two digests its image is labelled with."""
+
+    tarball: Path
+    packages_digest: str  # sha256 of the name=version lock (LABEL)
+    digest: str  # sha256 of the canonical tar (ROOTFS_LABEL, the layer's diff-ID)
+
+
+@contextlib.contextmanager
+def rootfs(suite: str, mirror: str, kind: Kind = TOOLCHAIN) -> Iterator[Rootfs]:
+    """mmdebstrap ``suite`` into a tar and rewrite it as the canonical tar, in a work directory that is
+    removed on exit (never while something is mounted under it)."""
     log = bootstrap_log(suite, kind)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)  # run() appends: this run's output only
@@ -203,26 +244,31 @@ def _bootstrap(ref: str, suite: str, mirror: str, kind: Kind) -> str:
     lock_copy = workdir / "toolchain.lock"
     try:
         with step(f"mmdebstrap {suite} ({len(kind.packages)} packages) -> {made}; log: {log}"):
-            done = run(mmdebstrap_argv(suite, made, mirror, lock_copy, kind), env=mmdebstrap_env(workdir),
-                       log=log, check=False, timeout=BOOTSTRAP_SECONDS)
+            argv = mmdebstrap_argv(suite, made, mirror, lock_copy, kind)
+            argv[0] = shutil.which(argv[0]) or argv[0]  # found on the caller's PATH, run with the fixed one
+            done = run(argv, env=mmdebstrap_env(workdir), inherit_env=False, umask=BOOTSTRAP_UMASK, log=log,
+                       check=False, timeout=BOOTSTRAP_SECONDS)
             if done.returncode != 0:
                 raise BuildError(f"mmdebstrap of {suite} failed with exit status {done.returncode}: "
                                  f"{_last_line(log)}", hint=f"full log: {log}")
-        lock = lock_copy.read_text()
-        packages_digest = hashlib.sha256(lock.encode()).hexdigest()
+        packages_digest = hashlib.sha256(lock_copy.read_bytes()).hexdigest()  # bytes: no locale decodes them
         with step(f"canonical tar -> {tarball}"):
             try:
                 rootfs_digest = canonical_tar(made, tarball)
             except (tarfile.TarError, OSError) as exc:
                 raise BuildError(f"cannot rewrite {made} as a canonical tar: {exc}") from None
         made.unlink()
-        with step(f"docker import -> {ref} (rootfs sha256 {rootfs_digest})"):
-            image = engine.import_rootfs(tarball, ref, changes=[f"LABEL {LABEL}={packages_digest}",
-                                                                f"LABEL {ROOTFS_LABEL}={rootfs_digest}",
-                                                                f"LABEL {REQUESTED_LABEL}={kind.requested()}"])
+        yield Rootfs(tarball, packages_digest, rootfs_digest)
     finally:
         _clean(workdir)
-    return image
+
+
+def _bootstrap(ref: str, suite: str, mirror: str, kind: Kind) -> str:
+    """mmdebstrap ``suite`` into a tar, then docker import it as ``ref``; the new image ID."""
+    with rootfs(suite, mirror, kind) as made, step(f"docker import -> {ref} (rootfs sha256 {made.digest})"):
+        return engine.import_rootfs(made.tarball, ref, changes=[f"LABEL {LABEL}={made.packages_digest}",
+                                                                f"LABEL {ROOTFS_LABEL}={made.digest}",
+                                                                f"LABEL {REQUESTED_LABEL}={kind.requested()}"])
 
 
 def _clean(workdir: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import subprocess
 import tarfile
@@ -36,9 +37,55 @@ def test_mmdebstrap_makes_a_minbase_tar_of_the_suite_with_every_package(tmp_path
     assert f"--include={','.join(PACKAGES)}" in args
 
 
+FIXED_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+             "SOURCE_DATE_EPOCH": str(TOOLCHAIN_EPOCH), "LC_ALL": "C.UTF-8", "TZ": "UTC"}
+
+
 def test_the_bootstrap_runs_at_the_fixed_epoch_with_its_scratch_space_in_the_work_dir(tmp_path: Path) -> None:
-    assert toolchain.mmdebstrap_env(tmp_path) == {"SOURCE_DATE_EPOCH": str(TOOLCHAIN_EPOCH), "TMPDIR": str(tmp_path)}
+    assert toolchain.mmdebstrap_env(tmp_path) == {**FIXED_ENV, "TMPDIR": str(tmp_path)}
     assert TOOLCHAIN_EPOCH == 1735689600
+
+
+# What a caller may have set: each of these changed (PYTHONDONTWRITEBYTECODE, measured) or could change
+# what the maintainer scripts in the chroot write, or what apt does.
+CALLER_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8", "TZ": "Asia/Tokyo",
+              "PATH": "/opt/elsewhere/bin:/usr/bin:/bin", "HOME": "/home/someone", "APT_CONFIG": "/etc/other.conf",
+              "PYTHONHASHSEED": "7", "http_proxy": "http://proxy.invalid:3128"}
+
+
+def test_the_bootstrap_environment_is_the_same_whatever_the_callers(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = toolchain.mmdebstrap_env(tmp_path)
+    for name, value in CALLER_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert toolchain.mmdebstrap_env(tmp_path) == plain
+
+
+def test_mmdebstrap_gets_the_fixed_environment_and_umask_not_the_callers(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the program itself sees: only the fixed variables, and umask 022 under a caller's 077. The
+    caller's PATH finds the program (here a fake one), which then runs with the fixed PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "seen"
+    (bin_dir / "mmdebstrap").write_text(f"#!/bin/sh\nenv > {seen}.env\numask > {seen}.umask\nexit 1\n")
+    (bin_dir / "mmdebstrap").chmod(0o755)
+    monkeypatch.setenv("BUILDER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(toolchain.tempfile, "mkdtemp", lambda prefix, dir: str(tmp_path / "work"))
+    (tmp_path / "work").mkdir()
+    for name, value in CALLER_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{CALLER_ENV['PATH']}")
+    previous = os.umask(0o077)
+    try:
+        with pytest.raises(BuildError, match="mmdebstrap of bookworm failed"):
+            toolchain._bootstrap("t:1", "bookworm", MIRROR, toolchain.TOOLCHAIN)
+    finally:
+        os.umask(previous)
+    env = dict(line.split("=", 1) for line in Path(f"{seen}.env").read_text().splitlines())
+    env.pop("PWD")  # the shell's own
+    assert env == {**FIXED_ENV, "TMPDIR": str(tmp_path / "work")}
+    assert Path(f"{seen}.umask").read_text() == "0022\n"
 
 
 def test_the_argv_is_the_same_for_the_same_inputs(tmp_path: Path) -> None:
@@ -336,3 +383,18 @@ def test_the_imager_is_bootstrapped_the_same_way_with_its_own_packages_and_arm64
     assert "--architectures=amd64,arm64" in args  # grub-efi-arm64-bin:arm64 comes from the arm64 archive
     assert not set(toolchain.IMAGER_PACKAGES) & set(toolchain.PACKAGES) - {"python3", "xz-utils", "zstd"}
     assert "--architectures" not in " ".join(mmdebstrap_argv("bookworm", tmp_path / "t.tar", MIRROR, tmp_path / "l"))
+
+
+def test_the_canonical_tar_does_not_depend_on_the_callers_locale(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GNU-format name is bytes; tarfile reads them in the locale's encoding unless told: a Latin-1 locale
+    would have turned UTF-8 "é" into "Ã©" and re-encoded it."""
+    with tarfile.open(tmp_path / "in.tar", "w", format=tarfile.GNU_FORMAT, encoding="utf-8") as tar:
+        tar.addfile(_member("./caf\u00e9", mode=0o644, size=1, mtime=5), io.BytesIO(b"x"))
+    digests = []
+    for encoding in ("utf-8", "iso-8859-1"):  # tarfile's default: the locale's (filesystem) encoding
+        monkeypatch.setattr(tarfile.TarFile, "encoding", encoding)
+        digests.append(toolchain.canonical_tar(tmp_path / "in.tar", tmp_path / f"{encoding}.out"))
+    assert digests[0] == digests[1]
+    with tarfile.open(tmp_path / "utf-8.out", encoding="utf-8") as tar:
+        assert tar.getnames() == ["./caf\u00e9"]
