@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
@@ -121,23 +121,27 @@ def run(
     input: bytes | None = None,
     stdin: IO[bytes] | None = None,
     timeout: float | None = None,
+    inherit_env: bool = True,
+    umask: int | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv``. With ``log``, stdout+stderr go to that file (appended).
 
-    ``env`` entries are added to the current environment. On a non-zero exit with ``check``,
-    raises BuildError naming the command and its status; past ``timeout`` seconds the program
-    is killed and that is a TimedOut error.
+    ``env`` entries are added to the current environment; without ``inherit_env`` they are the whole
+    environment (nothing of the caller's). ``umask`` sets the program's umask instead of the caller's. On a
+    non-zero exit with ``check``, raises BuildError naming the command and its status; past ``timeout``
+    seconds the program is killed and that is a TimedOut error.
     """
     args = [os.fspath(a) for a in argv]
-    full_env = {**os.environ, **env} if env else None
+    full_env = ({**os.environ, **env} if env else None) if inherit_env else dict(env or {})
+    popen: dict[str, Any] = {"env": full_env, "cwd": cwd, "stdin": stdin,
+                             "umask": -1 if umask is None else umask}  # -1: subprocess leaves it alone
     try:
         if log is not None:
             with open(log, "ab") as sink:
-                proc = _complete(args, input, timeout, env=full_env, cwd=cwd, stdin=stdin, stdout=sink,
-                                 stderr=subprocess.STDOUT)
+                proc = _complete(args, input, timeout, stdout=sink, stderr=subprocess.STDOUT, **popen)
         else:
             pipe = subprocess.PIPE if capture else None
-            proc = _complete(args, input, timeout, env=full_env, cwd=cwd, stdin=stdin, stdout=pipe, stderr=pipe)
+            proc = _complete(args, input, timeout, stdout=pipe, stderr=pipe, **popen)
     except subprocess.TimeoutExpired:
         raise TimedOut(f"timed out after {timeout:.0f}s: {shlex.join(args)}") from None
     except FileNotFoundError as exc:
@@ -169,6 +173,28 @@ def _complete(args: list[str], input: bytes | None, timeout: float | None,
     return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _dies_with(parent: int) -> Callable[[], None]:
+    """What a started program runs before its own code: it is killed when ``parent`` dies.
+
+    A SIGKILL (the OOM killer, ``kill -9``) runs no ``finally``; without this the build client it started
+    would keep building, orphaned, and the next run's build of the same steps would share BuildKit's work
+    with it - and fail when the orphan ends (measured: a rerun after a kill failing once with exit 1). The
+    docker CLI ends its buildx plugin when it dies, so the whole client goes."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arrange() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arrange
+
+
 def start(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -188,6 +214,6 @@ def start(
     try:
         return subprocess.Popen(args, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=text, errors="replace" if text else None,
-                                start_new_session=own_session)
+                                start_new_session=own_session, preexec_fn=_dies_with(os.getpid()))
     except FileNotFoundError as exc:
         raise BuildError(f"program not found: {args[0]}", hint="run ./setup.sh or 'builder doctor'") from exc

@@ -146,6 +146,22 @@ def test_a_signal_during_a_build_stops_the_build_client_and_ends_in_one_line(
     assert scratch.leftovers() == []
 
 
+@pytest.mark.parametrize("command", [("doit", "a"), ("builder", "build", "a")], ids=["doit", "builder-build"])
+def test_a_sigkill_during_a_build_takes_the_build_client_with_it(scratch: Scratch, command: tuple[str, ...]) -> None:
+    """No finally runs on SIGKILL (kill -9, the OOM killer): the client must still not build on, orphaned,
+    sharing BuildKit's work with the next run's build and failing it when it ends."""
+    proc = scratch.start(*command)
+    client = wait_for(scratch.pidfile, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while alive(client) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(client):
+        os.kill(client, signal.SIGKILL)
+        pytest.fail(f"the build client {client} outlived {command[0]} killed by SIGKILL")
+
+
 def test_ctrl_c_while_doit_loads_its_tasks_is_one_line_and_130(scratch: Scratch) -> None:
     (scratch.root / "dodo.py").write_text((ROOT / "dodo.py").read_text() + SLOW_LOAD)
     loading = scratch.root.parent / "loading"
