@@ -51,16 +51,10 @@ def _host_files(plan: Plan, inputs: dict[str, str]) -> dict[str, Path]:
     return found
 
 
-_cleaned: set[Path] = set()
-
-
 def _tmp_root(state_dir: Path) -> Path:
-    """The build's scratch directory; what a killed run left there is removed by the first build of the
-    next (one build process per project holds the run lock)."""
+    """The builds' scratch directory; what a killed run left there is removed when the next one takes the
+    run lock (tasks.acquire_run_lock)."""
     root = state_dir / "tmp"
-    if root not in _cleaned:
-        shutil.rmtree(root, ignore_errors=True)
-        _cleaned.add(root)
     root.mkdir(parents=True, exist_ok=True)
     return root
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -530,6 +531,9 @@ def acquire_run_lock(root: Path) -> None:
         raise BuildError(f"cannot write the run lock {_relative(path, root)}: {os_reason(exc)}",
                          hint=".builder must be a writable directory with space left") from None
     _lock_file = handle
+    # what a killed run left (its build's scratch directory): removed now that no other run can use it,
+    # whether or not this run builds anything
+    shutil.rmtree(state / "tmp", ignore_errors=True)
 
 
 def wants_lock(argv: list[str]) -> bool:
