@@ -317,7 +317,8 @@ def _stream(argv: list[str], env: dict[str, str], log: object, log_path: Path, l
             line = line.rstrip("\n")
             report = REPORT_LINE.search(line)
             if report:  # kept for the report file, not shown: it can be long
-                reports.setdefault(report[1], []).append(report[2])
+                if marker is None:  # after the error, buildx's summary repeats the step's last lines
+                    reports.setdefault(report[1], []).append(report[2])
                 continue
             tail.append(line)
             if ERROR_MARKER in line and marker is None:

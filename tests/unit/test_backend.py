@@ -168,7 +168,11 @@ def test_a_failing_steps_report_is_written_and_named(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     script = ("echo '#7 0.1 ##builder-report:drift.txt## Kconfig drift: 1 not in this kernel'; "
               "echo '#7 0.1 ##builder-report:drift.txt## ## not in this kernel'; "
-              "echo '#7 0.2 ##builder-error## config drifts'; exit 1")
+              "echo '#7 0.2 ##builder-error## config drifts'; "
+              # buildx's error summary repeats the failing step's last lines: not a second copy of the report
+              "echo '------'; echo ' > [k 7/9] RUN make:'; "
+              "echo '0.1 ##builder-report:drift.txt## ## not in this kernel'; "
+              "echo '0.2 ##builder-error## config drifts'; echo '------'; exit 1")
     reports = tmp_path / ".builder" / "reports" / "k-amd64"
     (reports / "stale.txt").parent.mkdir(parents=True)
     (reports / "stale.txt").write_text("from an earlier build")
