@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,7 +15,7 @@ from builder import run
 from builder.errors import BuildError
 
 if TYPE_CHECKING:
-    from builder.project import Project
+    pass
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,68 +95,37 @@ def main() -> None:
 @friendly
 def build(targets: tuple[str, ...], platform_spec: str | None, backend: str | None, builder_name: str | None,
           dry_run: bool, no_cache: bool, pairs: tuple[str, ...]) -> None:
-    """Build TARGETS (recipe names, e.g. kernel initramfs) through doit, so tracking is shared with `doit`."""
-    from doit.cmd_base import ModuleTaskLoader
-    from doit.doit_cmd import DoitMain
+    """Build TARGETS (recipe names, e.g. kernel initramfs) through doit, so tracking is shared with `doit`:
+    the same checks, memo, messages and exit statuses (0 built, 1 a task failed, 2 the command line or the
+    project is wrong)."""
+    from builder.doitglue import USAGE_STATUS, Session
+    from builder.project import find_root
+    from builder.settings import pairs as parse_pairs
 
-    from builder.tasks import acquire_run_lock, check_push_target, doit_config, generate
-
-    project = _project(pairs, platform_spec, BACKEND=backend or "", BUILDER=builder_name or "",
-                       DRY_RUN="1" if dry_run else "", NO_CACHE="1" if no_cache else "")
-    for target in targets:
-        check_target(project, target)
-    config = doit_config(project.root)  # a damaged doit database: one line, exit status 2
-    if not project.settings.dry_run:
-        acquire_run_lock(project.root)
-    tasks = list(generate(project))
-    check_push_target(project.settings)
-
-    def task_recipes() -> Iterator[dict[str, object]]:
-        yield from tasks
-
-    loader = ModuleTaskLoader({"task_recipes": task_recipes, "DOIT_CONFIG": config})
-    sys.exit(DoitMain(loader).run(["run", *targets]))
-
-
-def check_target(project: Project, target: str) -> None:
-    """``target`` (NAME or NAME:ARCH) is a task this run has, or a BuildError that says what to type instead:
-    doit's own message would name a command that does not exist (`builder list`)."""
-    plans = project.plans()
-    names = sorted({plan.recipe.name for plan in plans})
-    known = f"known targets: {', '.join([*names, *sorted(plan.label for plan in plans)]) or 'none'}"
-    name, _, arch = target.partition(":")
-    recipes = project.graph(project.settings.platforms[0]).recipes
-    if name in recipes and not recipes[name].outputs:
-        users = sorted(r.name for r in recipes.values() if any(d.stage == name for d in r.dependencies))
-        built = [user for user in users if user in names]
-        raise BuildError(f"recipe {name} has no outputs; nothing to build - it is a stage "
-                         + (f"for {', '.join(users)}" if users else "no recipe uses"),
-                         hint=f"builder build {' '.join(built)}" if built else
-                         f"add outputs: to {recipes[name].where('name').rsplit(':', 1)[0]} to build it on its own")
-    if target in names or target in {plan.label for plan in plans}:
-        return
-    from builder.platforms import PLATFORMS
-
-    asked = ",".join(p.docker for p in project.settings.platforms)
-    if name in recipes and not arch:  # its `platforms` leave out every one asked for
-        wanted = ",".join(recipes[name].platforms or [])
-        raise BuildError(f"recipe {name} is not built for {asked} (its platforms: {wanted})",
-                         hint=f"builder build {name} --platform {wanted}")
-    if name in recipes and f"linux/{arch}" in PLATFORMS:
-        hint = f"this run builds {asked}; for {arch}: builder build {name} --platform linux/{arch}"
-    elif name in recipes:
-        hint = f"there is no platform {arch}; the platforms are {', '.join(PLATFORMS)}"
-    else:
-        hint = "builder build takes recipe names with outputs, or NAME:ARCH; builder graph shows them all"
-    raise BuildError(f"unknown target {target!r}; {known}", hint=hint)
+    try:
+        words = parse_pairs(pairs)
+        if platform_spec is not None:
+            words["PLATFORM"] = platform_spec
+        options = {"BACKEND": backend, "BUILDER": builder_name, "DRY_RUN": "1" if dry_run else None,
+                   "NO_CACHE": "1" if no_cache else None}
+        words.update({name: value for name, value in options.items() if value})
+        session = Session(find_root(), words, task_words=targets, tool="builder build")
+    except BuildError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(USAGE_STATUS)
+    try:
+        status = session.run()
+    finally:
+        session.lock.release()  # at exit anyway; here too when called inside another program (tests)
+    sys.exit(status)
 
 
 def _run_command(recipe: str, command: str, platform_spec: str | None, check: bool, pairs: tuple[str, ...]) -> None:
+    from builder.doitglue import RunLock
     from builder.executor import run_command
-    from builder.tasks import acquire_run_lock
 
     project = _project(pairs, platform_spec)
-    acquire_run_lock(project.root)
+    RunLock(project.locations).acquire()
     plans = [project.command_plan(recipe, command, platform) for platform in project.settings.platforms]
     for plan in plans:
         run_command(plan, check=check)
@@ -260,11 +229,12 @@ def doctor() -> None:
         except BuildError as exc:
             click.echo(f"[--] BACKEND={name}: not available here ({exc.message})")
     from builder.identity import Identities
+    from builder.locations import Locations
 
     for variable, what in (("TOOLCHAIN", "toolchain"), ("IMAGER", "imager")):
         ref = DEFAULTS[variable]
         try:
-            identity = Identities(Path("out")).image(ref, where=variable)
+            identity = Identities(Locations.of(Path.cwd()).out).image(ref, where=variable)
             report(True, f"{what} image {ref}: {identity}", "")
         except BuildError as exc:
             fix = "builder toolchain ensure" + (" --imager" if variable == "IMAGER" else "")
@@ -335,11 +305,13 @@ def boot(target: str | None, timeout: int | None, flavor: str, firmware: str | N
     """Boot out/vmlinuz-ARCH + out/initramfs-ARCH.xz, or a built ISO or disk image (out/metal-amd64.iso,
     out/metal-amd64.raw.zst, ...), in QEMU (TCG) and wait for the boot marker."""
     from builder import qemu
+    from builder.locations import Locations
     from builder.platforms import by_any_name, host_platform, parse_platforms
     from builder.project import find_root
     from builder.settings import Settings
 
-    logs = find_root() / ".builder" / "logs"
+    places = Locations.of(find_root())
+    logs = places.logs
     if target and ("/" in target.strip("/") and not target.startswith("linux/") or "." in target):
         image = Path(target)
         platform = parse_platforms(platform_spec)[0] if platform_spec else next(
@@ -361,7 +333,7 @@ def boot(target: str | None, timeout: int | None, flavor: str, firmware: str | N
         raise BuildError("--firmware and --as are for boot media (builder boot out/metal-amd64.iso)")
     platform = parse_platforms(target)[0] if target else host_platform()
     name = platform.arch + (f"-{Settings.parse({'FLAVOR': flavor}).flavor}" if flavor else "")
-    out = find_root() / "out"
+    out = places.out
     result = qemu.boot(platform, out / f"vmlinuz-{name}", out / f"initramfs-{name}.xz", timeout=timeout or 300,
                        console=logs / f"boot-{name}.log")
     click.echo(f"booted: release={result.release} machine={result.machine} in {result.seconds:.1f}s")
@@ -411,10 +383,11 @@ def meta_read(image: Path, key: str | None) -> None:
 def meta_write(image: Path, pairs: tuple[str, ...], deleted: tuple[str, ...]) -> None:
     """Set (KEY=VALUE, e.g. 0x0a=...) or remove META values of a raw disk image; the others stay."""
     from builder import meta
+    from builder.locations import Locations
     from builder.project import find_root
 
     try:
-        out = find_root() / "out"
+        out = Locations.of(find_root()).out
     except BuildError:
         out = None
     if out is not None and image.resolve().is_relative_to(out.resolve()):
@@ -439,7 +412,6 @@ def meta_write(image: Path, pairs: tuple[str, ...], deleted: tuple[str, ...]) ->
 @friendly
 def why(targets: tuple[str, ...], platform_spec: str | None, pairs: tuple[str, ...]) -> None:
     """Say, input by input, why each task would rebuild (or that it is up to date)."""
-    from builder.tasks import DEP_FILE
     from builder.why import Verdict, explain, stored_values
 
     project = _project(pairs, platform_spec)
@@ -450,7 +422,7 @@ def why(targets: tuple[str, ...], platform_spec: str | None, pairs: tuple[str, .
         ordered = [r.name for name in names for r in graph.order(name) if r.outputs and r.builds_for(platform.docker)]
         for name in dict.fromkeys(ordered):  # upstream tasks first, each once
             plan = project.plan(name, platform)
-            verdict = explain(plan, stored_values(project.root / DEP_FILE, plan.label), verdicts)
+            verdict = explain(plan, stored_values(project.locations.dep_file, plan.label), verdicts)
             verdicts[plan.label] = verdict
             if targets and name not in targets:
                 continue

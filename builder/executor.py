@@ -1,5 +1,6 @@
 """Carries out a plan: fetch and verify what the build takes, run BuildKit, install the outputs into out/
-and record them (SHA256SUMS, manifest.json, the input signature). The only layer with side effects."""
+and record them (SHA256SUMS, manifest.json, the input signature). Below the tasks, above the backend
+(BuildKit), the sources (downloads) and outputs (out/'s transaction), which do the I/O it asks for."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from builder import backend, outputs, run
 from builder.backend import BuildRequest, Output
 from builder.errors import BuildError
+from builder.locations import Locations
 from builder.log import say
 from builder.plan import TOOLCHAIN_INPUT, Plan
 
@@ -22,7 +24,7 @@ def dry_run(plan: Plan) -> str:
     """The exact build command, with the rendered context written (sources left out) for a look."""
     settings = plan.project.settings
     kit = backend.select(settings.backend, settings.builder)
-    work = plan.project.state_dir / "dry-run" / plan.slug
+    work = plan.project.locations.dry_run / plan.slug
     shutil.rmtree(work, ignore_errors=True)
     plan.context.write(work / "context", host_files={})
     command = kit.shell_command(plan.request(work / "context", work / "export"))
@@ -51,10 +53,10 @@ def _host_files(plan: Plan, inputs: dict[str, str]) -> dict[str, Path]:
     return found
 
 
-def _tmp_root(state_dir: Path) -> Path:
+def _tmp_root(locations: Locations) -> Path:
     """The builds' scratch directory; what a killed run left there is removed when the next one takes the
-    run lock (tasks.acquire_run_lock)."""
-    root = state_dir / "tmp"
+    run lock (doitglue.RunLock)."""
+    root = locations.tmp
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -71,10 +73,10 @@ def _build(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work
                              f"was built)", hint=f"rebuild it: doit -a {' '.join(plan.upstream)}")
     export = work / "export"
     export.mkdir()
-    log = project.state_dir / "logs" / f"{plan.slug}.log"
-    say(f"    {plan.label}: building with {kit.kind}; log: {log.relative_to(project.root)}")
+    log = project.locations.logs / f"{plan.slug}.log"
+    say(f"    {plan.label}: building with {kit.kind}; log: {project.locations.shown(log)}")
     backend.build(kit, plan.request(work / "context", export), log_path=log, label=plan.label,
-                  report_dir=project.state_dir / "reports" / plan.slug)
+                  report_dir=project.locations.reports / plan.slug)
     outputs.check_export(export, plan.outputs, label=plan.label)
     if settings.push:
         _push(plan, kit, work / "context")
@@ -96,7 +98,7 @@ def _push(plan: Plan, kit: backend.BuildKit, context: Path) -> None:
     tag = (settings.tag or default_tag(project.root)) + (f"-{plan.flavor}" if plan.flavor else "")
     name = f"{settings.registry}/{settings.username}/{plan.recipe.name}"
     mine = registry.Reference.parse(f"{name}:{tag}-{plan.platform.arch}", "PUSH")
-    log = project.state_dir / "logs" / f"{plan.slug}-push.log"
+    log = project.locations.logs / f"{plan.slug}-push.log"
     say(f"    {plan.label}: pushing {mine}")
     tree = context.parent / "image-tree.tar"
     backend.build(kit, BuildRequest(context=context, target=stage_name(plan.recipe), platform=plan.platform.docker,
@@ -133,7 +135,7 @@ def default_tag(root: Path) -> str:
 
 
 def _work_dir(plan: Plan) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=_tmp_root(plan.project.state_dir)))
+    return Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=_tmp_root(plan.project.locations)))
 
 
 def execute(plan: Plan) -> dict[str, object]:
@@ -237,10 +239,10 @@ def _interactive(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path]
     context = work / "context"
     plan.context.write(context, host_files)
     ref = f"builder-command-{plan.slug}:latest"
-    log = project.state_dir / "logs" / f"{plan.slug}.log"
-    say(f"    {plan.label}: building what it starts from with {kit.kind}; log: {log.relative_to(project.root)}")
+    log = project.locations.logs / f"{plan.slug}.log"
+    say(f"    {plan.label}: building what it starts from with {kit.kind}; log: {project.locations.shown(log)}")
     request = replace(plan.request(context, work / "unused"), output=Output("image", ref=ref))
-    backend.build(kit, request, log_path=log, label=plan.label, report_dir=project.state_dir / "reports" / plan.slug)
+    backend.build(kit, request, log_path=log, label=plan.label, report_dir=project.locations.reports / plan.slug)
     made = work / "written"
     made.mkdir()
     command, recipe = plan.recipe.commands[plan.command or ""], plan.recipe

@@ -2,11 +2,11 @@
 
 Parsing recipes (pydantic), rendering them (jinja2) and hashing every context file is a pure function of
 the recipe tree, this package's own code, the command line and the machine's apt sources; its result is
-kept in .builder/plan-memo.json under the digest of exactly those. On a hit, doit gets its tasks without
-importing the parser or the renderer, and each up-to-date check re-hashes only what can change without
-changing that digest: the project files the recipes give their builds (and what their patterns match),
-published artifacts in out/, and image identities. Anything else, or a changed pattern match, falls back
-to the full plan.
+kept in the state directory's plan-memo.json (Locations.memo) under the digest of exactly those. On a
+hit, doit gets its tasks without importing the parser or the renderer, and each up-to-date check
+re-hashes only what can change without changing that digest: the project files the recipes give their
+builds (and what their patterns match), published artifacts in out/, and image identities. Anything
+else, or a changed pattern match, falls back to the full plan.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 from builder import files, outputs
 from builder.identity import Identities
 
-MEMO_FILE = "plan-memo.json"
 KEEP = 8  # memo entries kept (a user switching between PLATFORM=... lines keeps each fast)
 CODE_SUFFIXES = (".py", ".j2", ".sh")
 PROJECT_TREES = ("recipes", "profiles", "overlays")  # read whole by every full plan: part of the key
@@ -61,10 +60,10 @@ def key(root: Path, words: Mapping[str, str], environ: Mapping[str, str] = os.en
     return h.hexdigest()
 
 
-def load(state_dir: Path, digest: str) -> dict[str, Any] | None:
-    """The memo entry for ``digest``, or None."""
+def load(path: Path, digest: str) -> dict[str, Any] | None:
+    """The entry for ``digest`` in the memo file ``path``, or None."""
     try:
-        memo = json.loads((state_dir / MEMO_FILE).read_text())
+        memo = json.loads(path.read_text())
         entry = memo.get(digest)
     except (OSError, ValueError, AttributeError):
         return None
@@ -92,9 +91,8 @@ def _well_formed(entry: object) -> bool:
     return True
 
 
-def save(state_dir: Path, digest: str, entry: dict[str, Any]) -> None:
-    """Keep ``entry`` under ``digest`` (with the most recent others)."""
-    path = state_dir / MEMO_FILE
+def save(path: Path, digest: str, entry: dict[str, Any]) -> None:
+    """Keep ``entry`` under ``digest`` in the memo file ``path`` (with the most recent others)."""
     try:
         memo = json.loads(path.read_text())
         if not isinstance(memo, dict):

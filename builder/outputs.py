@@ -16,8 +16,7 @@ so out/ (or what it links to) being one is refused before any build: point it at
 
 A process that has ``cd``-ed into out/ keeps the old directory (as with any atomic replace): ``cd .`` again.
 
-For tests, ``BUILDER_FAULT=POINT`` kills the process with SIGKILL at a named write boundary and
-``BUILDER_FAULT=POINT:ENOSPC`` (any errno name) fails there with that error; see FAULT_POINTS.
+tests/faults/sitecustomize.py kills a real run at each step of a publish, from outside this package.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -43,21 +41,7 @@ from builder.errors import BuildError, os_reason
 SUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
 SIGNATURES = ".inputs"  # out/.inputs/TASK.json: each task's inputs (name -> digest), to compare across machines
-FAULT_VARIABLE = "BUILDER_FAULT"
-FAULT_POINTS = ("stage", "stage-artifact", "stage-sums", "staged", "exchanged", "committed")
 RECOVER = "move out/ aside (or restore it) and run doit again: every artifact is rebuilt, fast from the cache"
-
-
-def fault(point: str) -> None:
-    """The fault-injection hook at write boundary ``point`` (a no-op unless BUILDER_FAULT names it)."""
-    wanted = os.environ.get(FAULT_VARIABLE, "")
-    name, _, code = wanted.partition(":")
-    if name != point:
-        return
-    if code:
-        number = getattr(errno, code, errno.EIO)
-        raise OSError(number, os.strerror(number))
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def sha256_file(path: Path) -> str:
@@ -316,9 +300,7 @@ def publish(out_dir: Path, change: Change, *, lock_dir: Path) -> dict[str, str]:
         stage = real.parent / f".{real.name}.next-{os.getpid()}"
         try:
             digests = _stage(real, stage, change, sums, manifest)
-            fault("staged")
             old = _swap(stage, real)
-            fault("exchanged")
         except OSError as exc:
             shutil.rmtree(stage, ignore_errors=True)
             # the file system out/ is on is what the user acts on (not the file being moved in when it filled)
@@ -329,7 +311,6 @@ def publish(out_dir: Path, change: Change, *, lock_dir: Path) -> dict[str, str]:
             shutil.rmtree(stage, ignore_errors=True)
             raise
         shutil.rmtree(old, ignore_errors=True)
-        fault("committed")
         return digests
 
 
@@ -337,7 +318,6 @@ def _stage(real: Path, stage: Path, change: Change, sums: dict[str, str],
            manifest: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Build out/'s next state at ``stage``."""
     stage.mkdir()
-    fault("stage")
     if real.is_dir():
         _link_tree(real, stage)
     _consistent(real, sums, manifest)
@@ -345,7 +325,6 @@ def _stage(real: Path, stage: Path, change: Change, sums: dict[str, str],
     for name, source in change.add.items():
         _move(source, stage / name)
         digests[name] = sha256_file(stage / name)
-        fault("stage-artifact")
     for name in change.drop:
         if (stage / name).is_file() or (stage / name).is_symlink():
             (stage / name).unlink()
@@ -364,6 +343,5 @@ def _stage(real: Path, stage: Path, change: Change, sums: dict[str, str],
     for name in (SUMS, MANIFEST):
         (stage / name).unlink(missing_ok=True)
     _write(stage / SUMS, sums_text.encode())
-    fault("stage-sums")
     _write(stage / MANIFEST, (json.dumps({"artifacts": entries}, indent=2, sort_keys=True) + "\n").encode())
     return digests

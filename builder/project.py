@@ -10,6 +10,7 @@ from pathlib import Path
 from builder.errors import BuildError
 from builder.graph import Graph
 from builder.identity import Identities
+from builder.locations import Locations
 from builder.plan import Plan
 from builder.platforms import PLATFORMS, Platform, host_platform
 from builder.profile import PROFILES_DIR, Profile, load_profiles
@@ -48,14 +49,19 @@ class Project:
     def recipes_root(self) -> Path:
         return self.root / "recipes"
 
+    @cached_property
+    def locations(self) -> Locations:
+        """out/ (OUT_DIR), the build state (STATE_DIR) and doit's database."""
+        return Locations.of(self.root, self.settings.out_dir, self.settings.state_dir)
+
     @property
     def out_dir(self) -> Path:
-        return self.root / "out"
+        return self.locations.out
 
     @property
     def state_dir(self) -> Path:
         """Build state that is not an artifact: logs, locks, temporary contexts. Never inside out/."""
-        return self.root / ".builder"
+        return self.locations.state
 
     @cached_property
     def cache(self) -> SourceCache:

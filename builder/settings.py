@@ -49,6 +49,8 @@ SETTINGS: dict[str, str] = {
     "REGISTRY_TIMEOUT": "seconds a registry may take to answer one request (default 30)",
     "PROFILE": "the profiles (profiles/NAME.yaml) doit iso / disk / images build, comma-separated (default: all)",
     "META": "a META value for boot media, 0x0a=VALUE (repeatable), or a YAML file of them (key: value)",
+    "OUT_DIR": "where artifacts are published, absolute or relative to the project (default out)",
+    "STATE_DIR": "where build state is kept: logs, locks, the plan memo (default .builder)",
 }
 REPEATABLE = frozenset({"META"})  # given more than once, every value counts (joined by NUL inside words)
 PACKAGE_WORD = re.compile(r"^PKG_[A-Z0-9_]+$")  # PKG_KERNEL=ref: take recipe kernel prebuilt from ref
@@ -113,6 +115,8 @@ class Settings:
     registry_timeout: float = 30.0
     profiles: tuple[str, ...] = ()  # PROFILE=a,b; () means every profile
     meta: Mapping[int, str] = field(default_factory=dict)  # META=0x0a=VALUE, META=file.yaml
+    out_dir: str | None = None  # OUT_DIR: as given; locations.Locations says where it is
+    state_dir: str | None = None  # STATE_DIR: as given
     variables: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -156,6 +160,8 @@ class Settings:
             registry_timeout=seconds(taken.get("REGISTRY_TIMEOUT", "30"), "REGISTRY_TIMEOUT"),
             profiles=_profiles(taken.get("PROFILE", "")),
             meta=_meta(taken.get("META", "")),
+            out_dir=_location(taken, "OUT_DIR"),
+            state_dir=_location(taken, "STATE_DIR"),
             variables=variables,
         )
 
@@ -193,6 +199,9 @@ class Settings:
             out["USERNAME"] = self.username
         if self.registry_timeout != 30.0:
             out["REGISTRY_TIMEOUT"] = seconds_word(self.registry_timeout)
+        for name, value in (("OUT_DIR", self.out_dir), ("STATE_DIR", self.state_dir)):
+            if value is not None:
+                out[name] = value
         out.update({f"PKG_{name}": ref for name, ref in sorted(self.packages.items())})
         return out
 
@@ -257,6 +266,17 @@ def pairs(words: Sequence[str]) -> dict[str, str]:
         check_utf8(name, value)
         result[name] = f"{result[name]}\0{value}" if name in REPEATABLE and name in result else value
     return result
+
+
+def _location(taken: Mapping[str, str], name: str) -> str | None:
+    """OUT_DIR= / STATE_DIR=: a path (absolute, or relative to the project root); where it may be is
+    locations.Locations' question, once the root is known."""
+    value = taken.get(name)
+    if value is None:
+        return None
+    if not value.strip():
+        raise BuildError("empty; expected a directory path (absolute, or relative to the project)", where=name)
+    return value
 
 
 def _profiles(value: str) -> tuple[str, ...]:

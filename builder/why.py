@@ -28,7 +28,7 @@ def stored_values(dep_file: Path, task: str) -> dict[str, Any]:
         return {}
     from doit.dependency import Dependency, SqliteDB
 
-    from builder.tasks import check_dep_file
+    from builder.doitglue import check_dep_file
 
     check_dep_file(dep_file)
     db = Dependency(SqliteDB, str(dep_file))

@@ -4,14 +4,14 @@ next run converges with nothing left behind. `doit clean` takes artifacts and th
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from builder.outputs import FAULT_POINTS, FAULT_VARIABLE
-
+from ..faults.sitecustomize import POINTS, VARIABLE
 from .conftest import ROOT, doit, snapshot
 
 pytestmark = [pytest.mark.build]
@@ -41,13 +41,17 @@ def leftovers(project: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("point", FAULT_POINTS)
+FAULTS = Path(__file__).resolve().parents[1] / "faults"  # on PYTHONPATH: its sitecustomize kills at POINT
+
+
+@pytest.mark.parametrize("point", POINTS)
 def test_a_build_killed_at_a_write_boundary_leaves_out_whole_and_the_next_run_converges(built: Path,
                                                                                         point: str) -> None:
     out = built / "out"
     before = snapshot(out)
     greeting = f"GREETING=killed-at-{point}"
-    killed = doit(built, "consumer", greeting, env={FAULT_VARIABLE: point}, timeout=900)
+    path = os.pathsep.join(p for p in (str(FAULTS), str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    killed = doit(built, "consumer", greeting, env={VARIABLE: point, "PYTHONPATH": path}, timeout=900)
     assert killed.code == -9, killed.text[-3000:]
     after = snapshot(out)
     verifies(out)

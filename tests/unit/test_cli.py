@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,8 +39,8 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 
 
-def assert_one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
+def assert_one_error_line(result: Result, status: int = 1) -> str:
+    assert result.exit_code == status, result.output
     assert "Traceback" not in result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -147,27 +151,38 @@ TARGETS = {
 }
 
 
-def test_an_unknown_build_target_names_the_known_targets_and_the_command(project_dir: Callable[..., Path]) -> None:
-    project_dir(TARGETS)
-    assert assert_one_error_line(invoke("build", "nosuch", *AMD64_RUN)) == (
-        "error: unknown target 'nosuch'; known targets: k, k:amd64 (builder build takes recipe names with outputs, "
-        "or NAME:ARCH; builder graph shows them all)")
+# builder build and doit take one path: the same message (each with its own way to ask), and status 2
+BUILD_CASES = [
+    (["nosuch"], "error: command line: unknown task 'nosuch' (known tasks: k)"),
+    (["k:arm64"], "error: unknown target 'k:arm64'; known targets: k, k:amd64 (this run builds linux/amd64; for "
+                  "arm64: TOOL k PLATFORM_WORDlinux/arm64)"),
+    (["k:riscv64"], "error: unknown target 'k:riscv64'; known targets: k, k:amd64 (there is no platform riscv64; "
+                    "the platforms are linux/amd64, linux/arm64)"),
+    (["fw"], "error: recipe fw is not built for linux/amd64 (its platforms: linux/arm64) (TOOL fw "
+             "PLATFORM_WORDlinux/arm64)"),
+    (["s"], "error: recipe s has no outputs; nothing to build - it is a stage for k (TOOL k)"),
+    (["k", "PLATFROM=linux/amd64"], "error: command line: unknown variable PLATFROM=linux/amd64 (did you mean "
+                                    "PLATFORM?)"),
+    (["k", "NO_CACHE=perhaps"], "error: NO_CACHE: 'perhaps' is not a flag; expected 1 or 0 (yes/no, true/false)"),
+    (["k", "OUT_DIR=."], "error: OUT_DIR: PROJECT holds the project; a publish replaces out/ whole (a directory of "
+                         "its own, e.g. OUT_DIR=out or OUT_DIR=/tmp/out)"),
+]
 
 
-def test_a_build_target_for_a_platform_not_in_the_run_says_how_to_ask_for_it(project_dir: Callable[..., Path]) -> None:
-    project_dir(TARGETS)
-    assert assert_one_error_line(invoke("build", "k:arm64", *AMD64_RUN)) == (
-        "error: unknown target 'k:arm64'; known targets: k, k:amd64 (this run builds linux/amd64; for arm64: "
-        "builder build k --platform linux/arm64)")
-    assert assert_one_error_line(invoke("build", "k:riscv64", *AMD64_RUN)).endswith(
-        "(there is no platform riscv64; the platforms are linux/amd64, linux/arm64)")
-    assert assert_one_error_line(invoke("build", "fw", *AMD64_RUN)) == (
-        "error: recipe fw is not built for linux/amd64 (its platforms: linux/arm64) (builder build fw --platform "
-        "linux/arm64)")
-
-
-def test_building_a_stage_without_outputs_says_there_is_nothing_to_build_and_what_uses_it(
-        project_dir: Callable[..., Path]) -> None:
-    project_dir(TARGETS)
-    assert assert_one_error_line(invoke("build", "s", *AMD64_RUN)) == (
-        "error: recipe s has no outputs; nothing to build - it is a stage for k (builder build k)")
+@pytest.mark.parametrize(("words", "expect"), BUILD_CASES)
+def test_builder_build_and_doit_refuse_a_bad_command_line_alike(project_dir: Callable[..., Path], words: list[str],
+                                                                expect: str) -> None:
+    root = project_dir(TARGETS)
+    shutil.copy(Path(__file__).resolve().parents[2] / "dodo.py", root / "dodo.py")
+    expect = expect.replace("PROJECT", str(root))
+    targets = [w for w in words if "=" not in w]
+    pairs = [arg for w in words if "=" in w for arg in ("-v", w)]
+    built = invoke("build", *targets, *AMD64_RUN, *pairs)
+    assert assert_one_error_line(built, status=2) == expect.replace("TOOL", "builder build").replace(
+        "PLATFORM_WORD", "--platform ")
+    environ = {k: v for k, v in os.environ.items() if k != "PLATFORM"}
+    environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout's builder
+    done = subprocess.run([sys.executable, "-m", "doit", *words, "PLATFORM=linux/amd64"], cwd=root, text=True,
+                          capture_output=True, timeout=120, env=environ)
+    assert (done.returncode, done.stderr.strip()) == (2, expect.replace("TOOL", "doit").replace(
+        "PLATFORM_WORD", "PLATFORM="))

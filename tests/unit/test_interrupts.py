@@ -231,7 +231,7 @@ def test_a_damaged_doit_database_is_one_line_naming_it_and_how_to_reset_it(
 
 
 def test_a_sound_doit_database_passes_the_check(tmp_path: Path) -> None:
-    from builder.tasks import check_dep_file
+    from builder.doitglue import check_dep_file
 
     real_database(tmp_path / ".doit.db")
     check_dep_file(tmp_path / ".doit.db")

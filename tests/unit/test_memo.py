@@ -58,20 +58,40 @@ def test_the_key_covers_recipes_words_and_the_epoch(tmp_path: Path, write_tree: 
     assert memo.key(tmp_path, {}, {}) != first
 
 
-def test_a_second_generation_comes_from_the_memo_without_parsing(make_project: MakeProject,
-                                                                fake_engine: dict[str, str | None],
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+SETTING_WORDS = [
+    {}, {"REGISTRY_TIMEOUT": "7"}, {"FETCH_TIMEOUT": "9", "FETCH_STALL_TIMEOUT": "3"}, {"NO_CACHE": "1"},
+    {"OUT_DIR": "elsewhere"}, {"STATE_DIR": "state"}, {"BACKEND": "engine"}, {"CACHE_FROM": "type=local,src=/c"},
+]
+
+
+@pytest.mark.parametrize("words", SETTING_WORDS)
+def test_a_memo_hit_gives_the_tasks_a_miss_gives_for_every_setting(make_project: MakeProject,
+                                                                   fake_engine: dict[str, str | None],
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   words: dict[str, str]) -> None:
+    from builder.doitglue import Session
+
     from .test_tasks import FILES as TASK_FILES
 
     root = make_project(TASK_FILES).root
-    monkeypatch.setattr(tasks, "wants_lock", lambda argv: False)
-    full = list(tasks.dodo_tasks(root, ["doit", "PLATFORM=linux/amd64,linux/arm64"]))
+    words = {"PLATFORM": "linux/amd64,linux/arm64", **words}
+    miss = Session(root, words, command="list", environ={})
+    full = miss.tasks()
+    assert miss._project is not None  # the memo was empty: the full plan
 
     def no_parsing(*args: object, **kwargs: object) -> None:
         raise AssertionError("a memo hit parsed the recipes")
 
     monkeypatch.setattr(Project, "graph", no_parsing)
-    again = list(tasks.dodo_tasks(root, ["doit", "PLATFORM=linux/amd64,linux/arm64"]))
-    keys = ("basename", "name", "doc", "task_dep", "targets")
+    hit = Session(root, words, command="list", environ={})
+    again = hit.tasks()
+    assert hit._project is None
+    keys = ("basename", "name", "doc", "task_dep", "targets", "meta", "verbosity", "clean")
     assert [{k: t.get(k) for k in keys} for t in again] == [{k: t.get(k) for k in keys} for t in full]
-    assert any(isinstance(t.get("uptodate", [None])[0], tasks.MemoUpToDate) for t in again)  # type: ignore[index]
+    checks = [t["uptodate"][0] for t in again if t.get("uptodate")]  # type: ignore[index]
+    assert checks and all(isinstance(c, tasks.MemoUpToDate) for c in checks)
+    fulls = [t["uptodate"][0] for t in full if t.get("uptodate")]  # type: ignore[index]
+    for memo_check, full_check in zip(checks, fulls, strict=True):  # the same places, the same deadlines
+        assert memo_check.locations == full_check.plan.project.locations
+        assert memo_check.identities.registry_seconds == full_check.plan.project.identities.registry_seconds
+        assert memo_check.identities.out_dir == full_check.plan.project.identities.out_dir

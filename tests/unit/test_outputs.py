@@ -3,6 +3,7 @@ signatures change together or not at all - proven by killing a real process at e
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,7 +16,8 @@ import pytest
 
 from builder import outputs
 from builder.errors import BuildError
-from builder.outputs import FAULT_POINTS, MANIFEST, SUMS, Change, atomic_write, check_export, publish, sha256_file
+from builder.outputs import MANIFEST, SUMS, Change, atomic_write, check_export, publish, sha256_file
+from tests.faults.sitecustomize import POINTS, VARIABLE
 
 
 def sha(data: bytes) -> str:
@@ -198,7 +200,13 @@ def test_a_full_disk_while_staging_leaves_out_as_it_was(tmp_path: Path, monkeypa
     out = tmp_path / "out"
     put(out, tmp_path, a=b"a")
     before = tree(out)
-    monkeypatch.setenv(outputs.FAULT_VARIABLE, "stage-artifact:ENOSPC")
+    move = outputs._move
+
+    def full(source: Path, dest: Path) -> None:
+        move(source, dest)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(outputs, "_move", full)
     with pytest.raises(BuildError, match=r"^cannot update .*out: no space left on device \(out/ is left as it was\)$"):
         put(out, tmp_path, a=b"new", b=b"b")
     assert tree(out) == before
@@ -215,7 +223,11 @@ publish(out, Change(add={p.name: p for p in sorted(export.iterdir())}, drop=["go
 """
 
 
-@pytest.mark.parametrize("point", FAULT_POINTS)
+FAULTS = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "faults"),
+                          str(Path(__file__).resolve().parents[2])])  # sitecustomize: BUILDER_FAULT=POINT kills
+
+
+@pytest.mark.parametrize("point", POINTS)
 def test_a_kill_at_any_write_boundary_leaves_out_whole_and_the_next_publish_converges(tmp_path: Path,
                                                                                       point: str) -> None:
     out = tmp_path / "out"
@@ -226,7 +238,7 @@ def test_a_kill_at_any_write_boundary_leaves_out_whole_and_the_next_publish_conv
     (export / "a").write_bytes(b"new a")
     (export / "b").write_bytes(b"new b")
     killed = subprocess.run([sys.executable, "-c", KILLED, str(out), str(export)], capture_output=True,
-                            env={**os.environ, outputs.FAULT_VARIABLE: point}, cwd=tmp_path)
+                            env={**os.environ, VARIABLE: point, "PYTHONPATH": FAULTS}, cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr.decode()
     after_kill = tree(out)
     assert verifies(out)
@@ -234,7 +246,8 @@ def test_a_kill_at_any_write_boundary_leaves_out_whole_and_the_next_publish_conv
     assert "gone" in after_kill if after_kill == before else "gone" not in after_kill
     for name in ("a", "b"):  # the next run, as doit would rerun the task
         (export / name).write_bytes(f"new {name}".encode())
-    done = subprocess.run([sys.executable, "-c", KILLED, str(out), str(export)], capture_output=True, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", KILLED, str(out), str(export)], capture_output=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": FAULTS})
     assert done.returncode == 0, done.stderr.decode()
     final = tree(out)
     assert (final["a"], final["b"], final["kept"]) == (b"new a", b"new b", b"kept") and "gone" not in final

@@ -1,21 +1,16 @@
-"""doit tasks from plans: the project lock, and what counts as up to date."""
+"""doit tasks from plans: what counts as up to date, and what tasks there are."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from builder import tasks
 from builder.errors import BuildError
 from builder.outputs import sha256_file
 from builder.platforms import AMD64
 from builder.project import Project
-from builder.tasks import UpToDate, acquire_run_lock, doit_config, generate, wants_lock
+from builder.tasks import UpToDate, generate
 
 MakeProject = Callable[..., Project]
 
@@ -29,87 +24,6 @@ IMG = ("name: img\nvariant: scratch\ndependencies:\n  - artifact: app\n  - artif
        "finalize:\n  - from: /\noutputs:\n  - img-{{ ARCH }}\n")
 FILES = {"recipes/lib/pkg.yaml": LIB, "recipes/app/pkg.yaml": APP, "recipes/base/pkg.yaml": BASE,
          "recipes/firmware/pkg.yaml": ARM_ONLY}
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["doit"], True),
-        (["doit", "kernel"], True),
-        (["doit", "run", "kernel", "PLATFORM=linux/arm64"], True),
-        (["doit", "clean"], True),
-        (["doit", "list"], False),
-        (["doit", "list", "--all"], False),
-        (["doit", "PLATFORM=linux/arm64", "info", "kernel"], False),
-        (["doit", "help", "kernel"], False),
-        (["doit", "dumpdb"], False),
-    ],
-)
-def test_only_commands_that_may_run_tasks_take_the_project_lock(argv: list[str], expected: bool) -> None:
-    assert wants_lock(argv) is expected
-
-
-@pytest.fixture
-def fresh_lock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The lock is process-wide: each test starts without it and gives it back."""
-    monkeypatch.setattr(tasks, "_lock_file", None)
-    yield
-    if tasks._lock_file is not None:
-        tasks._lock_file.close()
-
-
-@pytest.fixture
-def other_build(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """Another process holding the project's run lock, as a concurrent `doit kernel` would."""
-    lock = tmp_path / ".builder" / "run.lock"
-    lock.parent.mkdir()
-    code = (
-        "import fcntl, os, sys\n"
-        f"f = open({str(lock)!r}, 'a+')\n"
-        "fcntl.flock(f, fcntl.LOCK_EX)\n"
-        "f.write(str(os.getpid())); f.flush()\n"
-        "print('locked', flush=True)\n"
-        "sys.stdin.read()\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-    yield proc
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(timeout=10)
-
-
-def test_a_second_build_in_the_same_project_stops_saying_one_is_already_running(
-    tmp_path: Path, fresh_lock: None, other_build: subprocess.Popen[str]
-) -> None:
-    with pytest.raises(BuildError) as info:
-        acquire_run_lock(tmp_path)
-    assert str(info.value) == (f"another build is already running in {tmp_path} (pid {other_build.pid}); "
-                               "wait for it to finish")
-    assert tasks._lock_file is None
-
-
-def test_the_run_lock_records_the_holders_pid_and_is_taken_once(tmp_path: Path, fresh_lock: None) -> None:
-    acquire_run_lock(tmp_path)
-    held = tasks._lock_file
-    assert (tmp_path / ".builder" / "run.lock").read_text() == str(os.getpid())
-    acquire_run_lock(tmp_path)  # the same process asking again is fine
-    assert tasks._lock_file is held
-
-
-def test_the_doit_database_lives_in_the_project_root(tmp_path: Path) -> None:
-    config = doit_config(tmp_path, ["doit", "kernel", "PLATFORM=linux/amd64"])
-    assert config["dep_file"] == str(tmp_path / ".doit.db")
-    assert config["default_tasks"] == ["kernel", "initramfs"]
-
-
-def test_a_dry_run_never_writes_the_real_database(tmp_path: Path) -> None:
-    # doit saves what each task it ran returned: a dry run's tasks return nothing, and would make the next
-    # real run forget every build (measured: a dry run, then a no-op run rebuilt initramfs:arm64)
-    config = doit_config(tmp_path, ["doit", "kernel", "DRY_RUN=1"])
-    assert config["dep_file"] == str(tmp_path / ".builder" / "dry-run" / ".doit.db")
-    assert doit_config(tmp_path, ["doit", "DRY_RUN=0"])["dep_file"] == str(tmp_path / ".doit.db")
-    assert doit_config(tmp_path, ["doit", "DRY_RUN=perhaps"])["dep_file"] == str(tmp_path / ".doit.db")  # said later
 
 
 # --- up to date ---
@@ -200,32 +114,3 @@ def test_generating_tasks_for_an_unknown_platform_is_an_error(make_project: Make
         list(generate(make_project(FILES, {"PLATFORM": "s390x"})))
 
 
-TASKS: list[dict[str, object]] = [
-    {"basename": "kernel", "name": None},
-    {"basename": "kernel", "name": "amd64", "targets": ["/p/out/vmlinuz-amd64"]},
-    {"basename": "initramfs", "name": None},
-    {"basename": "initramfs", "name": "amd64", "targets": ["/p/out/initramfs-amd64.xz"]},
-]
-
-
-@pytest.mark.parametrize("argv", [
-    [], ["kernel", "initramfs", "PLATFORM=linux/arm64"], ["-s", "initramfs:amd64"], ["clean", "kernel"],
-    ["list"], ["help", "kernal"], ["-n", "2", "kernel"], ["--db-file", "x.db", "kernel"], ["-a", "kernel:amd64"],
-    ["/p/out/vmlinuz-amd64"], ["kernel:*"], ["info", "initramfs"], ["--unknown-option=x", "kernal"],
-])
-def test_task_words_doit_accepts_are_accepted(argv: list[str]) -> None:
-    from builder.tasks import check_task_words
-
-    check_task_words(["doit", *argv], TASKS)
-
-
-@pytest.mark.parametrize(("argv", "expect"), [
-    (["kernal"], r"unknown task 'kernal' \(did you mean kernel\?\)"),
-    (["forget", "initramfs:arm64"], r"unknown task 'initramfs:arm64' \(did you mean initramfs:amd64"),
-    (["-s", "zzz"], r"unknown task 'zzz' \(known tasks: initramfs, initramfs:amd64, kernel, kernel:amd64\)"),
-])
-def test_an_unknown_task_word_names_the_closest_tasks(argv: list[str], expect: str) -> None:
-    from builder.tasks import check_task_words
-
-    with pytest.raises(BuildError, match=expect):
-        check_task_words(["doit", *argv], TASKS)
