@@ -10,18 +10,49 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from builder.backend import BuildRequest, Output
 from builder.graph import Graph
 from builder.identity import Identities
+from builder.locations import Locations
 from builder.outputs import inputs_digest
 from builder.platforms import Platform
 from builder.recipe import Recipe
 from builder.render import BuildContext, render
+from builder.settings import Settings
+from builder.sources import SourceCache
 
-if TYPE_CHECKING:
-    from builder.project import Project
+
+class Project(Protocol):
+    """What a plan and those who carry it out take from its project (project.Project is one): so that this
+    module does not import the project, which makes the plans."""
+
+    root: Path
+    settings: Settings
+
+    @property
+    def locations(self) -> Locations: ...
+
+    @property
+    def out_dir(self) -> Path: ...
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def identities(self) -> Identities: ...
+
+    @property
+    def cache(self) -> SourceCache: ...
+
+    def graph(self, platform: Platform) -> Graph: ...
+
+    def recipe_variables(self, recipe: Recipe, platform: Platform) -> dict[str, str]: ...
+
+    def prebuilt(self, platform: Platform) -> dict[str, tuple[str, str]]: ...
+
+    def plan(self, name: str, platform: Platform) -> Plan: ...
 
 TOOLCHAIN_INPUT = "toolchain"
 BUILD_IMAGES = ("TOOLCHAIN", "IMAGER")  # the images this project bootstraps (toolchain.py), by variable

@@ -131,3 +131,24 @@ def test_out_on_a_full_disk_is_one_line_and_out_is_as_it_was(tmp_path: Path) -> 
         assert list((disk / "out").iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_build_into_another_out_dir_leaves_out_and_its_record_alone(tmp_path: Path) -> None:
+    """OUT_DIR=/elsewhere (an auditor's scratch rebuild): the artifacts and their checksum files go there,
+    artifact dependencies are read from there, out/ is untouched, and each keeps its own doit record."""
+    project = _project(tmp_path)
+    first = doit(project, "consumer", timeout=900)
+    assert first.code == 0, first.text[-3000:]
+    before = snapshot(project / "out")
+    scratch = tmp_path / "scratch-out"
+    other = doit(project, "consumer", f"OUT_DIR={scratch}", timeout=900)
+    assert other.code == 0, other.text[-3000:]
+    assert other.ran("producer:amd64") and other.ran("consumer:amd64")  # nothing is up to date there yet
+    assert snapshot(project / "out") == before
+    verifies(scratch)
+    assert (scratch / "consumed-amd64.txt").read_text() == (project / "out" / "consumed-amd64.txt").read_text()
+    again = doit(project, "consumer", timeout=900)  # out/'s record was not touched by the other build
+    assert again.code == 0 and not again.ran("producer:amd64") and not again.ran("consumer:amd64"), again.text
+    there = doit(project, "consumer", f"OUT_DIR={scratch}", timeout=900)
+    assert there.code == 0 and not there.ran("consumer:amd64"), there.text
+    assert leftovers(project) == []
