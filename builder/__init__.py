@@ -8,6 +8,8 @@ Data flow, one module per layer (each imports only the layers below it):
     recipe                     - YAML recipes parsed and validated once into typed objects
     graph                      - recipes resolved into a graph: stage edges (rendered) and artifact edges
                                  (another task's published outputs); cycles are errors
+    credentials, http          - every credential sent (netrc, URL userinfo) and its redaction; the one
+                                 HTTP client, with a stall and an overall deadline on every request
     sources                    - download cache / mirror, sha256 + sha512 verification
     render                     - a target rendered to a Dockerfile (build, dependents' and export stages)
                                  and a build context held in memory, a digest per file

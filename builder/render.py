@@ -20,10 +20,10 @@ from pathlib import Path
 import jinja2
 
 from builder import files
+from builder.credentials import redact
 from builder.errors import RecipeError
 from builder.graph import Graph
 from builder.recipe import Recipe, Secret
-from builder.sources import redact
 from builder.variables import build_environment
 
 LIB = "lib/builder.sh"

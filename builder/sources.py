@@ -3,45 +3,37 @@
 Lookup order: the cache (by sha256), then a local mirror directory (air-gapped sites), then the URL
 (http, https or file). A file is only ever used after both digests match.
 
-A download has two deadlines (settings, see builder/settings.py): FETCH_STALL_TIMEOUT (default 60 s) is the
-socket timeout, so it fails a download that receives no byte for that long, whether connecting, waiting for
-the response headers or reading the body; FETCH_TIMEOUT (default 3600 s) bounds the download as a whole: a
-watchdog shuts its sockets down at the deadline, which also ends a server that trickles its headers, and the
-time is checked after every chunk. (Name resolution is bounded only by the system resolver's own timeouts.)
+A download has two deadlines (settings, see builder/settings.py), kept by builder.http: FETCH_STALL_TIMEOUT
+(default 60 s) fails a download that receives no byte for that long, whether connecting, waiting for the
+response headers or reading the body; FETCH_TIMEOUT (default 3600 s) bounds the download as a whole, a
+server that trickles its headers included.
 Each failure is one line naming the URL: not found (HTTP 404/410), timed out (which deadline, and the setting
 to raise), connection refused, HTTP error NNN, cannot resolve host, no space left on device (naming the cache
 directory). The partial file never survives a failure, Ctrl-C included.
 
-Credentials: a URL's ``user:password@`` is sent as HTTP basic auth (to that scheme, host and port only, not
-to a host it redirects to); a URL without one gets the ``machine HOST`` (or ``default``) entry of the netrc
-file, $NETRC or ~/.netrc, when there is one. A password never appears in a message or a printed line: the
-URL is shown as ``https://user:***@host/path`` (a user name alone, often a token, as ``***@host``).
+Credentials (builder.credentials): a URL's ``user:password@`` is sent as HTTP basic auth (to that scheme,
+host and port only, not to a host it redirects to); a URL without one gets the ``machine HOST`` (or
+``default``) entry of the netrc file, $NETRC or ~/.netrc, when there is one. A password never appears in a
+message or a printed line: the URL is shown as ``https://user:***@host/path`` (a user name alone, often a
+token, as ``***@host``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
-import http.client
-import netrc
 import os
-import re
 import shutil
-import socket
-import ssl
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from types import TracebackType
-from typing import Any, BinaryIO
-from urllib.parse import quote, unquote, urlsplit
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
 
+from builder import http
+from builder.credentials import Target, redact, scrub
 from builder.errors import BuildError
 from builder.recipe import Recipe, Source
 from builder.settings import FetchLimits
@@ -203,206 +195,6 @@ def cache_write_error(exc: OSError, folder: Path, shown: str, where: str) -> Bui
     return BuildError(f"cannot store {shown} in the download cache {folder}: {exc.strerror or exc}", where=where)
 
 
-# --- URLs and credentials ------------------------------------------------------------------------------------
-
-AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)")
-
-
-def redact(url: str) -> str:
-    """The URL as it may be shown: a password (or a user name alone, often a token) becomes ***.
-
-    A pattern, not urlsplit: this must work on any text, a malformed URL included."""
-    found = AUTHORITY.match(url)
-    if not found or "@" not in found[2]:
-        return url
-    userinfo, _, hostport = found[2].rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    shown = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
-    return found[1] + shown + url[found.end():]
-
-
-def netrc_path() -> Path:
-    """The netrc file: $NETRC when set, else ~/.netrc."""
-    return Path(os.environ.get("NETRC") or Path.home() / ".netrc")
-
-
-def netrc_credentials(host: str, path: Path | None = None) -> tuple[str, str] | None:
-    """(login, password) of the netrc entry for ``host`` (or its ``default`` entry); None without one or a file.
-
-    The file is named explicitly: Python 3.11's netrc reads ~/.netrc alone, whatever $NETRC says.
-    """
-    path = path or netrc_path()
-    try:
-        entry = netrc.netrc(str(path)).authenticators(host)
-    except FileNotFoundError:
-        return None
-    except netrc.NetrcParseError as exc:
-        # "bad follower token 'WORD'": WORD may be half of a password with a space in it; never show it
-        reason = re.sub(r"^(bad \w+ token) .*", r"\1 (not shown: it may be a secret)", exc.msg)
-        raise BuildError(f"malformed netrc file: {reason}", where=f"{exc.filename or path}:{exc.lineno}",
-                         hint="each entry is: machine HOST login USER password PASSWORD") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8 text"
-        raise BuildError(f"cannot read the netrc file: {reason}", where=str(path)) from None
-    if entry is None:
-        return None
-    login, _, password = entry
-    return (login, password or "") if login or password else None
-
-
-@dataclass(frozen=True)
-class Target:
-    """A URL split into what urllib is given (no userinfo: urllib would take it for the port) and credentials."""
-
-    url: str
-    host: str
-    credentials: tuple[str, str] | None
-
-    @classmethod
-    def of(cls, url: str) -> Target:
-        parts = urlsplit(url)
-        userinfo, at, hostport = parts.netloc.rpartition("@")
-        host = parts.hostname or ""
-        if not at:
-            return cls(url, host, netrc_credentials(host) if host else None)
-        user, _, password = userinfo.partition(":")
-        return cls(url.replace(parts.netloc, hostport, 1), host, (unquote(user), unquote(password)))
-
-    @property
-    def secrets(self) -> list[str]:
-        """What must never be shown: the password (or a lone user name, often a token), raw and decoded."""
-        if self.credentials is None:
-            return []
-        user, password = self.credentials
-        secret = password or user
-        return [s for s in {secret, quote(secret, safe="")} if s]
-
-
-# --- one download with two deadlines -------------------------------------------------------------------------
-
-class Deadline:
-    """The overall limit on one download. At the deadline a watchdog thread shuts the download's sockets
-    down, which wakes a read blocked anywhere (TLS handshake, status line, headers, body); each socket's
-    own timeout is the stall limit, cut to the time left."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-        self.expired = False
-        self._lock = threading.Lock()
-        self._watched: list[socket.socket] = []  # duplicates of the download's sockets, closed on exit
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._timer.cancel()
-        with self._lock:
-            for sock in self._watched:
-                sock.close()
-            self._watched.clear()
-
-    @property
-    def passed(self) -> bool:
-        return self.expired or time.monotonic() >= self.end
-
-    def check(self) -> None:
-        if self.passed:
-            raise TimeoutError(f"took longer than {self.seconds:g} s")
-
-    def connect(self, address: tuple[str, int], timeout: float,
-                source_address: tuple[str, int] | None = None) -> socket.socket:
-        """socket.create_connection, with each attempt's timeout cut to the time left and the socket watched."""
-        error: OSError | None = None
-        for family, kind, proto, _, sockaddr in socket.getaddrinfo(*address, type=socket.SOCK_STREAM):
-            left = self.end - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"took longer than {self.seconds:g} s")
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.settimeout(min(timeout, left))
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect(sockaddr)
-                self._watch(sock)
-                return sock
-            except OSError as exc:
-                sock.close()
-                error = exc
-        raise error or OSError(f"no address for {address[0]}")
-
-    def _watch(self, sock: socket.socket) -> None:
-        # a duplicate descriptor, ours to close: shutting it down ends the connection, and it cannot be a
-        # descriptor number some other file has reused after the connection closed
-        twin = socket.socket(fileno=os.dup(sock.fileno()))
-        with self._lock:
-            self._watched.append(twin)
-            if self.expired:
-                _shut(twin)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._watched:
-                _shut(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed by the peer
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _HTTPConnection(http.client.HTTPConnection):
-    def __init__(self, host: str, *, deadline: Deadline, **kwargs: Any) -> None:
-        super().__init__(host, **kwargs)
-        self._create_connection = deadline.connect  # the hook http.client keeps for exactly this
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, *, deadline: Deadline, **kwargs: Any) -> None:
-        super().__init__(host, **kwargs)
-        self._create_connection = deadline.connect
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: Deadline) -> None:
-        super().__init__()
-        self.deadline = deadline
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        def connection(host: str, **kwargs: Any) -> http.client.HTTPConnection:
-            return _HTTPConnection(host, deadline=self.deadline, **kwargs)
-        return self.do_open(connection, req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: Deadline) -> None:
-        super().__init__()
-        self.deadline = deadline
-        self.tls = ssl.create_default_context()
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        def connection(host: str, **kwargs: Any) -> http.client.HTTPConnection:
-            return _HTTPSConnection(host, deadline=self.deadline, **kwargs)
-        return self.do_open(connection, req, context=self.tls)
-
-
-def _opener(target: Target, deadline: Deadline) -> urllib.request.OpenerDirector:
-    handlers: list[urllib.request.BaseHandler] = [_HTTPHandler(deadline), _HTTPSHandler(deadline)]
-    if target.credentials is not None:
-        parts = urlsplit(target.url)
-        passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
-        # sent up front, to this scheme, host and port only: not to another host a redirect names
-        passwords.add_password(None, f"{parts.scheme}://{parts.netloc}/", *target.credentials,
-                               is_authenticated=True)
-        handlers.append(urllib.request.HTTPBasicAuthHandler(passwords))
-    return urllib.request.build_opener(*handlers)
-
-
 MIRROR_HINT = "or put the file in the download cache or a SOURCE_MIRROR directory"
 HTTP_HINTS = {
     401: "the server wants credentials, or refused these: give them in the URL or a 'machine HOST login USER "
@@ -416,71 +208,58 @@ def download(url: str, out: BinaryIO, limits: FetchLimits, *, where: str, cache_
     """Write the body at ``url`` (http or https) to ``out`` within ``limits``; any failure is a BuildError."""
     shown = redact(url)
     target = Target.of(url)
-    deadline = Deadline(limits.total)
+    deadlines = http.Limits(stall=limits.stall, total=limits.total)
     try:
-        with deadline, _opener(target, deadline).open(target.url, timeout=limits.stall) as response:
-            _copy(response, out, deadline, shown=shown, where=where, cache_dir=cache_dir)
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        raise _failure(exc, target, limits, deadline, shown=shown, where=where) from None
+        with http.request(target.url, deadlines, basic=target.credentials) as response:
+            if response.status >= 400:
+                raise _refused(response, target, shown=shown, where=where)
+            _copy(response, out, shown=shown, where=where, cache_dir=cache_dir)
+    except http.Failure as failure:
+        raise _failure(failure, target, shown=shown, where=where) from None
 
 
-def _copy(response: Any, out: BinaryIO, deadline: Deadline, *, shown: str, where: str, cache_dir: Path) -> None:
-    """Copy the body in chunks as they come, checking the overall deadline after each."""
-    read = getattr(response, "read1", response.read)  # read1: what has arrived, not a full CHUNK
+def _copy(response: http.Response, out: BinaryIO, *, shown: str, where: str, cache_dir: Path) -> None:
+    """Copy the body in chunks as they come (the overall deadline is checked after each)."""
     received = 0
-    while chunk := read(CHUNK):
-        deadline.check()
+    for chunk in response.chunks():
         try:
             out.write(chunk)
         except OSError as exc:
             raise cache_write_error(exc, cache_dir, shown, where) from None
         received += len(chunk)
-    deadline.check()  # the watchdog ends a trickle with an end of file
-    left = getattr(response, "length", None)
-    if left:
-        raise BuildError(f"cannot fetch {shown}: the connection closed after {received} bytes, {left} short",
-                         where=where, hint=f"try again, {MIRROR_HINT}")
+    if response.missing:
+        raise BuildError(f"cannot fetch {shown}: the connection closed after {received} bytes, {response.missing} "
+                         "short", where=where, hint=f"try again, {MIRROR_HINT}")
     try:
         out.flush()
     except OSError as exc:
         raise cache_write_error(exc, cache_dir, shown, where) from None
 
 
-def _failure(exc: BaseException, target: Target, limits: FetchLimits, deadline: Deadline, *, shown: str,
-             where: str) -> BuildError:
-    """The one-line message for a failed download: what happened, the URL (redacted) and what to do."""
-    reason: object = exc
-    if isinstance(exc, urllib.error.HTTPError):
-        exc.close()
-    elif isinstance(exc, urllib.error.URLError):
-        reason = exc.reason
-    if isinstance(exc, urllib.error.HTTPError):  # the server's own answer, whenever it came
-        text = _printable(str(exc.reason), target.secrets)
-        if exc.code in (404, 410):
-            return BuildError(f"source not found: {shown}: HTTP {exc.code} {text}", where=where,
-                              hint=f"check the URL, {MIRROR_HINT}")
-        return BuildError(f"HTTP error {exc.code}: cannot fetch {shown}: {text}", where=where,
-                          hint=HTTP_HINTS.get(exc.code, f"try again later, {MIRROR_HINT}"))
-    if deadline.passed:  # whatever the watchdog's shutdown looked like to the reader
+def _refused(response: http.Response, target: Target, *, shown: str, where: str) -> BuildError:
+    """The server's own answer, not the file: one line with its status and what to do."""
+    text = scrub(response.reason, target.secrets)
+    if response.status in (404, 410):
+        return BuildError(f"source not found: {shown}: HTTP {response.status} {text}", where=where,
+                          hint=f"check the URL, {MIRROR_HINT}")
+    return BuildError(f"HTTP error {response.status}: cannot fetch {shown}: {text}", where=where,
+                      hint=HTTP_HINTS.get(response.status, f"try again later, {MIRROR_HINT}"))
+
+
+def _failure(failure: http.Failure, target: Target, *, shown: str, where: str) -> BuildError:
+    """The one-line message for a download that got no answer: what happened, the URL (redacted), what to do."""
+    limits = failure.limits
+    if failure.kind == "deadline":
         return BuildError(f"timed out: fetching {shown} took longer than {limits.total:g} s overall", where=where,
                           hint=f"raise FETCH_TIMEOUT=SECONDS for a big file on a slow link, {MIRROR_HINT}")
-    if isinstance(reason, TimeoutError):
+    if failure.kind == "stall":
         return BuildError(f"timed out: no data from {shown} for {limits.stall:g} s", where=where,
                           hint=f"raise FETCH_STALL_TIMEOUT=SECONDS for a slow server, {MIRROR_HINT}")
-    if isinstance(reason, ConnectionRefusedError):
+    if failure.kind == "refused":
         return BuildError(f"connection refused: cannot fetch {shown}", where=where,
                           hint=f"is the server up, and are its host and port right? {MIRROR_HINT}")
-    if isinstance(reason, socket.gaierror):
+    if failure.kind == "resolve":
         return BuildError(f"cannot resolve host {target.host or '(none)'}: cannot fetch {shown}", where=where,
                           hint=f"check the host name and the network's DNS, {MIRROR_HINT}")
-    text = _printable(str(reason) or type(reason).__name__, target.secrets)
-    return BuildError(f"cannot fetch {shown}: {text}", where=where,
+    return BuildError(f"cannot fetch {shown}: {scrub(failure.text, target.secrets)}", where=where,
                       hint=f"check the URL and the network, {MIRROR_HINT}")
-
-
-def _printable(text: str, secrets: list[str], limit: int = 200) -> str:
-    """Server- or library-made text made safe for one line: no secrets, no control characters, not too long."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 
 from builder import sources
+from builder.credentials import Target, netrc_credentials, redact
 from builder.errors import BuildError
 from builder.recipe import Recipe
 from builder.settings import FetchLimits
-from builder.sources import SourceCache, Target, netrc_credentials, redact
+from builder.sources import SourceCache
 
 PAYLOAD = b"pretend this is linux-source.tar.xz\n"
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
