@@ -3,6 +3,7 @@
 Data flow, one module per layer (each imports only the layers below it):
 
     errors, run, log           - one error type, one way to run a program, one way to announce a step
+    reference                  - image references, parsed once by the distribution rules
     platforms, settings        - target platforms and their names; the command line parsed once (frozen)
     variables                  - the layered template variables and the reproducibility environment
     recipe                     - YAML recipes parsed and validated once into typed objects

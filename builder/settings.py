@@ -208,7 +208,7 @@ class Settings:
 
 def _packages(packages: Mapping[str, str], taken: Mapping[str, str]) -> None:
     """PKG_NAME=ref, PKGS_PREFIX + PKGS and PUSH=1 + REGISTRY: each checked as a whole before any build."""
-    from builder.registry import Reference
+    from builder.reference import Reference
 
     for name, ref in packages.items():
         Reference.parse(ref, f"PKG_{name}")

@@ -180,18 +180,18 @@ def resolve(
     return merged
 
 
-# An image reference as docker reads it: [host[:port]/]path[:tag][@algorithm:hex]
-_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_REFERENCE = re.compile(rf"^{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
-                             r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$")
 IMAGE_FORMS = "expected [registry/]name[:tag][@sha256:digest], e.g. builder-toolchain:bookworm"
 
 
 def check_image_reference(value: str) -> str:
-    """``value`` when it is an image reference docker can read; a ValueError saying the forms otherwise."""
-    if len(value) > 255 or not IMAGE_REFERENCE.match(value):
-        raise ValueError(f"{value!r} is not an image reference; {IMAGE_FORMS}")
+    """``value`` when it is an image reference docker can read (builder.reference); a ValueError saying the
+    forms otherwise."""
+    from builder.reference import Reference
+
+    try:
+        Reference.of(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an image reference; {IMAGE_FORMS}") from None
     return value
 
 
