@@ -27,6 +27,7 @@ COMMON_PACKAGES=(
   ovmf qemu-efi-aarch64 qemu-utils   # boot media: UEFI firmware for amd64 (OVMF) and arm64 (AAVMF), qemu-img
   xz-utils zstd cpio patch
   docker-registry   # the tests' loopback registry (PUSH=1, PKG_NAME=): started by the tests, never as a service
+  skopeo            # the tests read back what builder pushed with another registry client
   openssl           # builder check-signatures verifies module signatures against a certificate
 )
 

@@ -24,7 +24,9 @@ A case's keys:
 In every string, @PROJECT@ is the copy's root and @TMP@ a scratch directory beside it; in `run`, @BYTE:ff@ is
 that byte, not UTF-8, as a command line can carry it. @HANG@ is the address of a server that accepts and never
 answers, @HTTP500@ / @HTTP401@ / @NOTREGISTRY@ of ones that answer every request with that (HTTP 500, a bearer
-challenge, a web page that is no registry).
+challenge, a web page that is no registry). @HTTP401@'s token endpoint wants credentials (it answers 401
+too); @BASIC401@ asks for basic credentials and takes none; @BEARERHANG@'s token endpoint is @HANG@, and
+@BEARERHTML@'s is @NOTREGISTRY@ (a web page, not a token).
 
 Operations that mount (mount_full, mount_readonly) need root; the mounts are undone after the case.
 """
@@ -353,7 +355,7 @@ def _answering(status: int, headers: dict[str, str], body: bytes) -> type[_Answe
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[dict[str, str]]:
-    """@HANG@, @HTTP500@, @HTTP401@ and @NOTREGISTRY@: host:port of each stand-in, on 127.0.0.1."""
+    """@HANG@, @HTTP500@, @HTTP401@, @NOTREGISTRY@ and the others: host:port of each stand-in, on 127.0.0.1."""
     import socket
 
     hanging = socket.socket()
@@ -361,14 +363,22 @@ def servers() -> Iterator[dict[str, str]]:
     hanging.listen(64)  # accepts (the kernel completes the handshake) and never answers
     started = []
     places = {"@HANG@": f"127.0.0.1:{hanging.getsockname()[1]}"}
-    kinds = {
-        "@HTTP500@": _answering(500, {}, b"internal error"),
-        "@HTTP401@": _answering(401, {"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:9/token",service="x"',
-                                      "Docker-Distribution-Api-Version": "registry/2.0"}, b"{}"),
-        "@NOTREGISTRY@": _answering(200, {"Content-Type": "text/html"}, b"<html>a web page</html>"),
+    def challenge(scheme: str, realm: str = "") -> type[_Answer]:
+        header = f'Bearer realm="http://{realm}/token",service="x"' if scheme == "bearer" else 'Basic realm="x"'
+        return _answering(401, {"WWW-Authenticate": header, "Docker-Distribution-Api-Version": "registry/2.0"},
+                          b"{}")
+
+    kinds = {  # in order: a registry's token endpoint is started before it
+        "@HTTP500@": lambda: _answering(500, {}, b"internal error"),
+        "@TOKEN401@": lambda: _answering(401, {"Content-Type": "application/json"}, b'{"details": "who are you?"}'),
+        "@HTTP401@": lambda: challenge("bearer", places["@TOKEN401@"]),
+        "@BASIC401@": lambda: challenge("basic"),
+        "@NOTREGISTRY@": lambda: _answering(200, {"Content-Type": "text/html"}, b"<html>a web page</html>"),
+        "@BEARERHANG@": lambda: challenge("bearer", places["@HANG@"]),
+        "@BEARERHTML@": lambda: challenge("bearer", places["@NOTREGISTRY@"]),
     }
     for token, handler in kinds.items():
-        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler())
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started.append(server)
