@@ -59,6 +59,8 @@ def _module(archive: tarfile.TarFile, member: tarfile.TarInfo, match: re.Match[s
 
 # struct module_signature (include/linux/module_signature.h): algo, hash, id_type, signer_len, key_id_len,
 # pad[3], sig_len (big endian), then the magic. id_type 2: the signature is a PKCS#7 / CMS message.
+# Read here by hand: no Python library parses this kernel-internal trailer (kmod's modinfo does, in C, but gives
+# no offsets to split the module at, and would be one process per module), and it is 12 fixed bytes.
 SIGNATURE_STRUCT = 12
 PKEY_ID_PKCS7 = 2
 
@@ -84,43 +86,20 @@ def signature(module: bytes) -> str | None:
         return None
     try:
         return _signer(parts[1])
-    except (IndexError, ValueError):
+    except (IndexError, TypeError, ValueError):  # what asn1crypto raises for a message it cannot parse
         return "unreadable"
 
 
-def _der(data: bytes, at: int) -> tuple[int, int, int]:
-    """(tag, start of the value, end of the value) of the DER element at ``at``."""
-    tag, length = data[at], data[at + 1]
-    at += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if not 0 < count <= 4:
-            raise ValueError("a DER length this does not read")
-        length = int.from_bytes(data[at:at + count], "big")
-        at += count
-    if at + length > len(data):
-        raise ValueError("a DER element past the end")
-    return tag, at, at + length
-
-
-def _children(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
-    found = []
-    while start < end:
-        element = _der(data, start)
-        found.append(element)
-        start = element[2]
-    return found
-
-
 def _signer(pkcs7: bytes) -> str:
+    """The first signer's identifier in a CMS SignedData message (RFC 5652), parsed by asn1crypto."""
     import hashlib
 
-    _, start, end = _der(pkcs7, 0)  # ContentInfo ::= SEQUENCE { contentType, [0] EXPLICIT SignedData }
-    content = _children(pkcs7, start, end)[1]
-    _, start, end = _der(pkcs7, content[1])  # SignedData ::= SEQUENCE { ..., signerInfos SET }
-    signer_infos = _children(pkcs7, start, end)[-1]
-    first = _children(pkcs7, signer_infos[1], signer_infos[2])[0]  # SignerInfo ::= SEQUENCE { version, sid, ...}
-    sid = _children(pkcs7, first[1], first[2])[1]
-    if sid[0] == 0x80:  # [0] IMPLICIT SubjectKeyIdentifier
-        return "keyid:" + pkcs7[sid[1]:sid[2]].hex()
-    return "issuer-serial:" + hashlib.sha256(pkcs7[sid[1]:sid[2]]).hexdigest()
+    from asn1crypto import cms
+
+    signed_data = cms.ContentInfo.load(pkcs7, strict=True)["content"]
+    if not isinstance(signed_data, cms.SignedData):
+        raise ValueError("not a CMS SignedData message")
+    sid = signed_data["signer_infos"][0]["sid"]
+    if sid.name == "subject_key_identifier":  # [0] IMPLICIT SubjectKeyIdentifier: what sign-file -k writes
+        return "keyid:" + sid.chosen.native.hex()
+    return "issuer-serial:" + hashlib.sha256(sid.chosen.contents).hexdigest()

@@ -12,7 +12,7 @@ import pytest
 from builder.errors import RecipeError
 from builder.project import Project
 
-from ..signing import RELEASE_KEYID, signed
+from ..signing import RELEASE_KEYID, SIGNING, signed, with_signature
 
 MakeProject = Callable[..., Project]
 
@@ -116,3 +116,27 @@ def test_a_signature_splits_off_and_names_its_key(tmp_path: Path) -> None:
     assert kmodules.signature(module) == f"keyid:{RELEASE_KEYID}"
     assert kmodules.signature(b"\x7fELF module") is None
     assert kmodules.signature(b"\x7fELF" + kmodules.SIGNATURE_MAGIC) is None  # too short to hold a signature
+
+
+def test_a_signer_named_by_issuer_and_serial_is_named_by_their_digest(tmp_path: Path) -> None:
+    import hashlib
+
+    from cryptography import x509
+
+    from builder import kmodules
+
+    cert = x509.load_pem_x509_certificate((SIGNING / "release.crt").read_bytes())
+    serial = cert.serial_number.to_bytes((cert.serial_number.bit_length() + 8) // 8, "big")  # DER INTEGER, signed
+    issuer_and_serial = cert.issuer.public_bytes() + bytes([0x02, len(serial)]) + serial
+    module = signed(b"\x7fELF module", tmp_path, keyid=False)
+    assert kmodules.signature(module) == f"issuer-serial:{hashlib.sha256(issuer_and_serial).hexdigest()}"
+
+
+@pytest.mark.parametrize("sig", [b"\x30\x03\x02\x01", b"not DER at all", b"\x30\x00",
+                                 bytes.fromhex("301106092a864886f70d010701a00404026869")])  # CMS "data", not signed
+def test_a_signature_that_is_no_cms_signed_data_is_unreadable(sig: bytes) -> None:
+    from builder import kmodules
+
+    module = with_signature(b"\x7fELF module", sig)
+    assert kmodules.split_signature(module) == (b"\x7fELF module", sig)
+    assert kmodules.signature(module) == "unreadable"
