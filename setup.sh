@@ -47,6 +47,9 @@ BUILDX_PREFERENCES=/etc/apt/preferences.d/builder-trixie-buildx
 
 # The mirror URI of the first enabled 'deb' entry for suite $1 with component main, in apt's one-line
 # (.list) or deb822 (.sources) format - read here at run time, never written into this project.
+# awk, not a library: this runs before any Python package is installed (it is what installs them) and bash
+# has no deb822 parser. builder/variables.py reads the same files with python-debian, and
+# tests/unit/test_setup_apt.py checks that both find the same mirror.
 LIST_AWK='{
   sub(/#.*/, ""); gsub(/\[[^]]*\]/, "")
   n = split($0, w, " ")
@@ -58,9 +61,11 @@ DEB822_AWK='function has(list, word,   n, a, i) {
 }
 BEGIN { RS = ""; FS = "\n" }
 {
-  split("", f)
+  split("", f); key = ""
   for (i = 1; i <= NF; i++) {
-    if ($i ~ /^[ \t#]/ || index($i, ":") == 0) continue
+    if ($i ~ /^#/) continue
+    if ($i ~ /^[ \t]/) { if (key != "") f[key] = f[key] " " $i; continue }  # a folded field goes on
+    if (index($i, ":") == 0) { key = ""; continue }
     key = tolower(substr($i, 1, index($i, ":") - 1)); gsub(/[ \t]/, "", key)
     f[key] = substr($i, index($i, ":") + 1)
   }

@@ -72,6 +72,7 @@ def debian_mirror(suite: str, sources: tuple[Path, ...] = APT_SOURCES) -> str | 
 
 
 def _apt_entries(sources: tuple[Path, ...]) -> list[tuple[list[str], list[str], list[str]]]:
+    """(URIs, suites, components) of every enabled ``deb`` entry in ``sources``, in apt's order of files."""
     files: list[Path] = []
     for place in sources:
         if place.is_dir():
@@ -84,25 +85,36 @@ def _apt_entries(sources: tuple[Path, ...]) -> list[tuple[list[str], list[str], 
             text = file.read_text(errors="replace")
         except OSError:
             continue
-        if file.suffix == ".sources":
-            for stanza in re.split(r"\n\s*\n", text):
-                fields: dict[str, str] = {}
-                for line in stanza.splitlines():
-                    if line.startswith("#") or ":" not in line or line[0].isspace():
-                        continue
-                    key, _, value = line.partition(":")
-                    fields[key.strip().lower()] = value.strip()
-                enabled = fields.get("enabled", "yes").lower() not in ("no", "false", "0")
-                if enabled and "deb" in fields.get("types", "").split():
-                    entries.append(
-                        (fields.get("uris", "").split(), fields.get("suites", "").split(),
-                         fields.get("components", "").split())
-                    )
-        else:
-            for line in text.splitlines():
-                words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
-                if len(words) >= 4 and words[0] == "deb":
-                    entries.append(([words[1]], [words[2]], words[3:]))
+        entries += _deb822_entries(text) if file.suffix == ".sources" else _one_line_entries(text)
+    return entries
+
+
+def _deb822_entries(text: str) -> list[tuple[list[str], list[str], list[str]]]:
+    """The entries of a deb822 .sources file (sources.list(5)), parsed by python-debian: comments, folded
+    fields and case-insensitive field names as apt reads them."""
+    from debian.deb822 import Deb822
+
+    entries = []
+    for stanza in Deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False):
+        enabled = stanza.get("Enabled", "yes").strip().lower() not in ("no", "false", "0")
+        if enabled and "deb" in stanza.get("Types", "").split():
+            entries.append((stanza.get("URIs", "").split(), stanza.get("Suites", "").split(),
+                            stanza.get("Components", "").split()))
+    return entries
+
+
+def _one_line_entries(text: str) -> list[tuple[list[str], list[str], list[str]]]:
+    """The entries of a one-line .list file: ``deb [options] URI SUITE COMPONENT...``, one a line.
+
+    Parsed here: python-debian reads deb822 only, and the one parser of this format, python-apt's aptsources,
+    is a binding of Debian's libapt that is not installable from PyPI into the project's Python. The format
+    is words on a line, with an optional [...] of options and # comments.
+    """
+    entries = []
+    for line in text.splitlines():
+        words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
+        if len(words) >= 4 and words[0] == "deb":
+            entries.append(([words[1]], [words[2]], words[3:]))
     return entries
 
 

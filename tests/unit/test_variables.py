@@ -181,6 +181,33 @@ def test_the_mirror_is_read_from_a_deb822_sources_file(apt: Callable[..., tuple[
     assert debian_mirror("bookworm-updates", sources) == "http://mirror.example/debian"
 
 
+def test_a_deb822_file_is_read_as_apt_reads_it(apt: Callable[..., tuple[Path, ...]]) -> None:
+    """Folded fields (a suite on a continuation line), field names in any case, comments inside a stanza and
+    an inline key block: what python-debian parses, and a line-by-line reading did not."""
+    sources = apt({"sources.list.d/debian.sources": """\
+        types: deb
+        uris: http://disabled.example/debian
+        suites: bookworm
+        components: main
+        enabled: No
+
+        TYPES: deb
+        # a comment between fields
+        URIS: http://mirror.example/debian/
+        SUITES: bookworm-updates
+         bookworm
+        COMPONENTS: contrib
+         main
+        Signed-By:
+         -----BEGIN PGP PUBLIC KEY BLOCK-----
+         .
+         Suites: trixie
+         -----END PGP PUBLIC KEY BLOCK-----
+        """})
+    assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
+    assert debian_mirror("trixie", sources) == "http://mirror.example/debian"  # the release fallback, not the key
+
+
 def test_the_mirror_is_read_from_a_one_line_list_file(apt: Callable[..., tuple[Path, ...]]) -> None:
     sources = apt({"sources.list": """\
         deb-src http://src-only.example/debian bookworm main
