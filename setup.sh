@@ -29,6 +29,7 @@ COMMON_PACKAGES=(
   docker-registry   # the tests' loopback registry (PUSH=1, PKG_NAME=): started by the tests, never as a service
   skopeo            # the tests read back what builder pushed with another registry client
   openssl           # builder check-signatures verifies module signatures against a certificate
+  fdisk             # sfdisk: the tests check images.sh's GRUB install and builder meta's GPT reading with it
 )
 
 # The BuildKit client side: /usr/bin/docker (docker.io on 12, docker-cli on 13) and the buildx plugin,

@@ -211,26 +211,22 @@ image_asset() {
 # (boot.img) goes into the protective MBR's code area (bytes 0-2 and 0x5a-0x1b7: the BPB area and the
 # partition table stay), with the LBA of the core image at 0x5c; the core image goes into the BIOS boot
 # partition, its first sector's block list (the last 12 bytes: start LBA, sector count, segment) pointing
-# at the rest of it.
+# at the rest of it. Where the BIOS boot partition is comes from sfdisk --json, not from reading the GPT.
 image_bios_install() {
-  python3 - "$1" "$2" "$GRUB_LIB/i386-pc/boot.img" <<'PYTHON' || builder_error "could not install GRUB's BIOS boot code into $1"
-import struct, sys, uuid
+  local table
+  table=$(sfdisk --json "$1") || builder_error "sfdisk cannot read the partition table of $1"
+  python3 - "$1" "$2" "$GRUB_LIB/i386-pc/boot.img" "$table" <<'PYTHON' || builder_error "could not install GRUB's BIOS boot code into $1"
+import json, struct, sys
 
-disk, core_path, boot_path = sys.argv[1:]
-BIOS_BOOT = uuid.UUID("21686148-6449-6E6F-744E-656564454649")
+disk, core_path, boot_path, table = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])["partitiontable"]
+BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
+if table.get("label") != "gpt" or table.get("sectorsize") != 512:
+    sys.exit(f"{disk}: not a GPT disk of 512-byte sectors")
+bios = [p for p in table.get("partitions", []) if p["type"].upper() == BIOS_BOOT]
+if not bios:
+    sys.exit("no BIOS boot partition")
+first, last = bios[0]["start"], bios[0]["start"] + bios[0]["size"] - 1
 with open(disk, "r+b") as f:
-    f.seek(512)
-    header = f.read(92)
-    entries_lba, count, size = struct.unpack_from("<QII", header, 72)
-    f.seek(entries_lba * 512)
-    table = f.read(count * size)
-    for i in range(count):
-        entry = table[i * size:(i + 1) * size]
-        if uuid.UUID(bytes_le=entry[:16]) == BIOS_BOOT:
-            first, last = struct.unpack_from("<QQ", entry, 32)
-            break
-    else:
-        sys.exit("no BIOS boot partition")
     core = bytearray(open(core_path, "rb").read())
     sectors = (len(core) + 511) // 512
     if sectors > last - first + 1:
