@@ -4,6 +4,7 @@ and a read that finds no META says so (exit 1)."""
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -120,3 +121,43 @@ def test_write_leaves_everything_outside_the_meta_partition_alone(disk: Path) ->
     assert len(after) == len(before)
     assert after[:2 * MIB] == before[:2 * MIB] and after[3 * MIB:] == before[3 * MIB:]
     assert meta.read(disk) == {0x0A: b"a new value", 0x0B: b"two"}
+
+
+# --- against sfdisk: the same partitions on a good disk; sfdisk accepts the damage refused above ----------
+
+def _sfdisk(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sfdisk", "--json", str(path)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "LC_ALL": "C"})
+
+
+def test_a_good_disk_reads_as_sfdisk_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "disk.raw"
+    make_disk(path, 16, (("EFI", 3), ("BIOS", 1), ("META", 1)))
+    done = _sfdisk(path)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    table = json.loads(done.stdout)["partitiontable"]
+    assert table["label"] == "gpt" and table["sectorsize"] == SECTOR
+    for part in table["partitions"]:
+        extent = meta.find_partition(path, part["name"])
+        assert (extent.offset, extent.size) == (part["start"] * SECTOR, part["size"] * SECTOR), part
+
+
+@pytest.mark.parametrize("offset, label", [
+    (SECTOR + 40, "gpt"), (2 * SECTOR + 200, "gpt"), (8 * MIB - SECTOR + 40, "gpt"),
+    (8 * MIB - 33 * SECTOR + 56, "gpt"), (None, "dos"),  # cut short inside META: read as an MBR disk
+], ids=["primary-header", "primary-table", "backup-header", "backup-table", "truncated"])
+def test_sfdisk_recovers_from_the_damage_builder_meta_refuses(disk: Path, offset: int | None, label: str) -> None:
+    """Why meta.py reads the GPT itself: each of these is refused by builder meta, and sfdisk exits 0."""
+    if offset is None:
+        os.truncate(disk, 2500000)
+    else:
+        with open(disk, "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)
+            f.seek(offset)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(meta.MetaError):
+        meta.find_partition(disk)
+    done = _sfdisk(disk)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["partitiontable"]["label"] == label
