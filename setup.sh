@@ -2,22 +2,34 @@
 # One idempotent set-up for a fresh Debian 12 (bookworm) or Debian 13 (trixie) machine (run as root):
 # Debian packages, the Docker engine, this Python package, and the toolchain image.
 #
-#   ./setup.sh             everything
-#   ./setup.sh --simulate  only the Debian packages, resolved with `apt-get install --simulate`: apt is
-#                          configured as a real run would (bookworm: the pinned trixie source, see below)
-#                          and its lists updated, but nothing is installed and nothing else is done.
+#   ./setup.sh                everything
+#   ./setup.sh --simulate     only the Debian packages, resolved with `apt-get install --simulate`: apt is
+#                             configured as a real run would (bookworm: the pinned trixie source, see below)
+#                             and its lists updated, but nothing is installed and nothing else is done.
+#   ./setup.sh --python-only  only the Python side (no apt, no engine, no images; python3 and python3-venv must
+#                             be installed): the virtual environment .venv, made by python3 from PATH, with this
+#                             package and its dev tools in it, and doit and builder linked into /usr/local/bin.
+#                             What tests/integration/test_setup_chroot.py runs in Debian 12 and 13 chroots.
+#
+# Python: Debian's python3 is externally managed (PEP 668) and refuses `pip install` outside a virtual
+# environment, so the package goes into .venv (git-ignored), never into python3's own site-packages.
 set -euo pipefail
 cd "$(dirname "$0")"
 export LC_ALL=C
 
 log() { printf '==> %s\n' "$*"; }
-die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+USAGE="usage: ./setup.sh [--simulate | --python-only]"
 simulate=0
-case "${1:-}" in
-  "") ;;
-  --simulate) simulate=1 ;;
-  *) echo "usage: $0 [--simulate]" >&2; exit 2 ;;
+python_only=0
+usage_error() { printf 'error: %s (%s)\n' "$1" "$USAGE" >&2; exit 2; }
+case "$#:${1:-}" in
+  0:) ;;
+  1:--simulate) simulate=1 ;;
+  1:--python-only) python_only=1 ;;
+  1:*) usage_error "unknown option '$1'" ;;
+  *) usage_error "one option at most, got $#: $*" ;;
 esac
 
 # mmdebstrap makes the toolchain image (builder/toolchain.py).
@@ -30,6 +42,7 @@ COMMON_PACKAGES=(
   skopeo            # the tests read back what builder pushed with another registry client
   openssl           # builder check-signatures verifies module signatures against a certificate
   fdisk             # sfdisk: the tests check images.sh's GRUB install and builder meta's GPT reading with it
+  python3 python3-venv  # .venv is made by Debian's python3: its venv module and ensurepip are python3-venv
 )
 
 # The BuildKit client side: /usr/bin/docker (docker.io on 12, docker-cli on 13) and the buildx plugin,
@@ -42,6 +55,121 @@ case "$codename" in
   *) die "unsupported release '${codename:-unknown}' (VERSION_CODENAME in /etc/os-release): Debian 12 (bookworm) or 13 (trixie) expected" ;;
 esac
 PACKAGES=("${DOCKER_PACKAGES[@]}" "${COMMON_PACKAGES[@]}")
+
+# --- the Python side -------------------------------------------------------------------------------------
+# .venv: made by python3 from PATH (Debian's own on a stock machine; a pyenv user's .python-version here says
+# "system" too), and recorded in $VENV_RECORD: the python it was made by and the project path its scripts'
+# #! lines name. It is reused while both still hold and its python runs; otherwise it is made again.
+PROJECT=$(pwd -P)
+VENV=$PROJECT/.venv
+VENV_RECORD=$VENV/builder-setup.txt
+LINK_DIR=/usr/local/bin  # before /usr/bin on Debian's PATH; the 'doit' and 'builder' the README's commands run
+LINKED=(doit builder)
+
+# "python REALPATH MAJOR.MINOR" of the interpreter $1
+python_identity() {
+  "$1" -c 'import os, sys; print("python", os.path.realpath(sys.executable), "%d.%d" % sys.version_info[:2])'
+}
+
+# Why .venv cannot be reused (empty: it can); dies when .venv is something setup did not make.
+venv_stale() {
+  local want_python=$1 record minor
+  if [ ! -e "$VENV" ] && [ ! -L "$VENV" ]; then
+    echo "there is none"
+    return
+  fi
+  [ -d "$VENV" ] && [ ! -L "$VENV" ] && [ -f "$VENV/pyvenv.cfg" ] ||
+    die "$VENV is not a virtual environment (a directory with pyvenv.cfg), so setup.sh leaves it alone: move it away, setup.sh makes the project's virtual environment there"
+  if [ ! -f "$VENV_RECORD" ]; then
+    echo "it has no record of how it was made ($VENV_RECORD)"
+    return
+  fi
+  record=$(cat "$VENV_RECORD")
+  if [ "$(sed -n 1p <<<"$record")" != "$want_python" ]; then
+    echo "it was made by another python ($(sed -n 1p <<<"$record"); python3 is now $want_python)"
+  elif [ "$(sed -n 2p <<<"$record")" != "project $PROJECT" ]; then
+    echo "it was made for another directory ($(sed -n 2p <<<"$record" | cut -d' ' -f2-))"
+  elif ! minor=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); then
+    echo "its python no longer runs"
+  elif [ "$minor" != "${want_python##* }" ]; then
+    echo "its python is now $minor, its packages are for ${want_python##* }"
+  fi
+}
+
+python_step() {
+  local python want_python why out packages name link target current found
+  python=$(command -v python3) || die "no python3 on PATH: apt-get install python3 python3-venv"
+  want_python=$(python_identity "$python") || die "$python does not run"
+  why=$(venv_stale "$want_python") || exit 1
+  if [ -n "$why" ]; then
+    log "making the virtual environment $VENV with $python (${want_python#python }): $why"
+    rm -rf "$VENV"
+    if ! out=$("$python" -m venv "$VENV" 2>&1); then
+      rm -rf "$VENV"
+      case "$out" in
+        *ensurepip*) die "'$python -m venv' cannot install pip into $VENV (no ensurepip): apt-get install python3-venv" ;;
+        *) die "'$python -m venv $VENV' failed: $(grep -m1 . <<<"$out")" ;;
+      esac
+    fi
+    printf '%s\nproject %s\n' "$want_python" "$PROJECT" >"$VENV_RECORD"
+  fi
+
+  # pip runs again only when pyproject.toml changed since the last install into this .venv (or the install
+  # is not there: -I, so that the project's own builder/ next to it does not count)
+  packages="packages $(sha256sum pyproject.toml | cut -d' ' -f1)"
+  if [ "$(sed -n 3p "$VENV_RECORD")" = "$packages" ] &&
+    "$VENV/bin/python" -I -c 'import sys, builder, doit, pytest; sys.exit(builder.__file__ != sys.argv[1])' \
+      "$PROJECT/builder/__init__.py" >/dev/null 2>&1; then
+    log "the builder Python package is installed in $VENV (pyproject.toml unchanged)"
+  else
+    log "installing the builder Python package into $VENV: pip install -e '.[dev]'"
+    "$VENV/bin/python" -m pip install -q --root-user-action=ignore -e '.[dev]' ||
+      die "pip install -e '.[dev]' into $VENV failed (pip's messages above)"
+    printf '%s\nproject %s\n%s\n' "$want_python" "$PROJECT" "$packages" >"$VENV_RECORD"
+  fi
+
+  # doit and builder on the PATH: links; one that is there is replaced only when it leads into a .venv (this
+  # checkout's or another's: the last set-up wins), anything else there is someone else's
+  for name in "${LINKED[@]}"; do
+    link=$LINK_DIR/$name
+    target=$VENV/bin/$name
+    [ -x "$target" ] || die "$target is missing after pip install: remove $VENV and run ./setup.sh again"
+    current=$(readlink "$link" 2>/dev/null || true)
+    if { [ -e "$link" ] || [ -L "$link" ]; } && [[ "$current" != */.venv/bin/"$name" ]]; then
+      die "$link is not a link into a project's .venv (it is someone else's): move it away, so that $link -> $target"
+    fi
+    if [ "$current" != "$target" ]; then
+      log "linking $link -> $target${current:+ (was -> $current)}"
+      mkdir -p "$LINK_DIR"
+      ln -sfn "$target" "$link.builder-new"
+      mv -Tf "$link.builder-new" "$link"
+    fi
+  done
+
+  # The README's next command runs in the caller's shell, with this PATH: it must find these links.
+  for name in "${LINKED[@]}"; do
+    found=$(resolve_command "$name")
+    [ "$found" = "$(realpath "$VENV/bin/$name")" ] ||
+      die "'$name' on PATH runs ${found:-nothing}, not $VENV/bin/$name: put $LINK_DIR first in PATH (or run $VENV/bin/$name)"
+  done
+}
+
+# The real program that typing $1 runs: the first on PATH, through a pyenv shim to what pyenv picks for it.
+resolve_command() {
+  local found root
+  found=$(type -P "$1") || return 0
+  if grep -qs 'libexec/pyenv" exec' "$found"; then
+    root=$(dirname "$(dirname "$found")")
+    found=$(PYENV_ROOT=$root "$root/libexec/pyenv" which "$1" 2>/dev/null) || return 0
+  fi
+  realpath "$found"
+}
+
+if [ "$python_only" = 1 ]; then
+  python_step
+  log "ready: run 'doit list' or 'doit kernel initramfs'"
+  exit 0
+fi
 
 BUILDX_SOURCE=/etc/apt/sources.list.d/builder-trixie-buildx.list
 BUILDX_PREFERENCES=/etc/apt/preferences.d/builder-trixie-buildx
@@ -179,13 +307,11 @@ if ! docker version >/dev/null 2>&1; then
   docker version >/dev/null 2>&1 || die "dockerd did not answer within 60 s; see /var/log/dockerd.log"
 fi
 
-log "installing the builder Python package"
-python3 -m pip install -q --root-user-action=ignore -e '.[dev]'
-command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+python_step
 
 log "ensuring the toolchain image"
-python3 -m builder toolchain ensure
+"$VENV/bin/python" -m builder toolchain ensure
 log "ensuring the imager image (boot media are assembled in it)"
-python3 -m builder toolchain ensure --imager
+"$VENV/bin/python" -m builder toolchain ensure --imager
 
 log "ready: run 'doit kernel initramfs' or 'builder doctor'"

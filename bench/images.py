@@ -1,6 +1,6 @@
 """Benchmark: each boot-media stage through the framework beside the same tools run alone, in one run.
 
-    python3 bench/images.py [--runs N] [--platform linux/amd64] [--profiles iso,metal,qemu,azure]
+    .venv/bin/python bench/images.py [--runs N] [--platform linux/amd64] [--profiles iso,metal,qemu,azure]
 
 Run it on a checkout whose kernel and initramfs are built for the platform (`doit kernel initramfs`).
 Round by round, interleaved so that a busy moment hits every case alike, for each profile:

@@ -1,6 +1,6 @@
 """Benchmark: what a no-op build costs next to a bare doit, measured side by side in one run.
 
-    python3 bench/noop.py [--runs N] [--forced]
+    .venv/bin/python bench/noop.py [--runs N] [--forced]
 
 Run it on a checkout whose outputs are built (`doit kernel initramfs PLATFORM=linux/amd64,linux/arm64`).
 It measures, interleaved round by round so that a busy moment hits every case alike:

@@ -19,8 +19,8 @@ from ..signing import SIGNING
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
-COPY_IGNORE = shutil.ignore_patterns("out", ".builder", ".doit.db*", ".git", "__pycache__", ".pytest_cache",
-                                     "*.egg-info", ".ruff_cache", ".mypy_cache")
+COPY_IGNORE = shutil.ignore_patterns("out", ".builder", ".venv", ".doit.db*", ".git", "__pycache__",
+                                     ".pytest_cache", "*.egg-info", ".ruff_cache", ".mypy_cache")
 
 
 @dataclass

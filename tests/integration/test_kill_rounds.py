@@ -11,7 +11,7 @@ its own, this file holds what a user sees.
 Rounds: BUILDER_KILL_ROUNDS (initramfs, default 20: about 5 s each) and BUILDER_KILL_IMAGE_ROUNDS
 (`doit images`, default 2: about 40 s each); the instants come from BUILDER_KILL_SEED (default: a new one each
 run, printed with any failure). On demand:
-BUILDER_KILL_ROUNDS=50 python3 -m pytest tests/integration/test_kill_rounds.py.
+BUILDER_KILL_ROUNDS=50 .venv/bin/python -m pytest tests/integration/test_kill_rounds.py.
 """
 
 from __future__ import annotations
