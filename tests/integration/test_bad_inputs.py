@@ -11,7 +11,9 @@ A case's keys:
   name, category, why      a unique slug, one of CATEGORIES, and what the case protects (one sentence)
   change                   edits to the copy, in order (OPERATIONS; paths relative to the project root)
   before                   optional commands that must succeed before the change (e.g. `doit list`: a memo)
-  run                      the command: `doit ...` or `builder ...` (shell words)
+  run                      the command: `doit ...`, `builder ...` or `./setup.sh ...` (shell words; setup.sh
+                           runs as root in a mount namespace whose /usr/local/bin is an empty tmpfs, so
+                           that a case which got past its check cannot relink the machine's doit and builder)
   cwd                      optional working directory (default: the project root)
   env                      optional environment additions
   exit                     the expected exit status (2: doit refused to load its tasks; 1: a task or
@@ -63,7 +65,7 @@ from .conftest import Result, copy_project
 TABLE = Path(__file__).resolve().parent / "bad_inputs.yaml"
 CATEGORIES = ("yaml", "template", "variables", "graph", "sources", "files", "kconfig", "platforms", "cli", "state",
               "flavors", "registry", "signing", "profiles", "overlays", "meta", "keys", "module-lists",
-              "push")
+              "push", "setup")
 CASE_KEYS = {"name", "category", "why", "change", "before", "run", "cwd", "env", "exit", "message", "never",
              "unchanged", "xfail"}
 REQUIRED = {"name", "category", "why", "run", "exit", "message"}
@@ -320,11 +322,22 @@ def listing(root: Path) -> set[str]:
     return found
 
 
+PROGRAMS = ("doit", "builder", "./setup.sh")
+# setup.sh's words after "$@"; /usr/local/bin private to this process and its children
+SETUP_GUARD = 'mount -t tmpfs bad-inputs /usr/local/bin && exec bash ./setup.sh "$@"'
+
+
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> Result:
-    program = {"doit": "doit", "builder": "builder"}[argv[0]]
+    if argv[0] == "./setup.sh":
+        if os.geteuid() != 0:
+            pytest.skip("setup.sh's cases need root (a mount namespace)")
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", SETUP_GUARD, "setup.sh", *argv[1:]]
+    else:
+        program = {"doit": "doit", "builder": "builder"}[argv[0]]
+        command = [sys.executable, "-m", program, *argv[1:]]
     try:
-        proc = subprocess.run([sys.executable, "-m", program, *argv[1:]], cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{shlex.join(argv)} did not end within {TIMEOUT}s (hangs on this input)\n{exc.output!r}")
     return Result(proc.returncode, proc.stdout, proc.stderr)
@@ -468,7 +481,7 @@ def test_the_catalogue_is_well_formed() -> None:
         assert set(case) >= REQUIRED, f"{name}: missing {REQUIRED - set(case)}"
         assert case["category"] in CATEGORIES, f"{name}: category {case['category']!r}"
         assert isinstance(case["exit"], int) and case["exit"] != 0, name
-        assert shlex.split(case["run"])[0] in ("doit", "builder"), name
+        assert shlex.split(case["run"])[0] in PROGRAMS, name
         re.compile(case["message"])
         for operation in case.get("change") or []:
             kinds = [k for k in operation if k in OPERATIONS]
