@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from builder import qemu
 from builder.platforms import Platform
 
 from ..signing import SIGNING
+from .registries import Registry, TokenIssuer, docker_registry, htpasswd_auth
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
@@ -203,3 +205,19 @@ def engine_and_toolchain(request: pytest.FixtureRequest) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+# The registries with credentials that test_registry_auth*.py push to and pull from (tests/integration/registries.py)
+
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """docker-registry with htpasswd basic auth, for one module."""
+    root = tmp_path_factory.mktemp("basic-registry")
+    with docker_registry(root, htpasswd_auth(root)) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> TokenIssuer:
+    """The signer of the token endpoint's JWTs, for one module."""
+    return TokenIssuer(tmp_path_factory.mktemp("token-issuer"))

@@ -5,10 +5,7 @@ push to the same tag is a new input of what takes it."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,41 +14,16 @@ import pytest
 from builder.platforms import AMD64
 
 from .conftest import BOTH, Built, boot_to_marker, builder, copy_project, doit, sums
+from .registries import docker_registry
 
 pytestmark = [pytest.mark.build]
 
 
 @pytest.fixture(scope="module")
 def loopback_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """docker-registry serving 127.0.0.1:PORT from a scratch directory, for this module only."""
-    root = tmp_path_factory.mktemp("registry")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = root / "config.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
-                      f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    with open(root / "registry.log", "wb") as log:
-        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"docker-registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    """docker-registry serving 127.0.0.1:PORT from a scratch directory, anonymous, for this module only."""
+    with docker_registry(tmp_path_factory.mktemp("registry")) as served:
+        yield served.address
 
 
 @pytest.fixture(scope="module")

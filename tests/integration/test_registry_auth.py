@@ -30,25 +30,12 @@ from .registries import (
     TokenIssuer,
     docker_config,
     docker_registry,
-    htpasswd_auth,
     skopeo_inspect,
     token_endpoint,
 )
 
 SECONDS = 10
 EPOCH = 1_700_000_000
-
-
-@pytest.fixture(scope="module")
-def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    root = tmp_path_factory.mktemp("basic-registry")
-    with docker_registry(root, htpasswd_auth(root)) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> TokenIssuer:
-    return TokenIssuer(tmp_path_factory.mktemp("token-issuer"))
 
 
 @pytest.fixture(scope="module")

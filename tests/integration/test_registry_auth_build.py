@@ -20,7 +20,6 @@ from .registries import (
     Registry,
     TokenIssuer,
     docker_registry,
-    htpasswd_auth,
     skopeo_inspect,
     token_endpoint,
 )
@@ -29,18 +28,6 @@ pytestmark = [pytest.mark.build]
 
 AMD64 = "PLATFORM=linux/amd64"
 RESULTS: list[Result] = []  # every command's output, searched for secrets at the end
-
-
-@pytest.fixture(scope="module")
-def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    root = tmp_path_factory.mktemp("basic-registry")
-    with docker_registry(root, htpasswd_auth(root)) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> TokenIssuer:
-    return TokenIssuer(tmp_path_factory.mktemp("token-issuer"))
 
 
 @pytest.fixture(scope="module")
