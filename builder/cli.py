@@ -64,16 +64,22 @@ class Interruptible(click.Group):
         sys.exit(status if isinstance(status, int) else 0)
 
 
-def _project(pairs: tuple[str, ...], platform_spec: str | None = None, **settings: str) -> Any:
-    """The project around the current directory, with settings from options and ``-v NAME=value`` words."""
-    from builder.project import Project, find_root
+def _words(pairs: tuple[str, ...], platform_spec: str | None = None, **settings: str | None) -> dict[str, str]:
+    """``-v NAME=value`` words, with what options set (--platform; a setting given no value is left out)."""
     from builder.settings import pairs as parse_pairs
 
     words = parse_pairs(pairs)
     if platform_spec is not None:
         words["PLATFORM"] = platform_spec
     words.update({name: value for name, value in settings.items() if value})
-    project = Project.load(find_root(), words)
+    return words
+
+
+def _project(pairs: tuple[str, ...], platform_spec: str | None = None, **settings: str | None) -> Any:
+    """The project around the current directory, with settings from options and ``-v NAME=value`` words."""
+    from builder.project import Project, find_root
+
+    project = Project.load(find_root(), _words(pairs, platform_spec, **settings))
     project.check_words()
     return project
 
@@ -100,15 +106,10 @@ def build(targets: tuple[str, ...], platform_spec: str | None, backend: str | No
     project is wrong)."""
     from builder.doitglue import USAGE_STATUS, Session
     from builder.project import find_root
-    from builder.settings import pairs as parse_pairs
 
     try:
-        words = parse_pairs(pairs)
-        if platform_spec is not None:
-            words["PLATFORM"] = platform_spec
-        options = {"BACKEND": backend, "BUILDER": builder_name, "DRY_RUN": "1" if dry_run else None,
-                   "NO_CACHE": "1" if no_cache else None}
-        words.update({name: value for name, value in options.items() if value})
+        words = _words(pairs, platform_spec, BACKEND=backend, BUILDER=builder_name,
+                       DRY_RUN="1" if dry_run else None, NO_CACHE="1" if no_cache else None)
         session = Session(find_root(), words, task_words=targets, tool="builder build")
     except BuildError as exc:
         click.echo(f"error: {exc}", err=True)
