@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import engine, outputs, registry
+from builder import engine, outputs
 from builder.errors import BuildError
 
 PACKAGES_LABEL = "org.builder.toolchain.packages-sha256"  # sha256 of the toolchain's package lock
@@ -32,6 +32,8 @@ class Identities:
         if where.startswith(PACKAGE_WHERE) and platform:
             key = f"{ref} {platform}"
             if key not in self._images:
+                from builder import registry  # only a prebuilt package asks one: not on every no-op's path
+
                 self._images[key] = "digest:" + registry.platform_digest(ref, platform, seconds=self.registry_seconds,
                                                                          where=where)
             return self._images[key]
