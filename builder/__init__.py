@@ -18,6 +18,7 @@ Data flow, one module per layer (each imports only the layers below it):
                                  portable identities of toolchains, images and published artifacts
     backend                    - BuildKit requests (output kinds, platform, secrets, cache) turned into
                                  `docker buildx build` / `DOCKER_BUILDKIT=1 docker build` commands
+    hashindex                  - "is this file's sha256 still X?": a stat record (git's index model)
     outputs                    - out/: atomic installation, SHA256SUMS, manifest.json, input signatures
     plan                       - the pure plan of one target on one platform: inputs, digest, request
     project                    - recipes, variables, settings and caches of one project; its plans

@@ -38,6 +38,7 @@ from doit.reporter import ConsoleReporter
 
 from builder import memo
 from builder.errors import BuildError, os_reason
+from builder.hashindex import HashIndex
 from builder.locations import Locations
 from builder.settings import PACKAGE_WORD, SETTINGS, Settings, doit_words
 
@@ -301,7 +302,8 @@ class Session:
             from builder.identity import Identities
 
             identities = Identities(self.locations.out, registry_seconds=settings.registry_timeout)
-            tasks = list(build_tasks.from_memo(self.project, self.locations, identities, entry))
+            hashes = HashIndex(self.locations.state)
+            tasks = list(build_tasks.from_memo(self.project, self.locations, identities, hashes, entry))
         else:
             project = self.project()
             tasks = list(build_tasks.generate(project))

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from builder import backend, outputs, run
+from builder import backend, hashindex, outputs, run
 from builder.backend import BuildRequest, Output
 from builder.errors import BuildError
 from builder.locations import Locations
@@ -68,7 +68,7 @@ def _build(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work
     kit = backend.select(settings.backend, settings.builder)
     plan.context.write(work / "context", host_files)
     for path, item in plan.context.files.items():  # an artifact must be the bytes its digest names
-        if item.artifact is not None and outputs.sha256_file(work / "context" / path) != inputs[path]:
+        if item.artifact is not None and hashindex.sha256_file(work / "context" / path) != inputs[path]:
             raise BuildError(f"out/{item.artifact} does not match its sha256 in out/SHA256SUMS (changed since it "
                              f"was built)", hint=f"rebuild it: doit -a {' '.join(plan.upstream)}")
     export = work / "export"
@@ -162,7 +162,7 @@ def execute(plan: Plan) -> dict[str, object]:
             },
             signatures={plan.slug: {"task": plan.label, "digest": digest, "inputs": inputs}},
             per_artifact=_per_artifact(plan, export),
-        ), lock_dir=project.state_dir)
+        ), lock_dir=project.state_dir, hashes=project.hashes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     size = sum((project.out_dir / name).stat().st_size for name in digests)  # the export held these only

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from builder import files, outputs
+from builder import files, hashindex, outputs
 from builder.identity import Identities
 
 KEEP = 8  # memo entries kept (a user switching between PLATFORM=... lines keeps each fast)
@@ -133,12 +133,12 @@ def inputs_now(root: Path, check: Mapping[str, Any], identities: Identities) -> 
     named = dict(check["static"])
     for path, rel in check["project_files"].items():
         try:
-            named[path] = outputs.sha256_file(root / rel)
+            named[path] = hashindex.sha256_file(root / rel)
         except OSError:
             return None
     for name, path in check["secrets"].items():
         try:
-            named[name] = outputs.sha256_file(Path(path))
+            named[name] = hashindex.sha256_file(Path(path))
         except OSError:
             return None  # the full plan says what is wrong with it
     sums = identities.artifacts()

@@ -30,13 +30,16 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder import hashindex
 from builder.errors import BuildError, os_reason
+from builder.hashindex import HashIndex, Stat
 
 SUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
@@ -44,12 +47,6 @@ SIGNATURES = ".inputs"  # out/.inputs/TASK.json: each task's inputs (name -> dig
 RECOVER = "move out/ aside (or restore it) and run doit again: every artifact is rebuilt, fast from the cache"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def inputs_digest(inputs: Mapping[str, str]) -> str:
@@ -286,10 +283,13 @@ class Change:
     per_artifact: Mapping[str, Mapping[str, object]] | None = None  # name -> manifest details of that one only
 
 
-def publish(out_dir: Path, change: Change, *, lock_dir: Path) -> dict[str, str]:
+def publish(out_dir: Path, change: Change, *, lock_dir: Path, hashes: HashIndex | None = None) -> dict[str, str]:
     """Apply ``change`` to out/ as one transaction; returns the new artifacts' sha256.
 
-    The lock lives in ``lock_dir`` (build state), never among the artifacts."""
+    The lock lives in ``lock_dir`` (build state), never among the artifacts. The stat record ``hashes``
+    (default: the one in ``lock_dir``) learns the new artifacts' sha256, and keeps vouching for the kept
+    ones, whose ctime the publish's own hard links change."""
+    hashes = hashes or HashIndex(lock_dir)
     with _locked(lock_dir):
         real = check_out_dir(out_dir, change.add)
         recover(real)
@@ -297,9 +297,12 @@ def publish(out_dir: Path, change: Change, *, lock_dir: Path) -> dict[str, str]:
         manifest = read_manifest(real) if real.is_dir() else {}
         for name, digest in sums.items():  # checksums without a manifest entry (written by hand or by an older version)
             manifest.setdefault(name, {"sha256": digest})
+        replaced = set(change.add) | set(change.drop)
+        vouched = {name: entry for name in sums if name not in replaced
+                   and (entry := hashes.known(real / name)) is not None}  # read before the links change ctime
         stage = real.parent / f".{real.name}.next-{os.getpid()}"
         try:
-            digests = _stage(real, stage, change, sums, manifest)
+            digests, read_stats = _stage(real, stage, change, sums, manifest)
             old = _swap(stage, real)
         except OSError as exc:
             shutil.rmtree(stage, ignore_errors=True)
@@ -311,20 +314,42 @@ def publish(out_dir: Path, change: Change, *, lock_dir: Path) -> dict[str, str]:
             shutil.rmtree(stage, ignore_errors=True)
             raise
         shutil.rmtree(old, ignore_errors=True)
+        known = {**{name: (e.sha256, e.stat) for name, e in vouched.items()},
+                 **{name: (digests[name], st) for name, st in read_stats.items()}}
+        _carry_record(hashes, real, known)
         return digests
 
 
+def _carry_record(hashes: HashIndex, real: Path, known: Mapping[str, tuple[str, Stat]]) -> None:
+    """Record each file of the new out/ whose sha256 is known (name -> sha256 and its stat then), when its
+    stat now differs from then at most in ctime: the publish's links and unlinks, not a write."""
+    entries = {}
+    taken = time.time_ns()
+    for name, (digest, before) in known.items():
+        try:
+            now = Stat.of(os.stat(real / name))
+        except OSError:
+            continue
+        if now.same_bytes_as(before):
+            entries[os.path.realpath(real / name)] = hashindex.Entry(digest, now, taken)
+    if entries:
+        hashes.record(entries)
+
+
 def _stage(real: Path, stage: Path, change: Change, sums: dict[str, str],
-           manifest: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Build out/'s next state at ``stage``."""
+           manifest: dict[str, dict[str, Any]]) -> tuple[dict[str, str], dict[str, Stat]]:
+    """Build out/'s next state at ``stage``; the new artifacts' sha256, and the stat each had when read
+    (those that did not change while being read)."""
     stage.mkdir()
     if real.is_dir():
         _link_tree(real, stage)
     _consistent(real, sums, manifest)
-    digests = {}
+    digests, read_stats = {}, {}
     for name, source in change.add.items():
         _move(source, stage / name)
-        digests[name] = sha256_file(stage / name)
+        digests[name], read_stat = hashindex.read(stage / name)
+        if read_stat is not None:
+            read_stats[name] = read_stat
     for name in change.drop:
         if (stage / name).is_file() or (stage / name).is_symlink():
             (stage / name).unlink()
@@ -344,4 +369,4 @@ def _stage(real: Path, stage: Path, change: Change, sums: dict[str, str],
         (stage / name).unlink(missing_ok=True)
     _write(stage / SUMS, sums_text.encode())
     _write(stage / MANIFEST, (json.dumps({"artifacts": entries}, indent=2, sort_keys=True) + "\n").encode())
-    return digests
+    return digests, read_stats

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from builder.backend import BuildRequest, Output
 from builder.graph import Graph
+from builder.hashindex import HashIndex
 from builder.identity import Identities
 from builder.locations import Locations
 from builder.outputs import inputs_digest
@@ -45,6 +46,9 @@ class Project(Protocol):
 
     @property
     def cache(self) -> SourceCache: ...
+
+    @property
+    def hashes(self) -> HashIndex: ...
 
     def graph(self, platform: Platform) -> Graph: ...
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from builder.errors import BuildError
 from builder.graph import Graph
+from builder.hashindex import HashIndex
 from builder.identity import Identities
 from builder.locations import Locations
 from builder.plan import Plan
@@ -70,6 +71,11 @@ class Project:
     @cached_property
     def identities(self) -> Identities:
         return Identities(self.out_dir, registry_seconds=self.settings.registry_timeout)
+
+    @cached_property
+    def hashes(self) -> HashIndex:
+        """The sha256 of out/'s files, read again only when their stat changed (builder.hashindex)."""
+        return HashIndex(self.state_dir)
 
     def variables(self, recipe_dir: Path, platform: Platform) -> dict[str, str]:
         key = (recipe_dir, platform)

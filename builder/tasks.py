@@ -5,7 +5,9 @@ One task per exported recipe (`doit kernel`), one subtask per platform (`kernel:
 build takes another's published outputs (an ``artifact`` dependency) depends on that task.
 Up-to-date means: the digest of every build input (rendered Dockerfile and scripts, project files,
 source digests, artifacts' sha256, the toolchain's portable identity) equals the one stored after the
-last successful build, and every output in out/ still has the sha256 recorded then. Content, never mtimes.
+last successful build, and every output in out/ still has the sha256 recorded then. Content, never mtimes:
+an output is read again unless its full stat (ctime and inode too) is what it was when its sha256 was last
+computed (builder.hashindex, git's index model).
 Any other kind of task (one spanning platforms, an interactive one) is a dict like these, with its own
 actions; nothing here is special to builds.
 """
@@ -20,9 +22,10 @@ from doit.exceptions import TaskFailed
 
 from builder import memo
 from builder.errors import BuildError, os_reason
-from builder.outputs import inputs_digest, sha256_file
+from builder.outputs import inputs_digest
 
 if TYPE_CHECKING:  # imported when a plan is really needed: a no-op run with a plan memo never parses recipes
+    from builder.hashindex import HashIndex
     from builder.identity import Identities
     from builder.locations import Locations
     from builder.plan import Plan
@@ -45,7 +48,7 @@ class UpToDate:
                 return False
         except BuildError:
             return False  # let the action run and report the problem as one line
-        return _outputs_intact(self.plan.project.out_dir, values)
+        return _outputs_intact(self.plan.project.out_dir, values, self.plan.project.hashes)
 
 
 def _build_action(plan: Plan) -> dict[str, object] | TaskFailed:
@@ -186,19 +189,16 @@ def _command_action(plan: Plan) -> TaskFailed | None:
     return _guarded(plan, work)
 
 
-def _outputs_intact(out_dir: Path, values: Mapping[str, Any]) -> bool:
-    for name, sha in (values.get("outputs") or {}).items():
-        path = out_dir / name
-        if not path.is_file() or sha256_file(path) != sha:
-            return False
-    return True
+def _outputs_intact(out_dir: Path, values: Mapping[str, Any], hashes: HashIndex) -> bool:
+    return all(hashes.still(out_dir / name, sha) for name, sha in (values.get("outputs") or {}).items())
 
 
 class MemoUpToDate:
     """The up-to-date check from a plan memo: the same digest as UpToDate, without parsing anything."""
 
-    def __init__(self, locations: Locations, check: Mapping[str, Any], identities: Identities) -> None:
-        self.locations, self.check, self.identities = locations, check, identities
+    def __init__(self, locations: Locations, check: Mapping[str, Any], identities: Identities,
+                 hashes: HashIndex) -> None:
+        self.locations, self.check, self.identities, self.hashes = locations, check, identities, hashes
 
     def __call__(self, task: object, values: Mapping[str, Any]) -> bool:
         stored = values.get("digest")
@@ -208,7 +208,8 @@ class MemoUpToDate:
             now = memo.inputs_now(self.locations.root, self.check, self.identities)
         except BuildError:
             return False  # the action runs and reports the problem as one line
-        return now is not None and inputs_digest(now) == stored and _outputs_intact(self.locations.out, values)
+        return now is not None and inputs_digest(now) == stored and _outputs_intact(self.locations.out, values,
+                                                                                   self.hashes)
 
 
 ProjectLoader = Callable[[], "Project"]
@@ -253,7 +254,7 @@ def memo_entry(project: Project, tasks: list[dict[str, object]]) -> dict[str, An
     return {"tasks": described, "checks": checks}
 
 
-def from_memo(load: ProjectLoader, locations: Locations, identities: Identities,
+def from_memo(load: ProjectLoader, locations: Locations, identities: Identities, hashes: HashIndex,
               entry: Mapping[str, Any]) -> Iterator[dict[str, object]]:
     """The tasks of a memo ``entry``: the full project is loaded (``load``) only by a task that must run."""
     for described in entry["tasks"]:
@@ -270,6 +271,6 @@ def from_memo(load: ProjectLoader, locations: Locations, identities: Identities,
             names = [Path(t).name for t in task.get("targets") or []]  # type: ignore[attr-defined]
             arch = (task.get("meta") or {}).get("platform", task["name"])  # type: ignore[attr-defined]
             task.update(actions=[(_memo_build_action, [load, task["basename"], arch])],
-                        uptodate=[MemoUpToDate(locations, entry["checks"][label], identities)],
+                        uptodate=[MemoUpToDate(locations, entry["checks"][label], identities, hashes)],
                         clean=[(clean_action, [locations, f"{task['basename']}-{task['name']}", names])], verbosity=2)
         yield task

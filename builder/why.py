@@ -9,7 +9,6 @@ from typing import Any
 
 from builder.engine import EngineError
 from builder.errors import BuildError
-from builder.outputs import sha256_file
 from builder.plan import Plan
 
 
@@ -82,6 +81,6 @@ def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Verdic
         path = plan.project.out_dir / name
         if not path.is_file():
             reasons.append(f"output missing: out/{name}")
-        elif sha256_file(path) != sha:
+        elif not plan.project.hashes.still(path, sha):
             reasons.append(f"output modified since it was built: out/{name}")
     return Verdict(plan.label, not reasons, reasons)

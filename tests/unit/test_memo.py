@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from builder import memo, tasks
+from builder import hashindex, memo, tasks
+from builder.hashindex import sha256_file
 from builder.outputs import inputs_digest
 from builder.platforms import AMD64
 from builder.project import Project
@@ -95,3 +97,30 @@ def test_a_memo_hit_gives_the_tasks_a_miss_gives_for_every_setting(make_project:
         assert memo_check.locations == full_check.plan.project.locations
         assert memo_check.identities.registry_seconds == full_check.plan.project.identities.registry_seconds
         assert memo_check.identities.out_dir == full_check.plan.project.identities.out_dir
+
+
+def test_a_memo_tasks_check_reads_an_output_once_then_trusts_its_stat(make_project: MakeProject,
+                                                                      fake_engine: dict[str, str | None],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from .test_tasks import FILES as TASK_FILES
+
+    project = make_project(TASK_FILES)
+    plan = project.plan("app", AMD64)
+    project.out_dir.mkdir()
+    out = project.out_dir / "app-amd64"
+    out.write_bytes(b"app")
+    os.utime(out, ns=(1_700_000_000 * 10**9,) * 2)  # built long enough ago not to be racy
+    values = {"digest": plan.digest(plan.inputs(project.identities)), "outputs": {"app-amd64": sha256_file(out)}}
+    from builder.doitglue import Session
+
+    Session(project.root, {}, command="list", environ={}).tasks()
+    again = Session(project.root, {}, command="list", environ={}).tasks()
+    (check,) = [t["uptodate"][0] for t in again if (t["basename"], t["name"]) == ("app", "amd64")]  # type: ignore[index]
+    assert isinstance(check, tasks.MemoUpToDate)
+    read = hashindex.read
+    reads: list[str] = []
+    monkeypatch.setattr(hashindex, "read", lambda path: reads.append(str(path)) or read(path))
+    assert [check(None, values) for _ in range(3)] == [True, True, True]
+    assert [r for r in reads if r.startswith(str(project.out_dir))] == [str(out)]  # project files: read each time
+    out.write_bytes(b"APP")
+    assert check(None, values) is False

@@ -16,7 +16,8 @@ import pytest
 
 from builder import outputs
 from builder.errors import BuildError
-from builder.outputs import MANIFEST, SUMS, Change, atomic_write, check_export, publish, sha256_file
+from builder.hashindex import sha256_file
+from builder.outputs import MANIFEST, SUMS, Change, atomic_write, check_export, publish
 from tests.faults.sitecustomize import POINTS, VARIABLE
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
 
+from builder import hashindex
 from builder.errors import BuildError
-from builder.outputs import sha256_file
+from builder.hashindex import sha256_file
 from builder.platforms import AMD64
 from builder.project import Project
 from builder.tasks import UpToDate, generate
@@ -66,6 +68,20 @@ def test_a_task_whose_output_was_modified_or_deleted_is_not_up_to_date(
         out.write_bytes(b"hand edited")
     else:
         out.unlink()
+    assert uptodate(None, values) is False
+
+
+def test_a_no_op_reads_an_output_once_then_trusts_its_stat(built: tuple[UpToDate, dict[str, object]],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    uptodate, values = built
+    out = uptodate.plan.project.out_dir / "app-amd64"
+    os.utime(out, ns=(1_700_000_000 * 10**9,) * 2)  # built long enough ago not to be racy
+    read = hashindex.read
+    reads: list[str] = []
+    monkeypatch.setattr(hashindex, "read", lambda path: reads.append(str(path)) or read(path))
+    assert [uptodate(None, values) for _ in range(3)] == [True, True, True]
+    assert reads == [str(out)]
+    out.write_bytes(b"APP")  # the same size: the stat (mtime, ctime) still tells
     assert uptodate(None, values) is False
 
 
