@@ -95,9 +95,10 @@ def build_task(plan: Plan, description: str) -> dict[str, object]:
     return task
 
 
-def clean_action(locations: Locations, slug: str, names: list[str], dryrun: bool = False) -> TaskFailed | None:
+def clean_action(locations: Locations, slug: str, names: list[str], dryrun: bool = False) -> None:
     """`doit clean`: the task's artifacts leave out/ together with their lines in SHA256SUMS and manifest.json
-    and the task's input signature (one out/ transaction)."""
+    and the task's input signature (one out/ transaction). doit's clean ignores what an action returns (it
+    prints a TaskFailed's repr and exits 0), so a failure is one line and exit status 1 here."""
     from builder import outputs
 
     if dryrun:
@@ -107,7 +108,9 @@ def clean_action(locations: Locations, slug: str, names: list[str], dryrun: bool
         outputs.publish(locations.out, outputs.Change(add={}, drop=names, signatures={slug: None}),
                         lock_dir=locations.state)
     except BuildError as exc:
-        return TaskFailed(str(exc))
+        # doit's PythonAction catches Exception only, and holds the action's stderr: the message goes with
+        # the SystemExit, which Python prints once doit has given stderr back
+        sys.exit(f"error: {exc}")
     print(f"    removed {', '.join(f'out/{n}' for n in names)}")
     return None
 

@@ -88,12 +88,13 @@ OPERATIONS = {  # operation -> its keys besides the path (optional ones after '?
 }
 TIMEOUT = 60
 # Names a run may add to the project: build state and doit's database. Anything else new is a leftover.
-STATE_FILES = {".doit.db", ".builder", ".builder/plan-memo.json", ".builder/run.lock", ".builder/out.lock",
-               ".builder/tmp"}
+STATE_FILES = {".doit.db", ".builder", ".builder/plan-memo.json", ".builder/hashes.json", ".builder/run.lock",
+               ".builder/out.lock", ".builder/tmp"}
 # a failed build's log and reports are what the user reads; a dry run's scratch database, and the database
 # of an OUT_DIR other than out/, are doit's (locations.Locations)
 STATE_DIRS = (".builder/logs", ".builder/reports", ".builder/dry-run", ".builder/outs")
-TEMPORARY = re.compile(r"(^|/)(\.partial|.*\.tmp$|.*\.partial$|\.(SHA256SUMS|manifest\.json|plan-memo\.json)\.)")
+TEMPORARY = re.compile(r"(^|/)(\.partial|.*\.tmp$|.*\.partial$|"
+                       r"\.(SHA256SUMS|manifest\.json|plan-memo\.json|hashes\.json)\.)")
 KNOWN_IMAGES = {DEFAULTS["TOOLCHAIN"], DEFAULTS["IMAGER"]}
 
 # A small, consistent out/ from an "earlier build": artifacts, SHA256SUMS and manifest.json agreeing.
