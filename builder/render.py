@@ -86,6 +86,10 @@ class BuildContext:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if item.data is not None:
                 dest.write_bytes(item.data)
+            elif rel in host_files and item.artifact is not None:
+                # copied: a link (and the chmod below) would change the file in out/, its ctime at least, and
+                # a changed ctime makes the next no-op read it again (builder.hashindex)
+                shutil.copyfile(host_files[rel], dest)
             elif rel in host_files:
                 try:
                     os.link(host_files[rel], dest)
