@@ -32,7 +32,7 @@ case "$#:${1:-}" in
   *) usage_error "one option at most, got $#: $*" ;;
 esac
 
-# mmdebstrap makes the toolchain image (builder/toolchain.py).
+# mmdebstrap makes the toolchain image (builder/build/toolchain.py).
 COMMON_PACKAGES=(
   ca-certificates mmdebstrap
   qemu-system-x86 qemu-system-arm
@@ -177,7 +177,7 @@ BUILDX_PREFERENCES=/etc/apt/preferences.d/builder-trixie-buildx
 # The mirror URI of the first enabled 'deb' entry for suite $1 with component main, in apt's one-line
 # (.list) or deb822 (.sources) format - read here at run time, never written into this project.
 # awk, not a library: this runs before any Python package is installed (it is what installs them) and bash
-# has no deb822 parser. builder/variables.py reads the same files with python-debian, and
+# has no deb822 parser. builder/model/variables.py reads the same files with python-debian, and
 # tests/unit/test_setup_apt.py checks that both find the same mirror.
 LIST_AWK='{
   sub(/#.*/, ""); gsub(/\[[^]]*\]/, "")

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder.platforms import parse_platforms  # noqa: E402
-from builder.project import Project  # noqa: E402
+from builder.core.platforms import parse_platforms  # noqa: E402
+from builder.resolve.project import Project  # noqa: E402
 
 
 def run(argv: list[str]) -> subprocess.CompletedProcess[str]:

@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's builder, the one its doit runs use, not an installed one
 
-from builder.hashindex import RACY_NS, RECORD  # noqa: E402
-from builder.profile import MIN_DISK_MIB  # noqa: E402
+from builder.host.hashindex import RACY_NS, RECORD  # noqa: E402
+from builder.model.profile import MIN_DISK_MIB  # noqa: E402
 
 BOTH = "PLATFORM=linux/amd64,linux/arm64"
 ONE_TASK = '''\

@@ -1,3 +1,3 @@
-from builder.cli import main
+from builder.cli.commands import main
 
 main()

@@ -1,4 +1,4 @@
-"""Small GPT disk images for tests, written here from the UEFI specification (independently of builder/meta.py,
+"""Small GPT disk images for tests, written here from the UEFI specification (independently of builder/model/meta.py,
 which reads them): a protective MBR, both headers with their checksums, both partition tables."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from builder import kmodules
+from builder.build import kmodules
 
 SIGNING = Path(__file__).resolve().parent / "integration" / "data" / "signing"
 RELEASE_KEYID = "753a3e1e73b88ab5795b9361416a95ade53166b7"  # openssl x509 -in release.crt -ext subjectKeyIdentifier

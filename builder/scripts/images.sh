@@ -288,7 +288,7 @@ image_compress() {
   esac
 }
 
-# image_meta_write DISK COPY_BASE64: META (builder/meta.py: one copy, base64) into the META partition of a
+# image_meta_write DISK COPY_BASE64: META (builder/model/meta.py: one copy, base64) into the META partition of a
 # disk made by image_disk: the second copy (at half the partition) first, then the first.
 image_meta_write() {
   local disk=$1 start=$((DISK_ALIGN_MIB + DISK_EFI_MIB + DISK_BIOS_MIB)) half=$((DISK_META_MIB * 512))

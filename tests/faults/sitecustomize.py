@@ -1,8 +1,8 @@
 """Fault injection for tests, from outside builder/: with this directory on PYTHONPATH and
 ``BUILDER_FAULT=POINT`` set, the process kills itself (SIGKILL) at that write boundary of an out/ publish.
-It wraps builder.outputs' own steps, so builder/ holds no hook for tests.
+It wraps builder.host.outputs' own steps, so builder/ holds no hook for tests.
 
-Points, in the order a publish passes them (see builder.outputs.publish):
+Points, in the order a publish passes them (see builder.host.outputs.publish):
   stage           the staging tree is made; before the old tree is linked into it
   stage-artifact  the first new artifact is moved into the staging tree
   stage-sums      SHA256SUMS is written there, manifest.json not yet
@@ -44,7 +44,7 @@ def _wrap(module: Any, name: str, *, before: Callable[..., bool] | None = None,
 
 
 def _install(point: str) -> None:
-    from builder import outputs
+    from builder.host import outputs
 
     always: Callable[..., bool] = lambda *args: True  # noqa: E731
     if point == "stage":

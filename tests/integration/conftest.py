@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import qemu
-from builder.platforms import Platform
+from builder.core.platforms import Platform
+from builder.host import qemu
 
 from ..signing import SIGNING
 from .registries import Registry, TokenIssuer, docker_registry, htpasswd_auth
@@ -174,8 +174,8 @@ def boot_to_marker(root: Path, platform: Platform, timeout: float = 400, *, flav
 def backends() -> list[str]:
     """The BuildKit paths this machine has: buildx, and the engine's built-in BuildKit where a docker client
     older than 23 can drive it (Debian 12's docker.io; Debian 13's clients cannot)."""
-    from builder import backend
-    from builder.errors import BuildError
+    from builder.core.errors import BuildError
+    from builder.host import backend
 
     found = []
     for name in ("buildx", "engine"):

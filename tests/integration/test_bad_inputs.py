@@ -56,8 +56,8 @@ from typing import Any
 import pytest
 import yaml
 
-from builder.identity import ROOTFS_LABEL
-from builder.variables import DEFAULTS
+from builder.model.variables import DEFAULTS
+from builder.resolve.identity import ROOTFS_LABEL
 
 from ..gpt import make_disk
 from .conftest import Result, copy_project

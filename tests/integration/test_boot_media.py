@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import backend, qemu
-from builder.platforms import AMD64, ARM64, Platform
-from builder.project import Project
+from builder.core.platforms import AMD64, ARM64, Platform
+from builder.host import backend, qemu
+from builder.resolve.project import Project
 
 from .conftest import BOTH, MEDIA_OUTPUTS, MEDIA_WORDS, Built, builder, doit, kernel_release, sums
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.toolchain import BOOTSTRAP_SECONDS
-from builder.variables import DEFAULTS, debian_mirror
+from builder.build.toolchain import BOOTSTRAP_SECONDS
+from builder.model.variables import DEFAULTS, debian_mirror
 
 from .conftest import ROOT
 
@@ -30,7 +30,7 @@ CALLER_VARIABLES = ("PYTHONDONTWRITEBYTECODE", "LANG", "LANGUAGE", "LC_ALL", "TZ
 # Runs in the subprocess: one bootstrap, then what the test compares, as one JSON line.
 BOOTSTRAP = """
 import json, sys, tarfile, time
-from builder import toolchain
+from builder.build import toolchain
 
 kind = toolchain.Kind("envtest", "ENVTEST", ("python3-minimal",))
 start = time.monotonic()

@@ -5,7 +5,7 @@ out/, nothing left beside it.
 
 The cause of the one rerun that failed after a kill (exit 1, fine the time after): the build client the
 killed run had started went on building, orphaned, and the rerun's build shared BuildKit's work with it until
-it ended. A started program now dies with its parent (builder/run.py); test_interrupts.py holds that rule on
+it ended. A started program now dies with its parent (builder/core/run.py); test_interrupts.py holds that rule on
 its own, this file holds what a user sees.
 
 Rounds: BUILDER_KILL_ROUNDS (initramfs, default 20: about 5 s each) and BUILDER_KILL_IMAGE_ROUNDS

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import kmodules, qemu, signatures
-from builder.platforms import AMD64
+from builder.build import kmodules, signatures
+from builder.core.platforms import AMD64
+from builder.host import qemu
 
 from ..signing import SIGNING, signed
 from .conftest import Built, doit, kernel_release, snapshot

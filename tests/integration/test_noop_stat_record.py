@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.hashindex import RACY_NS, RECORD
+from builder.host.hashindex import RACY_NS, RECORD
 
 from .conftest import ROOT, doit
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.platforms import AMD64
+from builder.core.platforms import AMD64
 
 from .conftest import BOTH, Built, boot_to_marker, builder, copy_project, doit, sums
 from .registries import docker_registry

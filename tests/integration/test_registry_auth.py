@@ -3,7 +3,7 @@ and one with token auth whose token endpoint (run here) mints the JWTs it accept
 through both with the credentials of a docker config.json, and skopeo, another client, reads back what it
 pushed. Without credentials, with wrong ones, or with a helper that is missing, each is one line.
 
-These tests build nothing (the image is made from a small tree by builder.oci, as PUSH=1 makes it); the
+These tests build nothing (the image is made from a small tree by builder.host.oci, as PUSH=1 makes it); the
 build through `doit … PUSH=1` and `PKG_KERNEL=` from such registries is in test_registry_auth_build.py."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import oci, registry
-from builder.credentials import DockerConfig
-from builder.errors import BuildError
-from builder.reference import Reference
+from builder.core.errors import BuildError
+from builder.host import oci, registry
+from builder.host.credentials import DockerConfig
+from builder.model.reference import Reference
 
 from .registries import (
     PASSWORD,
@@ -72,7 +72,7 @@ def tree(tmp_path: Path, text: str) -> Path:
 
 
 def push(ref: Reference, tar: Path, session: registry.Session) -> str:
-    """What PUSH=1 does with a built tree (builder.executor._push): layer, config, manifest; its digest."""
+    """What PUSH=1 does with a built tree (builder.build.executor._push): layer, config, manifest; its digest."""
     layer, diff_id = oci.layer(tar, EPOCH)
     config = oci.config("amd64", EPOCH, [diff_id], "builder: test")
     manifest = oci.manifest(config, [layer])

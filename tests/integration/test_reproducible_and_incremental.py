@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.platforms import AMD64
+from builder.core.platforms import AMD64
 
 from ..signing import RELEASE_KEYID
 from .conftest import (

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.variables import debian_mirror
+from builder.model.variables import debian_mirror
 
 from .conftest import ROOT
 

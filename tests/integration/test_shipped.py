@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from builder.platforms import AMD64, ARM64, Platform
+from builder.core.platforms import AMD64, ARM64, Platform
 
 from ..signing import RELEASE_KEYID
 from .conftest import BOTH, SHIPPED_OUTPUTS, Built, boot_to_marker, doit, kernel_release, snapshot, sums

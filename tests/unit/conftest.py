@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import engine, variables
-from builder.errors import BuildError
-from builder.platforms import AMD64
-from builder.project import Project
-from builder.recipe import Recipe, load_recipe
+from builder.core.errors import BuildError
+from builder.core.platforms import AMD64
+from builder.host import engine
+from builder.model import variables
+from builder.model.recipe import Recipe, load_recipe
+from builder.resolve.project import Project
 
 MIRROR = "http://mirror.example/debian"
 TOOLCHAIN_ID = "sha256:" + "1" * 64

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import backend
-from builder.backend import BuildKit, BuildRequest, Output
-from builder.errors import BuildError
+from builder.core.errors import BuildError
+from builder.host import backend
+from builder.host.backend import BuildKit, BuildRequest, Output
 
 CTX = Path("/p/.builder/tmp/ctx")
 BUILDX = BuildKit("/usr/bin/docker", buildx=True, driver="docker")

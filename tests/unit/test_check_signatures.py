@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import signatures
-from builder.errors import BuildError
+from builder.build import signatures
+from builder.core.errors import BuildError
 
 from ..signing import SIGNING, signed
 

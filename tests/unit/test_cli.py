@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from builder.cli import main
-from builder.project import Project
+from builder.cli.commands import main
+from builder.resolve.project import Project
 
 MakeProject = Callable[..., Project]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import BuildError, RecipeError
-from builder.executor import _first_changes, _project_file
-from builder.platforms import AMD64, ARM64
-from builder.project import Project
-from builder.tasks import generate
+from builder.build.executor import _first_changes, _project_file
+from builder.core.errors import BuildError, RecipeError
+from builder.core.platforms import AMD64, ARM64
+from builder.resolve.project import Project
+from builder.schedule.tasks import generate
 
 MakeProject = Callable[..., Project]
 TOOLCHAIN = "example.invalid/toolchain:7"
@@ -140,7 +140,7 @@ def test_an_interactive_command_builds_only_the_tree_it_starts_from(make_project
 
 def test_an_interactive_command_without_a_terminal_is_one_line(make_project: MakeProject,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from builder.executor import run_command
+    from builder.build.executor import run_command
 
     project = make_project({**FILES, "recipes/k/pkg.yaml": INTERACTIVE}, {"TOOLCHAIN": TOOLCHAIN})
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)

@@ -14,7 +14,7 @@ from doit import cmd_base
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
-from builder.doitglue import (
+from builder.cli.doitglue import (
     DOIT_COMMANDS,
     VALUE_OPTIONS,
     RunLock,
@@ -23,8 +23,8 @@ from builder.doitglue import (
     check_task_words,
     command_words,
 )
-from builder.errors import BuildError
-from builder.locations import Locations
+from builder.core.errors import BuildError
+from builder.core.locations import Locations
 
 
 def session(root: Path, *words: str, environ: dict[str, str] | None = None, tool: str = "doit") -> Session:
@@ -197,7 +197,7 @@ def test_the_one_private_part_of_doit_overridden_still_reports_a_failure_in_one_
     from doit.reporter import ConsoleReporter
     from doit.task import Task
 
-    from builder.doitglue import OneLineReporter
+    from builder.cli.doitglue import OneLineReporter
 
     assert list(inspect.signature(ConsoleReporter._write_failure).parameters) == ["self", "result",
                                                                                   "write_exception"]

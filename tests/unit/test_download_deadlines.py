@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from builder import sources
-from builder.credentials import Target, netrc_credentials, redact
-from builder.errors import BuildError
-from builder.recipe import Recipe
-from builder.settings import FetchLimits
-from builder.sources import SourceCache
+from builder.core.errors import BuildError
+from builder.host import sources
+from builder.host.credentials import Target, netrc_credentials, redact
+from builder.host.sources import SourceCache
+from builder.model.recipe import Recipe
+from builder.model.settings import FetchLimits
 
 PAYLOAD = b"pretend this is linux-source.tar.xz\n"
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import engine
-from builder.errors import BuildError
+from builder.core.errors import BuildError
+from builder.host import engine
 
 Serve = Callable[[Callable[[bytes], bytes | None]], Path]
 

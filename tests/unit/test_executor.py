@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import backend
-from builder.backend import BuildKit
-from builder.errors import BuildError
-from builder.executor import execute
-from builder.outputs import read_sums
-from builder.platforms import AMD64
-from builder.project import Project
+from builder.build.executor import execute
+from builder.core.errors import BuildError
+from builder.core.platforms import AMD64
+from builder.host import backend
+from builder.host.backend import BuildKit
+from builder.host.outputs import read_sums
+from builder.resolve.project import Project
 
 from .test_render import ARTIFACTS
 

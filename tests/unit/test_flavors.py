@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from builder.errors import BuildError, RecipeError
-from builder.project import Project
-from builder.settings import Settings
-from builder.tasks import generate
+from builder.core.errors import BuildError, RecipeError
+from builder.model.settings import Settings
+from builder.resolve.project import Project
+from builder.schedule.tasks import generate
 
 MakeProject = Callable[..., Project]
 TOOLCHAIN = "example.invalid/toolchain:7"

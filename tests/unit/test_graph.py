@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import RecipeError
-from builder.graph import Graph
-from builder.recipe import Recipe, load_recipe
+from builder.core.errors import RecipeError
+from builder.model.recipe import Recipe, load_recipe
+from builder.resolve.graph import Graph
 
 MakeRecipe = Callable[..., Recipe]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import hashindex, outputs
-from builder.hashindex import RACY_NS, RECORD, HashIndex, Stat
-from builder.outputs import SUMS, Change, publish
+from builder.host import hashindex, outputs
+from builder.host.hashindex import RACY_NS, RECORD, HashIndex, Stat
+from builder.host.outputs import SUMS, Change, publish
 
 LONG_AGO_NS = 1_700_000_000 * 10**9  # an mtime far older than RACY_NS: not racy
 

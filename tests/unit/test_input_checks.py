@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import files, yamlfile
-from builder.errors import BuildError, RecipeError
-from builder.platforms import AMD64, ARM64
-from builder.project import Project
-from builder.recipe import Recipe, find_recipe_files
-from builder.variables import check_image_reference, load_vars_file, resolve
+from builder.core.errors import BuildError, RecipeError
+from builder.core.platforms import AMD64, ARM64
+from builder.model import files, yamlfile
+from builder.model.recipe import Recipe, find_recipe_files
+from builder.model.variables import check_image_reference, load_vars_file, resolve
+from builder.resolve.project import Project
 
 MakeProject = Callable[..., Project]
 

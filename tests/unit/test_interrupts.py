@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder import backend, engine, run
-from builder.cli import main
+from builder.cli.commands import main
+from builder.core import run
+from builder.host import backend, engine
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = "1735689600"
@@ -231,7 +232,7 @@ def test_a_damaged_doit_database_is_one_line_naming_it_and_how_to_reset_it(
 
 
 def test_a_sound_doit_database_passes_the_check(tmp_path: Path) -> None:
-    from builder.doitglue import check_dep_file
+    from builder.cli.doitglue import check_dep_file
 
     real_database(tmp_path / ".doit.db")
     check_dep_file(tmp_path / ".doit.db")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import hashindex, memo, tasks
-from builder.hashindex import sha256_file
-from builder.outputs import inputs_digest
-from builder.platforms import AMD64
-from builder.project import Project
+from builder.core.platforms import AMD64
+from builder.host import hashindex
+from builder.host.hashindex import sha256_file
+from builder.host.outputs import inputs_digest
+from builder.resolve.project import Project
+from builder.schedule import memo, tasks
 
 from .test_render import FILES
 
@@ -71,7 +72,7 @@ def test_a_memo_hit_gives_the_tasks_a_miss_gives_for_every_setting(make_project:
                                                                    fake_engine: dict[str, str | None],
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    words: dict[str, str]) -> None:
-    from builder.doitglue import Session
+    from builder.cli.doitglue import Session
 
     from .test_tasks import FILES as TASK_FILES
 
@@ -111,7 +112,7 @@ def test_a_memo_tasks_check_reads_an_output_once_then_trusts_its_stat(make_proje
     out.write_bytes(b"app")
     os.utime(out, ns=(1_700_000_000 * 10**9,) * 2)  # built long enough ago not to be racy
     values = {"digest": plan.digest(plan.inputs(project.identities)), "outputs": {"app-amd64": sha256_file(out)}}
-    from builder.doitglue import Session
+    from builder.cli.doitglue import Session
 
     Session(project.root, {}, command="list", environ={}).tasks()
     again = Session(project.root, {}, command="list", environ={}).tasks()

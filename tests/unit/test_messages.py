@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder import engine, toolchain
-from builder.cli import main
-from builder.errors import BuildError
-from builder.platforms import AMD64
-from builder.project import Project
+from builder.build import toolchain
+from builder.cli.commands import main
+from builder.core.errors import BuildError
+from builder.core.platforms import AMD64
+from builder.host import engine
+from builder.resolve.project import Project
 
 MakeProject = Callable[..., Project]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import meta
+from builder.model import meta
 
 from ..gpt import MIB, SECTOR, make_disk
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import RecipeError
-from builder.project import Project
+from builder.core.errors import RecipeError
+from builder.resolve.project import Project
 
 from ..signing import RELEASE_KEYID, SIGNING, signed, with_signature
 
@@ -84,7 +84,7 @@ def test_an_unknown_module_key_names_the_keys_there_are(make_project: MakeProjec
 
 def test_the_manifest_says_which_recipe_built_each_module_and_whether_it_is_signed(
         make_project: MakeProject, tmp_path: Path) -> None:
-    from builder import kmodules
+    from builder.build import kmodules
 
     kernel = KERNEL.replace("steps:", "sources:\n  - url: http://example.invalid/linux.deb\n    destination: l.deb\n"
                             f"    sha256: {'a' * 64}\n    sha512: {'b' * 128}\nsteps:")
@@ -108,7 +108,7 @@ def test_the_manifest_says_which_recipe_built_each_module_and_whether_it_is_sign
 
 
 def test_a_signature_splits_off_and_names_its_key(tmp_path: Path) -> None:
-    from builder import kmodules
+    from builder.build import kmodules
 
     module = signed(b"\x7fELF module", tmp_path)
     assert kmodules.split_signature(module) is not None
@@ -123,7 +123,7 @@ def test_a_signer_named_by_issuer_and_serial_is_named_by_their_digest(tmp_path: 
 
     from cryptography import x509
 
-    from builder import kmodules
+    from builder.build import kmodules
 
     cert = x509.load_pem_x509_certificate((SIGNING / "release.crt").read_bytes())
     serial = cert.serial_number.to_bytes((cert.serial_number.bit_length() + 8) // 8, "big")  # DER INTEGER, signed
@@ -135,7 +135,7 @@ def test_a_signer_named_by_issuer_and_serial_is_named_by_their_digest(tmp_path: 
 @pytest.mark.parametrize("sig", [b"\x30\x03\x02\x01", b"not DER at all", b"\x30\x00",
                                  bytes.fromhex("301106092a864886f70d010701a00404026869")])  # CMS "data", not signed
 def test_a_signature_that_is_no_cms_signed_data_is_unreadable(sig: bytes) -> None:
-    from builder import kmodules
+    from builder.build import kmodules
 
     module = with_signature(b"\x7fELF module", sig)
     assert kmodules.split_signature(module) == (b"\x7fELF module", sig)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from builder import outputs
-from builder.errors import BuildError
-from builder.hashindex import sha256_file
-from builder.outputs import MANIFEST, SUMS, Change, atomic_write, check_export, publish
+from builder.core.errors import BuildError
+from builder.host import outputs
+from builder.host.hashindex import sha256_file
+from builder.host.outputs import MANIFEST, SUMS, Change, atomic_write, check_export, publish
 from tests.faults.sitecustomize import POINTS, VARIABLE
 
 
@@ -217,7 +217,7 @@ def test_a_full_disk_while_staging_leaves_out_as_it_was(tmp_path: Path, monkeypa
 KILLED = """
 import sys
 from pathlib import Path
-from builder.outputs import Change, publish
+from builder.host.outputs import Change, publish
 out, export = Path(sys.argv[1]), Path(sys.argv[2])
 publish(out, Change(add={p.name: p for p in sorted(export.iterdir())}, drop=["gone"], details={"run": 2},
                     signatures={"task-amd64": {"run": 2}}), lock_dir=out.parent / "state")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from builder import platforms
-from builder.errors import BuildError
-from builder.platforms import AMD64, ARM64, PLATFORMS, host_platform, parse_platforms
+from builder.core import platforms
+from builder.core.errors import BuildError
+from builder.core.platforms import AMD64, ARM64, PLATFORMS, host_platform, parse_platforms
 
 
 def test_a_docker_platform_name_selects_that_platform() -> None:

@@ -13,11 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from builder import registry
-from builder.errors import BuildError
-from builder.platforms import AMD64, ARM64
-from builder.project import Project
-from builder.settings import Settings
+from builder.core.errors import BuildError
+from builder.core.platforms import AMD64, ARM64
+from builder.host import registry
+from builder.model.settings import Settings
+from builder.resolve.project import Project
 
 from .test_module_kind import FILES
 

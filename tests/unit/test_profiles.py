@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import meta
-from builder.errors import BuildError, RecipeError
-from builder.images import image_recipe, kernel_cmdline
-from builder.platforms import AMD64, ARM64
-from builder.profile import MIN_DISK_MIB, Profile, load_profile, load_profiles
-from builder.settings import Settings, doit_words
+from builder.core.errors import BuildError, RecipeError
+from builder.core.platforms import AMD64, ARM64
+from builder.model import meta
+from builder.model.profile import MIN_DISK_MIB, Profile, load_profile, load_profiles
+from builder.model.settings import Settings, doit_words
+from builder.resolve.images import image_recipe, kernel_cmdline
 
 from ..gpt import make_disk
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.doitglue import Session
+from builder.cli.doitglue import Session
 
 ROOT = Path(__file__).resolve().parents[2]
 IGNORE = shutil.ignore_patterns("out", ".builder", ".doit.db*", ".git", "__pycache__", ".pytest_cache", "*.egg-info",

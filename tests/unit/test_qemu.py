@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import qemu
-from builder.errors import BuildError
-from builder.platforms import AMD64, ARM64
+from builder.core.errors import BuildError
+from builder.core.platforms import AMD64, ARM64
+from builder.host import qemu
 
 
 def test_amd64_boots_q35_under_tcg_with_the_serial_console() -> None:

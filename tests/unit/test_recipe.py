@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import RecipeError
-from builder.recipe import Recipe, find_recipe_files, load_recipe
+from builder.core.errors import RecipeError
+from builder.model.recipe import Recipe, find_recipe_files, load_recipe
 
 Load = Callable[..., Recipe]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder.errors import BuildError
-from builder.reference import Reference
+from builder.core.errors import BuildError
+from builder.model.reference import Reference
 
 DIGEST = "sha256:" + "ab" * 32
 

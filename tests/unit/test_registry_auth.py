@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import registry
-from builder.credentials import DockerConfig, docker_config_path
-from builder.errors import BuildError
-from builder.reference import Reference
-from builder.registry import Challenge, Session
+from builder.core.errors import BuildError
+from builder.host import registry
+from builder.host.credentials import DockerConfig, docker_config_path
+from builder.host.registry import Challenge, Session
+from builder.model.reference import Reference
 
 SECRET = "s3cr3t-R3g1stry-pw"
 

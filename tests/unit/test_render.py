@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import BuildError, RecipeError
-from builder.identity import PACKAGES_LABEL, ROOTFS_LABEL
-from builder.plan import Plan
-from builder.platforms import AMD64, ARM64, Platform
-from builder.project import Project
+from builder.core.errors import BuildError, RecipeError
+from builder.core.platforms import AMD64, ARM64, Platform
+from builder.resolve.identity import PACKAGES_LABEL, ROOTFS_LABEL
+from builder.resolve.plan import Plan
+from builder.resolve.project import Project
 
 from .conftest import EPOCH, TOOLCHAIN_ID
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import files, memo
-from builder.errors import RecipeError
-from builder.identity import Identities
-from builder.platforms import AMD64
-from builder.project import Project
-from builder.render import secret_input
+from builder.core.errors import RecipeError
+from builder.core.platforms import AMD64
+from builder.model import files
+from builder.resolve.identity import Identities
+from builder.resolve.project import Project
+from builder.resolve.render import secret_input
+from builder.schedule import memo
 
 MakeProject = Callable[..., Project]
 DATA = Path(__file__).resolve().parents[1] / "integration" / "data" / "signing"
@@ -154,7 +155,7 @@ def test_what_is_not_a_certificate_is_named(data: bytes, message: str) -> None:
 
 def test_why_names_a_new_key_and_a_new_certificate(make_project: MakeProject, key: Path,
                                                    fake_engine: dict[str, str | None]) -> None:
-    from builder.why import explain
+    from builder.cli.why import explain
 
     signer = SIGNER.replace("steps:", "files:\n  - src: keys/cert.pem\n    dest: cert.pem\nsteps:")
     project = make_project({"recipes/s/pkg.yaml": signer, "keys/cert.pem": "one\n"}, {"KEY": str(key)})

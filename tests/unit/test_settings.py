@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import BuildError
-from builder.platforms import AMD64, ARM64
-from builder.settings import FetchLimits, Settings, doit_words, flag
+from builder.core.errors import BuildError
+from builder.core.platforms import AMD64, ARM64
+from builder.model.settings import FetchLimits, Settings, doit_words, flag
 
 
 def test_settings_are_taken_out_and_the_rest_are_template_variables() -> None:

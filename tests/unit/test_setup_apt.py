@@ -1,4 +1,4 @@
-"""setup.sh's awk and builder/variables.py (python-debian) read the host's apt sources alike: for each file,
+"""setup.sh's awk and builder/model/variables.py (python-debian) read the host's apt sources alike: for each file,
 the mirror setup.sh would add trixie's docker-buildx from is the one builder takes for the toolchain."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.variables import debian_mirror
+from builder.model.variables import debian_mirror
 
 from .test_variables import DEB822, TRIXIE_DEB822
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import BuildError
-from builder.recipe import Recipe
-from builder.sources import SourceCache, digests
+from builder.core.errors import BuildError
+from builder.host.sources import SourceCache, digests
+from builder.model.recipe import Recipe
 
 PAYLOAD = b"pretend this is linux-source.tar.xz\n"
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -203,7 +203,7 @@ def test_both_digests_are_computed_in_one_read(upstream: Path) -> None:
 
 
 def test_partial_files_a_killed_writer_left_are_removed_and_a_live_writers_kept(tmp_path: Path) -> None:
-    from builder.sources import _partial_file
+    from builder.host.sources import _partial_file
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # its pid names no running process now

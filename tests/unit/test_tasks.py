@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from builder import hashindex
-from builder.errors import BuildError
-from builder.hashindex import sha256_file
-from builder.platforms import AMD64
-from builder.project import Project
-from builder.tasks import UpToDate, generate
+from builder.core.errors import BuildError
+from builder.core.platforms import AMD64
+from builder.host import hashindex
+from builder.host.hashindex import sha256_file
+from builder.resolve.project import Project
+from builder.schedule.tasks import UpToDate, generate
 
 MakeProject = Callable[..., Project]
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import engine, toolchain
-from builder.errors import BuildError
-from builder.identity import REQUESTED_LABEL
-from builder.toolchain import LABEL, LOCK_PATH, PACKAGES, ROOTFS_LABEL, TOOLCHAIN_EPOCH, mmdebstrap_argv
+from builder.build import toolchain
+from builder.build.toolchain import LABEL, LOCK_PATH, PACKAGES, ROOTFS_LABEL, TOOLCHAIN_EPOCH, mmdebstrap_argv
+from builder.core.errors import BuildError
+from builder.host import engine
+from builder.resolve.identity import REQUESTED_LABEL
 
 MIRROR = "http://mirror.example/debian"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import variables
-from builder.errors import RecipeError
-from builder.platforms import AMD64, ARM64
-from builder.variables import (
+from builder.core.errors import RecipeError
+from builder.core.platforms import AMD64, ARM64
+from builder.model import variables
+from builder.model.variables import (
     DEFAULTS,
     build_environment,
     command_line_layer,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from builder.platforms import AMD64
-from builder.project import Project
-from builder.why import Verdict, explain
+from builder.cli.why import Verdict, explain
+from builder.core.platforms import AMD64
+from builder.resolve.project import Project
 
 from .test_render import FILES
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import yamlfile
-from builder.errors import RecipeError
+from builder.core.errors import RecipeError
+from builder.model import yamlfile
 
 TEXT = """\
 name: a

@@ -1,0 +1,264 @@
+"""The Docker engine: reachability and image queries over its socket (stdlib, with deadlines), and the
+docker SDK for the rest (import, containers, push).
+
+Every question to the engine has a deadline: ``answer_seconds()``, 30 s unless the environment variable
+BUILDER_ENGINE_TIMEOUT gives another number of seconds (the tests use 1-2 s). It also bounds the docker
+client probes of backend.py (`docker buildx inspect` asks the engine). An engine that did not answer in time
+is not asked again by the same process: every later question fails at once with the same error, so a stuck
+engine costs one deadline, not one per image or task. Failures say which of three things happened: nothing
+listens (not running, refused), it listens and does not answer (timed out), or the socket is not ours to
+use (permission denied).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlparse
+
+from builder.core.errors import BuildError
+
+ENGINE_HINT = "start it with ./setup.sh, or: dockerd --bridge=none --iptables=false --ip-forward=false &"
+DEFAULT_SOCKET = "/var/run/docker.sock"
+ANSWER_SECONDS = 30  # an engine that accepts a connection and never answers fails after this
+TIMEOUT_VARIABLE = "BUILDER_ENGINE_TIMEOUT"
+
+Trouble = Literal["down", "timeout", "permission"]
+
+
+class EngineError(BuildError):
+    """The engine cannot be asked at all (as opposed to an answer about one image): nothing about a task
+    can be said until it is fixed."""
+
+
+def answer_seconds() -> float:
+    """How long to wait for the engine: BUILDER_ENGINE_TIMEOUT seconds when set, else ANSWER_SECONDS."""
+    value = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return ANSWER_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds < 86400:
+        raise BuildError(f"{value!r} is not a number of seconds", where=TIMEOUT_VARIABLE)
+    return seconds
+
+
+def host() -> str:
+    """Where the engine is: DOCKER_HOST, else the default socket."""
+    return os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+
+
+def engine_hint(trouble: Trouble = "down") -> str:
+    """What to do about ``trouble`` with the engine, honouring DOCKER_HOST."""
+    named = os.environ.get("DOCKER_HOST")
+    if trouble == "permission":
+        return "run as root, or add your user to the docker group and log in again"
+    if trouble == "timeout":
+        return "it is stuck: restart it (systemctl restart docker)" + (
+            f", or unset DOCKER_HOST to use {DEFAULT_SOCKET}" if named else "")
+    if named:
+        return f"DOCKER_HOST is {named}: start an engine there, or unset DOCKER_HOST to use {DEFAULT_SOCKET}"
+    return ENGINE_HINT
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def _connection(seconds: float) -> http.client.HTTPConnection | None:
+    """A plain HTTP connection to the engine API, or None when DOCKER_HOST needs the SDK (ssh, TLS)."""
+    url = urlparse(host())
+    if url.scheme == "unix":
+        return _UnixConnection(url.path, seconds)
+    if url.scheme in ("tcp", "http") and not os.environ.get("DOCKER_TLS_VERIFY") and url.hostname:
+        return http.client.HTTPConnection(url.hostname, url.port or 2375, timeout=seconds)
+    return None
+
+
+_stuck: dict[str, EngineError] = {}  # host -> the timeout it gave: not asked again by this process
+
+
+def timed_out(seconds: float) -> EngineError:
+    """The error for an engine that accepted the connection and did not answer within ``seconds``."""
+    return EngineError(f"the Docker engine is not reachable (timed out after {seconds:.0f}s: {host()} accepted "
+                       "the connection and did not answer)", hint=engine_hint("timeout"))
+
+
+def _unreachable(exc: OSError) -> EngineError:
+    """Nothing listens (not running, refused), or the socket is not ours to use (permission denied)."""
+    if isinstance(exc, PermissionError):
+        return EngineError(f"the Docker engine is not reachable (permission denied on {host()})",
+                           hint=engine_hint("permission"))
+    if isinstance(exc, FileNotFoundError):
+        why = f"not running: {host()} does not exist"
+    elif isinstance(exc, ConnectionRefusedError):
+        why = f"not running: {host()} refused the connection"
+    else:
+        why = f"{exc.strerror or type(exc).__name__} at {host()}"
+    return EngineError(f"the Docker engine is not reachable ({why})", hint=engine_hint())
+
+
+def _get(path: str) -> tuple[int, bytes] | None:
+    """GET ``path`` from the engine API (status, body); None when only the SDK can reach it."""
+    if host() in _stuck:
+        raise _stuck[host()]
+    seconds = answer_seconds()
+    conn = _connection(seconds)
+    if conn is None:
+        return None
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    except TimeoutError:
+        _stuck[host()] = timed_out(seconds)
+        raise _stuck[host()] from None
+    except OSError as exc:
+        raise _unreachable(exc) from None
+    finally:
+        conn.close()
+
+
+def ping() -> None:
+    """An EngineError unless the engine answers /_ping within answer_seconds() (skipped for ssh/TLS hosts)."""
+    answer = _get("/_ping")
+    if answer is not None and answer[0] != 200:
+        raise EngineError(f"the Docker engine answered /_ping with {answer[0]}", hint=engine_hint())
+
+
+def inspect_image(ref: str) -> dict[str, Any] | None:
+    """The engine's inspection of image ``ref`` (None when absent).
+
+    Straight over the engine socket with the standard library: a no-op build asks this once per
+    toolchain, and importing the docker SDK would cost more than the whole check.
+    """
+    answer = _get(f"/images/{quote(ref, safe='/:@')}/json")
+    if answer is None:
+        import docker.errors
+
+        try:
+            return dict(client().api.inspect_image(ref))
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise BuildError(f"cannot inspect image {ref}: {_short(exc)}") from None
+    status, body = answer
+    if status == 404:
+        return None
+    if status != 200:
+        raise BuildError(f"cannot inspect image {ref}: engine answered {status} {body[:200]!r}")
+    try:
+        return dict(json.loads(body))
+    except ValueError:
+        raise BuildError(f"cannot inspect image {ref}: the engine's answer is not JSON") from None
+
+
+@cache
+def client() -> Any:
+    """A connected docker SDK client; a stopped engine is a BuildError."""
+    import docker  # imported on first use: it is the slowest import of a no-op run
+    import docker.errors
+
+    try:
+        ping()  # within answer_seconds(), before the SDK's long per-call timeout (imports take minutes)
+        api = docker.from_env(timeout=600)
+        api.ping()
+    except docker.errors.DockerException as exc:
+        raise EngineError(f"the Docker engine is not reachable ({_short(exc)})", hint=engine_hint()) from None
+    return api
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+def server_version() -> str:
+    """The engine's version, for doctor: asked through the SDK, after a ping within the deadline."""
+    import docker.errors
+
+    try:
+        return str(client().version().get("Version", "?"))
+    except docker.errors.DockerException as exc:
+        raise EngineError(f"the Docker engine did not say its version ({_short(exc)})", hint=engine_hint()) from None
+
+
+def image_id(ref: str) -> str | None:
+    """The local image ID of ``ref`` (sha256:...), or None when the engine does not have it."""
+    info = inspect_image(ref)
+    return str(info["Id"]) if info else None
+
+
+def absent_image_hint(ref: str, *, toolchain: bool) -> str:
+    """How to get an absent image: only the toolchain is made by `builder toolchain ensure`; any other
+    image (a recipe's ``image:`` dependency) is built, pulled or loaded by whoever provides it."""
+    if not toolchain:
+        return f"build or pull that image first: docker pull {ref}, or docker load -i FILE"
+    from builder.model.variables import DEFAULTS  # only on this error path: a no-op run never imports it
+
+    if ref == DEFAULTS["TOOLCHAIN"]:
+        return "run ./setup.sh or 'builder toolchain ensure'"
+    if ref == DEFAULTS["IMAGER"]:
+        return "run ./setup.sh or 'builder toolchain ensure --imager'"
+    return f"docker pull {ref}, or make it here: builder toolchain ensure --ref {ref}"
+
+
+def require_image(ref: str, variable: str = "TOOLCHAIN") -> str:
+    """The image ID of ``ref``; a clear error when it is absent."""
+    found = image_id(ref)
+    if found is None:
+        raise BuildError(f"image {ref} ({variable}) is not in the Docker engine",
+                         hint=absent_image_hint(ref, toolchain=variable in ("TOOLCHAIN", "IMAGER")))
+    return found
+
+
+def image_labels(ref: str) -> dict[str, str]:
+    """The labels of image ``ref`` ({} when it has none or is absent)."""
+    info = inspect_image(ref) or {}
+    return dict((info.get("Config") or {}).get("Labels") or {})
+
+
+def import_rootfs(tarball: Path, ref: str, *, changes: list[str]) -> str:
+    """``docker import`` the root filesystem tar ``tarball`` as ``ref``; its image ID."""
+    import docker.errors
+    from docker.utils import parse_repository_tag
+
+    def chunks() -> Iterator[bytes]:
+        # A generator, not the file: given a file, the SDK sends it whole yet announces a chunked body,
+        # and the engine answers "invalid byte in chunk length".
+        with open(tarball, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    repository, tag = parse_repository_tag(ref)
+    try:
+        client().api.import_image_from_stream(chunks(), repository=repository, tag=tag, changes=changes)
+    except docker.errors.APIError as exc:
+        raise BuildError(f"cannot import {ref}: {_short(exc)}") from None
+    return require_image(ref)
+
+
+def run_once(ref: str, argv: list[str]) -> bytes:
+    """Run ``argv`` in a throw-away container of ``ref`` without network; its stdout."""
+    import docker.errors
+
+    try:
+        return bytes(client().containers.run(ref, argv, network_mode="none", remove=True))
+    except docker.errors.DockerException as exc:
+        raise BuildError(f"running {' '.join(argv)} in {ref} failed: {_short(exc)}") from None

@@ -1,0 +1,58 @@
+"""Portable identities of what a build takes from outside its context: toolchain and other images, and
+published artifacts. Never an engine's local image ID where something portable exists, so that input
+signatures compare across machines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.core.errors import BuildError
+from builder.host import engine, outputs
+
+PACKAGES_LABEL = "org.builder.toolchain.packages-sha256"  # sha256 of the toolchain's package lock
+ROOTFS_LABEL = "org.builder.toolchain.rootfs-sha256"  # sha256 of its canonical rootfs tar (= layer diff-ID)
+REQUESTED_LABEL = "org.builder.toolchain.requested"  # the package names it was made from (toolchain.PACKAGES)
+PACKAGE_WHERE = "PKG"  # where a prebuilt package's image is named: PKG_NAME, PKGS_PREFIX
+
+
+@dataclass
+class Identities:
+    """Asks each image once per process; artifacts are read fresh (an upstream task may just have run)."""
+
+    out_dir: Path
+    registry_seconds: float = 30.0
+    _images: dict[str, str] = field(default_factory=dict)
+
+    def image(self, ref: str, *, where: str = "TOOLCHAIN", platform: str | None = None) -> str:
+        """``ref``'s identity: the digest of its reproducible rootfs (a toolchain this project made), else
+        of its package lock (an older toolchain), else its registry digest, else (a locally imported image)
+        its engine ID, which is not portable. A prebuilt package (``where`` PKG_NAME) is asked of its
+        registry, for ``platform``: what the tag names now, so a new push is a new input."""
+        if where.startswith(PACKAGE_WHERE) and platform:
+            key = f"{ref} {platform}"
+            if key not in self._images:
+                from builder.host import registry  # only a prebuilt package asks one: not on every no-op's path
+
+                self._images[key] = "digest:" + registry.platform_digest(ref, platform, seconds=self.registry_seconds,
+                                                                         where=where)
+            return self._images[key]
+        if ref not in self._images:
+            info = engine.inspect_image(ref)
+            if info is None:
+                raise BuildError(f"image {ref} ({where}) is not in the Docker engine",
+                                 hint=engine.absent_image_hint(ref, toolchain=where in ("TOOLCHAIN", "IMAGER")))
+            labels = (info.get("Config") or {}).get("Labels") or {}
+            if labels.get(ROOTFS_LABEL):
+                self._images[ref] = f"rootfs:sha256:{labels[ROOTFS_LABEL]}"
+            elif labels.get(PACKAGES_LABEL):
+                self._images[ref] = f"packages:sha256:{labels[PACKAGES_LABEL]}"
+            elif info.get("RepoDigests"):
+                self._images[ref] = f"digest:{sorted(info['RepoDigests'])[0].rpartition('@')[2]}"
+            else:
+                self._images[ref] = f"local-id:{info['Id']}"
+        return self._images[ref]
+
+    def artifacts(self) -> dict[str, str]:
+        """out/ name -> sha256 as recorded in out/SHA256SUMS now."""
+        return outputs.read_sums(self.out_dir)

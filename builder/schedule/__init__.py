@@ -1,0 +1,3 @@
+"""doit task dicts made from plans, and the plan memo that makes a no-op cheap. Imports core, model,
+host, resolve, build.
+"""
