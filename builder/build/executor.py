@@ -17,7 +17,7 @@ from builder.core.errors import BuildError
 from builder.core.locations import Locations
 from builder.core.log import say
 from builder.host import backend, hashindex, outputs
-from builder.host.backend import BuildRequest, Output
+from builder.host.backend import BuildOutput, BuildRequest
 from builder.resolve.plan import TOOLCHAIN_INPUT, Plan
 
 
@@ -103,7 +103,8 @@ def _push(plan: Plan, kit: backend.BuildKit, context: Path) -> None:
     say(f"    {plan.label}: pushing {mine}")
     tree = context.parent / "image-tree.tar"
     backend.build(kit, BuildRequest(context=context, target=stage_name(plan.recipe), platform=plan.platform.docker,
-                                    output=Output("tar", dest=tree), no_cache=False), log_path=log, label=plan.label)
+                                    output=BuildOutput("tar", dest=tree), no_cache=False),
+                  log_path=log, label=plan.label)
     epoch = int(plan.variables["SOURCE_DATE_EPOCH"])
     layer, diff_id = oci.layer(tree, epoch)
     config = oci.config(plan.platform.arch, epoch, [diff_id], f"builder: recipe {plan.recipe.name}")
@@ -242,7 +243,7 @@ def _interactive(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path]
     ref = f"builder-command-{plan.slug}:latest"
     log = project.locations.logs / f"{plan.slug}.log"
     say(f"    {plan.label}: building what it starts from with {kit.kind}; log: {project.locations.shown(log)}")
-    request = replace(plan.request(context, work / "unused"), output=Output("image", ref=ref))
+    request = replace(plan.request(context, work / "unused"), output=BuildOutput("image", ref=ref))
     backend.build(kit, request, log_path=log, label=plan.label, report_dir=project.locations.reports / plan.slug)
     made = work / "written"
     made.mkdir()

@@ -29,7 +29,7 @@ class Mismatch(BuildError):
 
 
 @dataclass
-class Verdict:
+class SignatureComparison:
     name: str
     identical: bool
     signed: int = 0  # modules whose only difference is a valid appended signature
@@ -49,7 +49,7 @@ class Member:
     data: bytes
 
 
-def check(release: Path, rebuilt: Path, cert: Path) -> list[Verdict]:
+def check(release: Path, rebuilt: Path, cert: Path) -> list[SignatureComparison]:
     """A verdict per artifact of ``release``'s SHA256SUMS; Mismatch names the first difference."""
     names = _listed(release)
     if not cert.is_file():
@@ -60,7 +60,7 @@ def check(release: Path, rebuilt: Path, cert: Path) -> list[Verdict]:
         if not theirs.is_file():
             raise Mismatch(f"{name}: in the release, not in the rebuild ({rebuilt})")
         if mine.read_bytes() == theirs.read_bytes():
-            verdicts.append(Verdict(name, identical=True))
+            verdicts.append(SignatureComparison(name, identical=True))
         elif name.endswith(".tar"):
             verdicts.append(_compare(name, _tar(mine), _tar(theirs), cert))
         elif name.endswith(".xz"):
@@ -83,7 +83,7 @@ def _listed(directory: Path) -> list[str]:
     return names
 
 
-def _compare(name: str, mine: list[Member], theirs: list[Member], cert: Path) -> Verdict:
+def _compare(name: str, mine: list[Member], theirs: list[Member], cert: Path) -> SignatureComparison:
     if [m.name for m in mine] != [m.name for m in theirs]:
         extra = sorted({m.name for m in mine} ^ {m.name for m in theirs})
         raise Mismatch(f"{name}: the members differ from the rebuild's"
@@ -100,7 +100,7 @@ def _compare(name: str, mine: list[Member], theirs: list[Member], cert: Path) ->
         _verify(parts[0], parts[1], cert, f"{name}: {_shown(a.name)}")
         signed += 1
         signers.add(kmodules.signature(a.data) or "?")
-    return Verdict(name, identical=False, signed=signed, signers=frozenset(signers))
+    return SignatureComparison(name, identical=False, signed=signed, signers=frozenset(signers))
 
 
 def _shown(member: str) -> str:

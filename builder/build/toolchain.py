@@ -70,7 +70,6 @@ class Kind:
 
 TOOLCHAIN = Kind("toolchain", "TOOLCHAIN", PACKAGES)
 IMAGER = Kind("imager", "IMAGER", IMAGER_PACKAGES)
-KINDS = {kind.variable: kind for kind in (TOOLCHAIN, IMAGER)}
 LOCK_PATH = "/usr/share/builder/toolchain.lock"
 LABEL = PACKAGES_LABEL  # the labels are read by identity.py, which must stay light: they are defined there
 TOOLCHAIN_EPOCH = 1735689600  # 2025-01-01T00:00:00Z: every mtime in the tar is clamped to it

@@ -413,10 +413,10 @@ def meta_write(image: Path, pairs: tuple[str, ...], deleted: tuple[str, ...]) ->
 @friendly
 def why(targets: tuple[str, ...], platform_spec: str | None, pairs: tuple[str, ...]) -> None:
     """Say, input by input, why each task would rebuild (or that it is up to date)."""
-    from builder.cli.why import Verdict, explain, stored_values
+    from builder.cli.why import Explanation, explain, stored_values
 
     project = _project(pairs, platform_spec)
-    verdicts: dict[str, Verdict] = {}
+    verdicts: dict[str, Explanation] = {}
     for platform in project.settings.platforms:
         graph = project.graph(platform)
         names = targets or tuple(r.name for r in graph.exported())

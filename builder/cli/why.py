@@ -13,7 +13,7 @@ from builder.resolve.plan import Plan
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Explanation:
     label: str
     up_to_date: bool
     reasons: list[str]
@@ -57,7 +57,7 @@ def differences(before: Mapping[str, str], now: Mapping[str, str],
     return lines
 
 
-def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Verdict] | None = None) -> Verdict:
+def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Explanation] | None = None) -> Explanation:
     """Input by input: what changed since the last build, and whether the outputs are intact.
 
     ``verdicts`` holds those already given for upstream tasks: a task whose artifacts will be rebuilt
@@ -68,14 +68,14 @@ def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Verdic
         if upstream is not None and not upstream.up_to_date:
             reasons.append(f"{label} would rebuild first, and its outputs are inputs here (if their bytes change)")
     if not stored.get("inputs"):
-        return Verdict(plan.label, False, ["never built here", *reasons])
+        return Explanation(plan.label, False, ["never built here", *reasons])
     before: dict[str, str] = stored["inputs"]
     try:
         now = plan.inputs(plan.project.identities)
     except EngineError:
         raise  # nothing can be said about any task until the engine answers
     except BuildError as exc:
-        return Verdict(plan.label, False, [f"cannot check: {exc}", *reasons])
+        return Explanation(plan.label, False, [f"cannot check: {exc}", *reasons])
     reasons += differences(before, now, plan.origin, width=20)
     for name, sha in (stored.get("outputs") or {}).items():
         path = plan.project.out_dir / name
@@ -83,4 +83,4 @@ def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Verdic
             reasons.append(f"output missing: out/{name}")
         elif not plan.project.hashes.still(path, sha):
             reasons.append(f"output modified since it was built: out/{name}")
-    return Verdict(plan.label, not reasons, reasons)
+    return Explanation(plan.label, not reasons, reasons)

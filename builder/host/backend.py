@@ -47,7 +47,7 @@ def csv_option(**fields: object) -> str:
 
 
 @dataclass(frozen=True)
-class Output:
+class BuildOutput:
     """Where a build's result goes.
 
     local: the files of the target stage into directory ``dest``; tar: the same as one tar file ``dest``;
@@ -74,7 +74,7 @@ class BuildRequest:
     context: Path
     target: str
     platform: str
-    output: Output
+    output: BuildOutput
     no_cache: bool = False
     secrets: tuple[tuple[str, Path], ...] = ()  # (id, host file): RUN --mount=type=secret,id=...
     cache_from: str | None = None

@@ -28,10 +28,6 @@ from builder.core.errors import RecipeError
 from builder.model import files, meta, yamlfile
 
 PROFILES_DIR = "profiles"
-ARCHES = ("amd64", "arm64")
-KINDS = ("iso", "disk", "kernel", "initramfs", "cmdline")
-FORMATS = ("raw", "qcow2", "vhd")
-COMPRESSIONS = ("none", "xz", "zstd")
 EXTENSIONS = {"xz": ".xz", "zstd": ".zst", "none": ""}
 # Which firmware each boot loader serves, per architecture (what the tests boot).
 BOOTLOADERS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -85,7 +81,7 @@ def check_kernel_args(words: list[str]) -> list[str]:
     return words
 
 
-class Output(_Model):
+class ProfileOutput(_Model):
     kind: Literal["iso", "disk", "kernel", "initramfs", "cmdline"]
     format: Literal["raw", "qcow2", "vhd"] | None = None
     compression: Literal["none", "xz", "zstd"] = "none"
@@ -97,7 +93,7 @@ class Output(_Model):
         return v if v is None else parse_size(v)
 
     @model_validator(mode="after")
-    def _consistent(self) -> Output:
+    def _consistent(self) -> ProfileOutput:
         if self.kind != "disk":
             if self.format is not None:
                 raise ValueError(f"format: only a disk has a format, not an output of kind {self.kind}")
@@ -165,7 +161,7 @@ class _Loaded(_Model):
 class Profile(_Loaded):
     platform: str = Field(pattern=NAME.pattern)
     arch: list[Literal["amd64", "arm64"]] = ["amd64", "arm64"]
-    output: Output
+    output: ProfileOutput
     bootloader: Literal["grub", "u-boot"] = "grub"
     customization: Customization = Customization()
     overlay: str | None = Field(default=None, pattern=NAME.pattern)
@@ -414,7 +410,7 @@ def _apply(profile: Profile, overlay: Overlay, lines: dict[Any, int], display: s
 
 
 MODELS: dict[tuple[str, ...], type[BaseModel]] = {
-    (): Profile, ("output",): Output, ("customization",): Customization,
+    (): Profile, ("output",): ProfileOutput, ("customization",): Customization,
 }
 
 

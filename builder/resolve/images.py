@@ -114,7 +114,7 @@ def _finish(job: Job, made: str, *, copy: bool = False) -> str:
             f"mv /out/{job.output}.tmp{suffix} /out/{job.output}\n")
 
 
-KINDS: dict[str, Callable[[Job], str]] = {
+ASSEMBLY: dict[str, Callable[[Job], str]] = {
     "iso": _iso, "disk": _disk, "kernel": _kernel, "initramfs": _initramfs, "cmdline": _cmdline,
 }
 NEEDS = {  # the artifacts each kind takes: kernel, initramfs
@@ -188,7 +188,7 @@ def image_recipe(profile: Profile, platform: Platform, variables: Mapping[str, s
         "files": files,
         "env": {"IMAGE_NAME": job.output.split(".", 1)[0], "IMAGE_ARCH": job.arch, "IMAGE_CMDLINE": job.cmdline,
                 "IMAGE_KERNEL": f"/artifacts/{job.kernel}", "IMAGE_INITRAMFS": f"/artifacts/{job.initramfs}"},
-        "steps": [{"install": library() + "\n" + KINDS[kind](job)}],
+        "steps": [{"install": library() + "\n" + ASSEMBLY[kind](job)}],
         "finalize": [{"from": "/out/", "to": "/"}],
         "outputs": [job.output, *(name for _, name in profile.firmware(platform.arch, suffix))],
     })

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from builder.core.locations import Locations
 from builder.core.platforms import Platform
-from builder.host.backend import BuildRequest, Output
+from builder.host.backend import BuildOutput, BuildRequest
 from builder.host.hashindex import HashIndex
 from builder.host.outputs import inputs_digest
 from builder.host.sources import SourceCache
@@ -89,19 +89,19 @@ class Plan:
         return asked if self.graph.flavored(self.recipe.name) else ""
 
     @property
-    def variant(self) -> str:
+    def subtask(self) -> str:
         """The doit subtask name: the arch, and the flavor when there is one (amd64, amd64-debug)."""
         return f"{self.platform.arch}-{self.flavor}" if self.flavor else self.platform.arch
 
     @property
     def label(self) -> str:
         """The doit task name: recipe:arch (recipe:arch-flavor, recipe-command:arch)."""
-        return f"{self.task}:{self.variant}"
+        return f"{self.task}:{self.subtask}"
 
     @property
     def slug(self) -> str:
         """The label as a file name: recipe-arch."""
-        return f"{self.task}-{self.variant}"
+        return f"{self.task}-{self.subtask}"
 
     @property
     def graph(self) -> Graph:
@@ -190,7 +190,7 @@ class Plan:
             context=context_dir,
             target=self.context.target,
             platform=self.platform.docker,
-            output=Output("local", dest=export_dir),
+            output=BuildOutput("local", dest=export_dir),
             no_cache=settings.no_cache,
             cache_from=settings.cache_from,
             cache_to=settings.cache_to,

@@ -81,7 +81,7 @@ def build_task(plan: Plan, description: str) -> dict[str, object]:
     """The doit task that builds ``plan`` (or, with DRY_RUN=1, prints how it would)."""
     task: dict[str, object] = {
         "basename": plan.recipe.name,
-        "name": plan.variant,
+        "name": plan.subtask,
         "meta": {"platform": plan.platform.arch},
         "doc": f"{description} for {plan.platform.docker} -> " + ", ".join(f"out/{o}" for o in plan.outputs),
         "task_dep": plan.upstream,

@@ -9,7 +9,7 @@ import pytest
 
 from builder.core.errors import BuildError
 from builder.host import backend
-from builder.host.backend import BuildKit, BuildRequest, Output
+from builder.host.backend import BuildKit, BuildOutput, BuildRequest
 
 CTX = Path("/p/.builder/tmp/ctx")
 BUILDX = BuildKit("/usr/bin/docker", buildx=True, driver="docker")
@@ -17,12 +17,12 @@ CONTAINER = BuildKit("/usr/bin/docker", buildx=True, driver="docker-container", 
 ENGINE = BuildKit("/usr/bin/docker", buildx=False)
 
 
-def request(output: Output, **options: object) -> BuildRequest:
+def request(output: BuildOutput, **options: object) -> BuildRequest:
     return BuildRequest(context=CTX, target="r-kernel_export", platform="linux/arm64", output=output,
                         **options)  # type: ignore[arg-type]
 
 
-LOCAL = Output("local", dest=Path("/p/export"))
+LOCAL = BuildOutput("local", dest=Path("/p/export"))
 TAIL = ["--file", f"{CTX}/Dockerfile", str(CTX)]
 
 
@@ -51,7 +51,7 @@ def test_no_cache_and_secrets_reach_every_path(kit: BuildKit) -> None:
 @pytest.mark.parametrize("kit", [BUILDX, ENGINE], ids=["buildx", "engine"])
 def test_option_values_are_one_csv_record_whatever_the_path_holds(kit: BuildKit) -> None:
     odd = Path('/home/a,b/my "p"/export')
-    (argv,) = kit.commands(request(Output("local", dest=odd), secrets=(("k", Path("/k,1/key.pem")),)))
+    (argv,) = kit.commands(request(BuildOutput("local", dest=odd), secrets=(("k", Path("/k,1/key.pem")),)))
     assert argv[argv.index("--output") + 1] == 'type=local,"dest=/home/a,b/my ""p""/export"'
     assert argv[argv.index("--secret") + 1] == 'id=k,"src=/k,1/key.pem"'
     (record,) = csv.reader([argv[argv.index("--output") + 1]])
@@ -59,12 +59,12 @@ def test_option_values_are_one_csv_record_whatever_the_path_holds(kit: BuildKit)
 
 
 def test_a_tar_export_is_one_file() -> None:
-    (argv,) = BUILDX.commands(request(Output("tar", dest=Path("/p/rootfs.tar"))))
+    (argv,) = BUILDX.commands(request(BuildOutput("tar", dest=Path("/p/rootfs.tar"))))
     assert argv[argv.index("--output") + 1] == "type=tar,dest=/p/rootfs.tar"
 
 
 def test_an_oci_layout_needs_a_builder_with_an_oci_exporter() -> None:
-    oci = request(Output("oci", dest=Path("/p/image.oci.tar")))
+    oci = request(BuildOutput("oci", dest=Path("/p/image.oci.tar")))
     (argv,) = CONTAINER.commands(oci)
     assert argv[3:5] == ["--builder", "ci"]
     assert argv[argv.index("--output") + 1] == "type=oci,dest=/p/image.oci.tar"
@@ -74,7 +74,7 @@ def test_an_oci_layout_needs_a_builder_with_an_oci_exporter() -> None:
 
 
 def test_an_image_goes_into_the_engine() -> None:
-    image = request(Output("image", ref="example.invalid/kernel:1"))
+    image = request(BuildOutput("image", ref="example.invalid/kernel:1"))
     (argv,) = BUILDX.commands(image)
     assert argv[argv.index("--tag") + 1] == "example.invalid/kernel:1" and "--load" in argv
     (argv,) = ENGINE.commands(image)
@@ -82,7 +82,7 @@ def test_an_image_goes_into_the_engine() -> None:
 
 
 def test_a_push_is_one_buildx_build_or_an_engine_build_then_a_push() -> None:
-    push = request(Output("push", ref="127.0.0.1:5005/kernel:1"))
+    push = request(BuildOutput("push", ref="127.0.0.1:5005/kernel:1"))
     (argv,) = BUILDX.commands(push)
     assert "--push" in argv
     build, then = ENGINE.commands(push)
@@ -112,9 +112,9 @@ def test_the_engine_path_imports_a_cache_only_from_an_image() -> None:
 
 def test_an_output_without_its_place_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="needs dest"):
-        Output("local")
+        BuildOutput("local")
     with pytest.raises(ValueError, match="needs ref"):
-        Output("push")
+        BuildOutput("push")
 
 
 # --- choosing the path ---
@@ -179,7 +179,7 @@ def test_a_failing_steps_report_is_written_and_named(tmp_path: Path, monkeypatch
     kit = BuildKit("docker", buildx=True)
     monkeypatch.setattr(BuildKit, "commands", lambda self, request: [["sh", "-c", script]])
     request = BuildRequest(context=tmp_path, target="t", platform="linux/amd64",
-                           output=Output("local", dest=tmp_path / "x"))
+                           output=BuildOutput("local", dest=tmp_path / "x"))
     with pytest.raises(BuildError) as caught:
         backend.build(kit, request, log_path=tmp_path / ".builder" / "logs" / "k-amd64.log", label="k:amd64",
                       report_dir=reports)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from builder.cli.why import Verdict, explain
+from builder.cli.why import Explanation, explain
 from builder.core.platforms import AMD64
 from builder.resolve.project import Project
 
@@ -21,12 +21,12 @@ def stored(project: Project, name: str = "b") -> dict[str, object]:
 
 def test_a_task_never_built_says_so(make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
     verdict = explain(make_project(FILES).plan("b", AMD64), {})
-    assert verdict == Verdict("b:amd64", False, ["never built here"])
+    assert verdict == Explanation("b:amd64", False, ["never built here"])
 
 
 def test_nothing_changed_is_up_to_date(make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
     project = make_project(FILES)
-    assert explain(project.plan("b", AMD64), stored(project)) == Verdict("b:amd64", True, [])
+    assert explain(project.plan("b", AMD64), stored(project)) == Explanation("b:amd64", True, [])
 
 
 def test_a_changed_project_file_is_named_by_its_project_path(make_project: MakeProject,
@@ -62,7 +62,7 @@ def test_a_task_whose_upstream_rebuilds_first_says_so(make_project: MakeProject,
     from .test_render import ARTIFACTS
 
     project = make_project(ARTIFACTS)
-    upstream = {"k:amd64": Verdict("k:amd64", False, ["never built here"])}
+    upstream = {"k:amd64": Explanation("k:amd64", False, ["never built here"])}
     verdict = explain(project.plan("i", AMD64), stored(project, "i"), upstream)
     assert verdict.reasons == ["k:amd64 would rebuild first, and its outputs are inputs here (if their bytes change)"]
 
