@@ -24,7 +24,7 @@ from builder.resolve.plan import TOOLCHAIN_INPUT, Plan
 def dry_run(plan: Plan) -> str:
     """The exact build command, with the rendered context written (sources left out) for a look."""
     settings = plan.project.settings
-    kit = backend.select(settings.backend, settings.builder)
+    kit = plan.project.services.buildkits.select(settings.backend, settings.builder)
     work = plan.project.locations.dry_run / plan.slug
     shutil.rmtree(work, ignore_errors=True)
     plan.context.write(work / "context", host_files={})
@@ -66,7 +66,7 @@ def _build(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work
     """Run the plan's BuildKit build in ``work``; the export directory, holding exactly the plan's outputs."""
     project = plan.project
     settings = project.settings
-    kit = backend.select(settings.backend, settings.builder)
+    kit = plan.project.services.buildkits.select(settings.backend, settings.builder)
     plan.context.write(work / "context", host_files)
     for path, item in plan.context.files.items():  # an artifact must be the bytes its digest names
         if item.artifact is not None and hashindex.sha256_file(work / "context" / path) != inputs[path]:
@@ -95,7 +95,7 @@ def _push(plan: Plan, kit: backend.BuildKit, context: Path) -> None:
     from builder.resolve.render import stage_name
 
     project, settings = plan.project, plan.project.settings
-    seconds = settings.registry_timeout
+    seconds, session = settings.registry_timeout, project.services.registries
     tag = (settings.tag or default_tag(project.root)) + (f"-{plan.flavor}" if plan.flavor else "")
     name = f"{settings.registry}/{settings.username}/{plan.recipe.name}"
     mine = registry.Reference.parse(f"{name}:{tag}-{plan.platform.arch}", "PUSH")
@@ -110,17 +110,17 @@ def _push(plan: Plan, kit: backend.BuildKit, context: Path) -> None:
     config = oci.config(plan.platform.arch, epoch, [diff_id], f"builder: recipe {plan.recipe.name}")
     manifest = oci.manifest(config, [layer])
     for blob in (layer, config):
-        registry.push_blob(mine, blob.digest, blob.data, seconds=seconds, where="PUSH")
-    registry.push_manifest(mine, manifest.media_type, manifest.data, seconds=seconds, where="PUSH")
+        registry.push_blob(mine, blob.digest, blob.data, seconds=seconds, where="PUSH", session=session)
+    registry.push_manifest(mine, manifest.media_type, manifest.data, seconds=seconds, where="PUSH", session=session)
     entries = []
     for platform in PLATFORMS.values():
         found = registry.descriptor(registry.Reference.parse(f"{name}:{tag}-{platform.arch}", "PUSH"),
-                                    seconds=seconds, where="PUSH")
+                                    seconds=seconds, where="PUSH", session=session)
         if found is not None and found["mediaType"] in registry.IMAGE_TYPES:  # not pushed for that arch (yet)
             entries.append({**found, "platform": {"architecture": platform.arch, "os": "linux"}})
     index = oci.index(entries)
     registry.push_manifest(registry.Reference.parse(f"{name}:{tag}", "PUSH"), index.media_type, index.data,
-                           seconds=seconds, where="PUSH")
+                           seconds=seconds, where="PUSH", session=session)
     arches = ", ".join(str(e["platform"]["architecture"]) for e in entries)  # type: ignore[index]
     say(f"    {plan.label}: pushed {name}:{tag} ({arches}) {index.digest}")
 
@@ -146,7 +146,7 @@ def execute(plan: Plan) -> dict[str, object]:
     outputs.check(project.out_dir, plan.outputs)  # out/ unusable or its checksum files damaged: say so first
     inputs = plan.inputs(project.identities)  # engine and toolchain checked before any work
     digest = plan.digest(inputs)
-    backend.select(project.settings.backend, project.settings.builder)  # a missing BuildKit path: said first
+    project.services.buildkits.select(project.settings.backend, project.settings.builder)  # no BuildKit: said first
     host_files = _host_files(plan, inputs)  # sources fetched and verified before any scratch directory exists
     work = _work_dir(plan)
     try:
@@ -237,7 +237,7 @@ def _interactive(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path]
     import subprocess
 
     project = plan.project
-    kit = backend.select(project.settings.backend, project.settings.builder)
+    kit = project.services.buildkits.select(project.settings.backend, project.settings.builder)
     context = work / "context"
     plan.context.write(context, host_files)
     ref = f"builder-command-{plan.slug}:latest"

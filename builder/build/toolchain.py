@@ -30,7 +30,7 @@ from typing import IO, cast
 from builder.core.errors import BuildError
 from builder.core.log import say, step
 from builder.core.run import run
-from builder.host import engine
+from builder.host.engine import Engine
 from builder.model.variables import DEFAULTS, debian_mirror
 from builder.resolve.identity import PACKAGES_LABEL, REQUESTED_LABEL, ROOTFS_LABEL
 
@@ -180,9 +180,9 @@ def canonical_tar(source: Path, target: Path) -> str:
     return out.digest.hexdigest()
 
 
-def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SUITE"],
+def ensure(engine: Engine, ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SUITE"],
            mirror: str | None = None, force: bool = False, kind: Kind = TOOLCHAIN) -> str:
-    """The image ID of ``ref``, creating the image first when it is absent (or ``force``).
+    """The image ID of ``ref`` in ``engine``, creating the image first when it is absent (or ``force``).
 
     An image without ROOTFS_LABEL (made by the former debootstrap bootstrap) is re-created, and so is one
     made from another package list than ``kind``'s (this code asks for a package that image lacks).
@@ -207,7 +207,7 @@ def ensure(ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SU
                          hint="pass --mirror URL")
     if shutil.which("mmdebstrap") is None:
         raise BuildError("mmdebstrap is not installed", hint="run ./setup.sh")
-    image = _bootstrap(ref, suite, mirror, kind)
+    image = _bootstrap(engine, ref, suite, mirror, kind)
     if existing and existing != image:
         say(f"the previous {ref} image {existing} is now untagged ('docker image prune' frees its space)")
     return image
@@ -262,7 +262,7 @@ def rootfs(suite: str, mirror: str, kind: Kind = TOOLCHAIN) -> Iterator[Rootfs]:
         _clean(workdir)
 
 
-def _bootstrap(ref: str, suite: str, mirror: str, kind: Kind) -> str:
+def _bootstrap(engine: Engine, ref: str, suite: str, mirror: str, kind: Kind) -> str:
     """mmdebstrap ``suite`` into a tar, then docker import it as ``ref``; the new image ID."""
     with rootfs(suite, mirror, kind) as made, step(f"docker import -> {ref} (rootfs sha256 {made.digest})"):
         return engine.import_rootfs(made.tarball, ref, changes=[f"LABEL {LABEL}={made.packages_digest}",
@@ -305,7 +305,7 @@ def _last_line(log: Path) -> str:
     return lines[-1][:200] if lines else "empty log"
 
 
-def packages(ref: str = DEFAULTS["TOOLCHAIN"]) -> str:
-    """The recorded name=version list of the toolchain image."""
+def packages(engine: Engine, ref: str = DEFAULTS["TOOLCHAIN"]) -> str:
+    """The recorded name=version list of the toolchain image in ``engine``."""
     engine.require_image(ref)
     return engine.run_once(ref, ["cat", LOCK_PATH]).decode()

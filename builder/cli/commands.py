@@ -199,11 +199,13 @@ def graph(platform_spec: str | None, dot: bool, pairs: tuple[str, ...]) -> None:
 @friendly
 def doctor() -> None:
     """Check the machine: engine, BuildKit, toolchain image, QEMU - each with its fix."""
-    from builder.host import backend, engine
+    from builder.host import engine
     from builder.host.engine import EngineError
+    from builder.host.services import Services
     from builder.model.variables import DEFAULTS, debian_mirror
 
     problems = 0
+    services = Services()
 
     def report(ok: bool, what: str, fix: str) -> None:
         nonlocal problems
@@ -213,11 +215,11 @@ def doctor() -> None:
     # Each check has its own deadline (engine.answer_seconds()); an engine that timed out once is not asked
     # again, so a stuck engine costs one deadline, and each check still says what it found.
     try:
-        report(True, f"Docker engine: {engine.server_version()} at {engine.host()}", "")
+        report(True, f"Docker engine: {services.engine.server_version()} at {services.engine.host}", "")
     except BuildError as exc:
         report(False, f"Docker engine: {exc.message}", exc.hint or engine.engine_hint())
     try:
-        kit = backend.select()
+        kit = services.buildkits.select()
         report(True, f"BuildKit (BACKEND=auto): {kit.kind} via {kit.docker}", "")
     except EngineError as exc:
         report(False, f"BuildKit: {exc.message}", exc.hint or engine.engine_hint())
@@ -225,7 +227,7 @@ def doctor() -> None:
         report(False, f"BuildKit: {exc.message}", "./setup.sh installs docker-buildx (and docker.io)")
     for name in ("buildx", "engine"):  # what BACKEND=... can choose here; one of them is enough
         try:
-            chosen = backend.select(name)
+            chosen = services.buildkits.select(name)
             click.echo(f"[ok] BACKEND={name}: {chosen.kind} via {chosen.docker}")
         except BuildError as exc:
             click.echo(f"[--] BACKEND={name}: not available here ({exc.message})")
@@ -235,7 +237,7 @@ def doctor() -> None:
     for variable, what in (("TOOLCHAIN", "toolchain"), ("IMAGER", "imager")):
         ref = DEFAULTS[variable]
         try:
-            identity = Identities(Locations.of(Path.cwd()).out).image(ref, where=variable)
+            identity = Identities(Locations.of(Path.cwd()).out, services).image(ref, where=variable)
             report(True, f"{what} image {ref}: {identity}", "")
         except BuildError as exc:
             fix = "builder toolchain ensure" + (" --imager" if variable == "IMAGER" else "")
@@ -271,10 +273,11 @@ def toolchain() -> None:
 def toolchain_ensure(imager: bool, ref: str | None, mirror: str | None, suite: str | None, force: bool) -> None:
     """Create the toolchain (or imager) image when it is absent or made from another package list."""
     from builder.build import toolchain as tc
+    from builder.host.engine import Engine
     from builder.model.variables import DEFAULTS
 
     kind = tc.IMAGER if imager else tc.TOOLCHAIN
-    image = tc.ensure(ref or DEFAULTS[kind.variable], suite=suite or DEFAULTS["DEBIAN_SUITE"], mirror=mirror,
+    image = tc.ensure(Engine(), ref or DEFAULTS[kind.variable], suite=suite or DEFAULTS["DEBIAN_SUITE"], mirror=mirror,
                       force=force, kind=kind)
     click.echo(image)
 
@@ -285,9 +288,10 @@ def toolchain_ensure(imager: bool, ref: str | None, mirror: str | None, suite: s
 def toolchain_packages(ref: str | None) -> None:
     """Print the toolchain's exact package list (name=version)."""
     from builder.build import toolchain as tc
+    from builder.host.engine import Engine
     from builder.model.variables import DEFAULTS
 
-    click.echo(tc.packages(ref or DEFAULTS["TOOLCHAIN"]), nl=False)
+    click.echo(tc.packages(Engine(), ref or DEFAULTS["TOOLCHAIN"]), nl=False)
 
 
 @main.command()

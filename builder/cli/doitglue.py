@@ -39,6 +39,7 @@ from doit.reporter import ConsoleReporter
 from builder.core.errors import BuildError, os_reason
 from builder.core.locations import Locations
 from builder.host.hashindex import HashIndex
+from builder.host.services import Services
 from builder.model.settings import PACKAGE_WORD, SETTINGS, Settings, doit_words
 from builder.schedule import memo
 
@@ -216,6 +217,7 @@ class Session:
         self.settings = Settings.parse(self.words)
         self.locations = Locations.of(root, self.settings.out_dir, self.settings.state_dir)
         self.lock = RunLock(self.locations)
+        self.services = Services()  # the engine, BuildKit and registries, asked on behalf of this session
         self._project: Project | None = None
         self._mutex = threading.Lock()
 
@@ -274,7 +276,7 @@ class Session:
             if self._project is None:
                 from builder.resolve.project import Project
 
-                self._project = Project(self.root, self.settings)
+                self._project = Project(self.root, self.settings, services=self.services)
             return self._project
 
     def tasks(self) -> list[dict[str, object]]:
@@ -301,7 +303,7 @@ class Session:
         if entry is not None:
             from builder.resolve.identity import Identities
 
-            identities = Identities(self.locations.out, registry_seconds=settings.registry_timeout)
+            identities = Identities(self.locations.out, self.services, registry_seconds=settings.registry_timeout)
             hashes = HashIndex(self.locations.state)
             tasks = list(build_tasks.from_memo(self.project, self.locations, identities, hashes, entry))
         else:
@@ -313,7 +315,7 @@ class Session:
         check_task_words(self.command, self.task_words, tasks,
                          explain=lambda word: explain_target(self.project(), word, self.tool))
         if self.runs_tasks:
-            check_push_target(settings)
+            check_push_target(settings, self.services)
         return tasks
 
     def run(self) -> int:
@@ -387,12 +389,13 @@ def explain_target(project: Project, target: str, tool: str) -> None:
     raise BuildError(f"unknown target {target!r}; {known}", hint=hint)
 
 
-def check_push_target(settings: Settings) -> None:
+def check_push_target(settings: Settings, services: Services) -> None:
     """PUSH=1: the registry answers as one, within REGISTRY_TIMEOUT, before any build starts."""
     if settings.push and not settings.dry_run and settings.registry:
         from builder.host import registry
 
-        registry.check_push_target(settings.registry, seconds=settings.registry_timeout)
+        registry.check_push_target(settings.registry, seconds=settings.registry_timeout,
+                                   session=services.registries)
 
 
 def _refuse(exc: BuildError) -> NoReturn:

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -178,85 +179,93 @@ def _clients() -> list[str]:
     return found
 
 
-_probes: dict[tuple[str, ...], str | None | BuildError] = {}
+class BuildKits:
+    """How this invocation reaches BuildKit: the docker client probes, asked once each, and the path chosen
+    for each BACKEND/BUILDER pair. Made once per invocation and passed down (builder.host.services); safe
+    to share between threads (one lock over both tables: a probe is asked once even when two threads want
+    it at the same time)."""
 
+    def __init__(self, engine: engine.Engine) -> None:
+        self.engine = engine
+        self._lock = threading.RLock()
+        self._probes: dict[tuple[str, ...], str | None | BuildError] = {}
+        self._chosen: dict[tuple[str, str | None], BuildKit] = {}
 
-def _output(argv: list[str]) -> str | None:
-    """stdout of a quick probe, or None when it fails; asked once per process.
+    def _output(self, argv: list[str]) -> str | None:
+        """stdout of a quick probe, or None when it fails; asked once.
 
-    A probe that does not finish within the engine's deadline (`docker buildx inspect` asks the engine) is
-    an error, not an absent feature: the engine is stuck, and every path through it would be too."""
-    key = tuple(argv)
-    if key not in _probes:
-        try:
-            proc = run.run(argv, capture=True, check=False, timeout=engine.answer_seconds())
-            _probes[key] = proc.stdout.decode(errors="replace") if proc.returncode == 0 else None
-        except run.TimedOut as exc:
-            _probes[key] = engine.EngineError(exc.message, hint=engine.engine_hint("timeout"))
-        except BuildError:
-            _probes[key] = None
-    answer = _probes[key]
-    if isinstance(answer, BuildError):
-        raise answer
-    return answer
+        A probe that does not finish within the engine's deadline (`docker buildx inspect` asks the engine)
+        is an error, not an absent feature: the engine is stuck, and every path through it would be too."""
+        key = tuple(argv)
+        with self._lock:
+            if key not in self._probes:
+                try:
+                    proc = run.run(argv, capture=True, check=False, timeout=self.engine.seconds)
+                    self._probes[key] = proc.stdout.decode(errors="replace") if proc.returncode == 0 else None
+                except run.TimedOut as exc:
+                    self._probes[key] = engine.EngineError(exc.message, hint=engine.engine_hint("timeout"))
+                except BuildError:
+                    self._probes[key] = None
+            answer = self._probes[key]
+        if isinstance(answer, BuildError):
+            raise answer
+        return answer
 
+    def _client_major(self, client: str) -> int | None:
+        text = self._output([client, "--version"]) or ""
+        match = re.search(r"version (\d+)\.", text)
+        return int(match.group(1)) if match else None
 
-def _client_major(client: str) -> int | None:
-    text = _output([client, "--version"]) or ""
-    match = re.search(r"version (\d+)\.", text)
-    return int(match.group(1)) if match else None
+    def _buildx_driver(self, client: str, builder: str | None) -> str | None:
+        """The driver of ``builder`` (default: the current one), or None when buildx is absent."""
+        if self._output([client, "buildx", "version"]) is None:
+            return None
+        text = self._output([client, "buildx", "inspect", *([builder] if builder else [])])
+        if text is None:
+            if builder:
+                raise BuildError(f"buildx has no builder named {builder!r}", where="BUILDER",
+                                 hint="docker buildx ls lists them")
+            return "docker"
+        match = re.search(r"^Driver:\s*(\S+)", text, re.M)
+        return match.group(1) if match else "docker"
 
+    def select(self, backend: str = "auto", builder: str | None = None) -> BuildKit:
+        """The BuildKit path for ``backend`` (auto: buildx when any docker client has the plugin, else the
+        engine's built-in BuildKit through a client older than 23 - newer clients refuse it without buildx)."""
+        key = (backend, builder)
+        with self._lock:
+            if key not in self._chosen:
+                self._chosen[key] = self._choose(backend, builder)
+            return self._chosen[key]
 
-def _buildx_driver(client: str, builder: str | None) -> str | None:
-    """The driver of ``builder`` (default: the current one), or None when buildx is absent."""
-    if _output([client, "buildx", "version"]) is None:
-        return None
-    text = _output([client, "buildx", "inspect", *([builder] if builder else [])])
-    if text is None:
-        if builder:
-            raise BuildError(f"buildx has no builder named {builder!r}", where="BUILDER",
-                             hint="docker buildx ls lists them")
-        return "docker"
-    match = re.search(r"^Driver:\s*(\S+)", text, re.M)
-    return match.group(1) if match else "docker"
-
-
-_chosen: dict[tuple[str, str | None], BuildKit] = {}
-
-
-def select(backend: str = "auto", builder: str | None = None) -> BuildKit:
-    """The BuildKit path for ``backend`` (auto: buildx when any docker client has the plugin, else the
-    engine's built-in BuildKit through a client older than 23 - newer clients refuse it without buildx)."""
-    key = (backend, builder)
-    if key in _chosen:
-        return _chosen[key]
-    clients = _clients()
-    kit: BuildKit | None = None
-    if backend in ("auto", "buildx"):
-        for client in clients:
-            driver = _buildx_driver(client, builder)
-            if driver is not None:
-                kit = BuildKit(client, buildx=True, driver=driver, builder=builder)
-                break
-        if kit is None and backend == "buildx":
-            raise BuildError("BACKEND=buildx, but no docker client here has the buildx plugin",
-                             hint="install docker-buildx (./setup.sh does)")
-    if kit is None:
-        for client in clients:
-            major = _client_major(client)
-            if major is not None and major < 23:
-                kit = BuildKit(client, buildx=False)
-                break
+    def _choose(self, backend: str, builder: str | None) -> BuildKit:
+        clients = _clients()
+        kit: BuildKit | None = None
+        if backend in ("auto", "buildx"):
+            for client in clients:
+                driver = self._buildx_driver(client, builder)
+                if driver is not None:
+                    kit = BuildKit(client, buildx=True, driver=driver, builder=builder)
+                    break
+            if kit is None and backend == "buildx":
+                raise BuildError("BACKEND=buildx, but no docker client here has the buildx plugin",
+                                 hint="install docker-buildx (./setup.sh does)")
         if kit is None:
-            why = ("BACKEND=engine needs a docker client older than 23 (newer ones refuse BuildKit builds "
-                   "without buildx); none is installed" if backend == "engine" else
-                   "no way to run BuildKit: no docker client has the buildx plugin, and none is older than 23 "
-                   "(which could use the engine's built-in BuildKit)")
-            raise BuildError(why, hint="install docker-buildx or docker.io (./setup.sh)")
-    if builder and not kit.buildx:
-        raise BuildError(f"BUILDER={builder} needs buildx, and this machine builds with {kit.kind}", where="BUILDER")
-    _chosen[key] = kit
-    return kit
+            for client in clients:
+                major = self._client_major(client)
+                if major is not None and major < 23:
+                    kit = BuildKit(client, buildx=False)
+                    break
+            if kit is None:
+                why = ("BACKEND=engine needs a docker client older than 23 (newer ones refuse BuildKit builds "
+                       "without buildx); none is installed" if backend == "engine" else
+                       "no way to run BuildKit: no docker client has the buildx plugin, and none is older than "
+                       "23 (which could use the engine's built-in BuildKit)")
+                raise BuildError(why, hint="install docker-buildx or docker.io (./setup.sh)")
+        if builder and not kit.buildx:
+            raise BuildError(f"BUILDER={builder} needs buildx, and this machine builds with {kit.kind}",
+                             where="BUILDER")
+        return kit
 
 
 def build(kit: BuildKit, request: BuildRequest, *, log_path: Path, label: str,

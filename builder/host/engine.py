@@ -4,10 +4,10 @@ docker SDK for the rest (import, containers, push).
 Every question to the engine has a deadline: ``answer_seconds()``, 30 s unless the environment variable
 BUILDER_ENGINE_TIMEOUT gives another number of seconds (the tests use 1-2 s). It also bounds the docker
 client probes of backend.py (`docker buildx inspect` asks the engine). An engine that did not answer in time
-is not asked again by the same process: every later question fails at once with the same error, so a stuck
-engine costs one deadline, not one per image or task. Failures say which of three things happened: nothing
-listens (not running, refused), it listens and does not answer (timed out), or the socket is not ours to
-use (permission denied).
+is not asked again by the same Engine (one per invocation, builder.host.services): every later question
+fails at once with the same error, so a stuck engine costs one deadline, not one per image or task. Failures
+say which of three things happened: nothing listens (not running, refused), it listens and does not answer
+(timed out), or the socket is not ours to use (permission denied).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import http.client
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlparse
@@ -81,9 +81,9 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def _connection(seconds: float) -> http.client.HTTPConnection | None:
-    """A plain HTTP connection to the engine API, or None when DOCKER_HOST needs the SDK (ssh, TLS)."""
-    url = urlparse(host())
+def _connection(where: str, seconds: float) -> http.client.HTTPConnection | None:
+    """A plain HTTP connection to the engine API at ``where``, or None when it needs the SDK (ssh, TLS)."""
+    url = urlparse(where)
     if url.scheme == "unix":
         return _UnixConnection(url.path, seconds)
     if url.scheme in ("tcp", "http") and not os.environ.get("DOCKER_TLS_VERIFY") and url.hostname:
@@ -91,118 +91,173 @@ def _connection(seconds: float) -> http.client.HTTPConnection | None:
     return None
 
 
-_stuck: dict[str, EngineError] = {}  # host -> the timeout it gave: not asked again by this process
-
-
-def timed_out(seconds: float) -> EngineError:
+def timed_out(seconds: float, where: str | None = None) -> EngineError:
     """The error for an engine that accepted the connection and did not answer within ``seconds``."""
-    return EngineError(f"the Docker engine is not reachable (timed out after {seconds:.0f}s: {host()} accepted "
-                       "the connection and did not answer)", hint=engine_hint("timeout"))
+    return EngineError(f"the Docker engine is not reachable (timed out after {seconds:.0f}s: {where or host()} "
+                       "accepted the connection and did not answer)", hint=engine_hint("timeout"))
 
 
-def _unreachable(exc: OSError) -> EngineError:
+def _unreachable(exc: OSError, where: str) -> EngineError:
     """Nothing listens (not running, refused), or the socket is not ours to use (permission denied)."""
     if isinstance(exc, PermissionError):
-        return EngineError(f"the Docker engine is not reachable (permission denied on {host()})",
+        return EngineError(f"the Docker engine is not reachable (permission denied on {where})",
                            hint=engine_hint("permission"))
     if isinstance(exc, FileNotFoundError):
-        why = f"not running: {host()} does not exist"
+        why = f"not running: {where} does not exist"
     elif isinstance(exc, ConnectionRefusedError):
-        why = f"not running: {host()} refused the connection"
+        why = f"not running: {where} refused the connection"
     else:
-        why = f"{exc.strerror or type(exc).__name__} at {host()}"
+        why = f"{exc.strerror or type(exc).__name__} at {where}"
     return EngineError(f"the Docker engine is not reachable ({why})", hint=engine_hint())
 
 
-def _get(path: str) -> tuple[int, bytes] | None:
-    """GET ``path`` from the engine API (status, body); None when only the SDK can reach it."""
-    if host() in _stuck:
-        raise _stuck[host()]
-    seconds = answer_seconds()
-    conn = _connection(seconds)
-    if conn is None:
-        return None
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    except TimeoutError:
-        _stuck[host()] = timed_out(seconds)
-        raise _stuck[host()] from None
-    except OSError as exc:
-        raise _unreachable(exc) from None
-    finally:
-        conn.close()
+class Engine:
+    """One Docker engine (DOCKER_HOST, else the default socket), asked with a deadline: made once per
+    invocation and passed down (builder.host.services), never a module global.
 
+    Safe to share between threads: the SDK client is made once under a lock, and an engine that timed out
+    is remembered under it, so every later question from any thread fails at once with the same error."""
 
-def ping() -> None:
-    """An EngineError unless the engine answers /_ping within answer_seconds() (skipped for ssh/TLS hosts)."""
-    answer = _get("/_ping")
-    if answer is not None and answer[0] != 200:
-        raise EngineError(f"the Docker engine answered /_ping with {answer[0]}", hint=engine_hint())
+    def __init__(self, where: str | None = None) -> None:
+        self.host = where or host()
+        self._lock = threading.Lock()
+        self._stuck: EngineError | None = None
+        self._client: Any = None
 
+    @property
+    def seconds(self) -> float:
+        """The deadline of every question: answer_seconds(), read when first asked (a bad value is one line
+        then, where it matters, not when nothing needs the engine)."""
+        return answer_seconds()
 
-def inspect_image(ref: str) -> dict[str, Any] | None:
-    """The engine's inspection of image ``ref`` (None when absent).
+    def _get(self, path: str) -> tuple[int, bytes] | None:
+        """GET ``path`` from the engine API (status, body); None when only the SDK can reach it."""
+        with self._lock:
+            if self._stuck is not None:
+                raise self._stuck
+        seconds = self.seconds
+        conn = _connection(self.host, seconds)
+        if conn is None:
+            return None
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        except TimeoutError:
+            with self._lock:
+                self._stuck = self._stuck or timed_out(seconds, self.host)
+                raise self._stuck from None
+        except OSError as exc:
+            raise _unreachable(exc, self.host) from None
+        finally:
+            conn.close()
 
-    Straight over the engine socket with the standard library: a no-op build asks this once per
-    toolchain, and importing the docker SDK would cost more than the whole check.
-    """
-    answer = _get(f"/images/{quote(ref, safe='/:@')}/json")
-    if answer is None:
+    def ping(self) -> None:
+        """An EngineError unless the engine answers /_ping within the deadline (skipped for ssh/TLS hosts)."""
+        answer = self._get("/_ping")
+        if answer is not None and answer[0] != 200:
+            raise EngineError(f"the Docker engine answered /_ping with {answer[0]}", hint=engine_hint())
+
+    def inspect_image(self, ref: str) -> dict[str, Any] | None:
+        """The engine's inspection of image ``ref`` (None when absent).
+
+        Straight over the engine socket with the standard library: a no-op build asks this once per
+        toolchain, and importing the docker SDK would cost more than the whole check.
+        """
+        answer = self._get(f"/images/{quote(ref, safe='/:@')}/json")
+        if answer is None:
+            import docker.errors
+
+            try:
+                return dict(self.client().api.inspect_image(ref))
+            except docker.errors.ImageNotFound:
+                return None
+            except docker.errors.APIError as exc:
+                raise BuildError(f"cannot inspect image {ref}: {_short(exc)}") from None
+        status, body = answer
+        if status == 404:
+            return None
+        if status != 200:
+            raise BuildError(f"cannot inspect image {ref}: engine answered {status} {body[:200]!r}")
+        try:
+            return dict(json.loads(body))
+        except ValueError:
+            raise BuildError(f"cannot inspect image {ref}: the engine's answer is not JSON") from None
+
+    def client(self) -> Any:
+        """A connected docker SDK client, made once; a stopped engine is a BuildError."""
+        with self._lock:
+            if self._client is not None:
+                return self._client
+        import docker  # imported on first use: it is the slowest import of a no-op run
         import docker.errors
 
         try:
-            return dict(client().api.inspect_image(ref))
-        except docker.errors.ImageNotFound:
-            return None
+            self.ping()  # within the deadline, before the SDK's long per-call timeout (imports take minutes)
+            api = docker.DockerClient(base_url=self.host, timeout=600) if self.host != host() else \
+                docker.from_env(timeout=600)
+            api.ping()
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"the Docker engine is not reachable ({_short(exc)})", hint=engine_hint()) from None
+        with self._lock:
+            self._client = self._client or api
+            return self._client
+
+    def server_version(self) -> str:
+        """The engine's version, for doctor: asked through the SDK, after a ping within the deadline."""
+        import docker.errors
+
+        try:
+            return str(self.client().version().get("Version", "?"))
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"the Docker engine did not say its version ({_short(exc)})",
+                              hint=engine_hint()) from None
+
+    def image_id(self, ref: str) -> str | None:
+        """The local image ID of ``ref`` (sha256:...), or None when the engine does not have it."""
+        info = self.inspect_image(ref)
+        return str(info["Id"]) if info else None
+
+    def require_image(self, ref: str, variable: str = "TOOLCHAIN") -> str:
+        """The image ID of ``ref``; a clear error when it is absent."""
+        found = self.image_id(ref)
+        if found is None:
+            raise BuildError(f"image {ref} ({variable}) is not in the Docker engine",
+                             hint=absent_image_hint(ref, toolchain=variable in ("TOOLCHAIN", "IMAGER")))
+        return found
+
+    def image_labels(self, ref: str) -> dict[str, str]:
+        """The labels of image ``ref`` ({} when it has none or is absent)."""
+        info = self.inspect_image(ref) or {}
+        return dict((info.get("Config") or {}).get("Labels") or {})
+
+    def import_rootfs(self, tarball: Path, ref: str, *, changes: list[str]) -> str:
+        """``docker import`` the root filesystem tar ``tarball`` as ``ref``; its image ID."""
+        import docker.errors
+        from docker.utils import parse_repository_tag
+
+        def chunks() -> Iterator[bytes]:
+            # A generator, not the file: given a file, the SDK sends it whole yet announces a chunked body,
+            # and the engine answers "invalid byte in chunk length".
+            with open(tarball, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+
+        repository, tag = parse_repository_tag(ref)
+        try:
+            self.client().api.import_image_from_stream(chunks(), repository=repository, tag=tag, changes=changes)
         except docker.errors.APIError as exc:
-            raise BuildError(f"cannot inspect image {ref}: {_short(exc)}") from None
-    status, body = answer
-    if status == 404:
-        return None
-    if status != 200:
-        raise BuildError(f"cannot inspect image {ref}: engine answered {status} {body[:200]!r}")
-    try:
-        return dict(json.loads(body))
-    except ValueError:
-        raise BuildError(f"cannot inspect image {ref}: the engine's answer is not JSON") from None
+            raise BuildError(f"cannot import {ref}: {_short(exc)}") from None
+        return self.require_image(ref)
 
+    def run_once(self, ref: str, argv: list[str]) -> bytes:
+        """Run ``argv`` in a throw-away container of ``ref`` without network; its stdout."""
+        import docker.errors
 
-@cache
-def client() -> Any:
-    """A connected docker SDK client; a stopped engine is a BuildError."""
-    import docker  # imported on first use: it is the slowest import of a no-op run
-    import docker.errors
-
-    try:
-        ping()  # within answer_seconds(), before the SDK's long per-call timeout (imports take minutes)
-        api = docker.from_env(timeout=600)
-        api.ping()
-    except docker.errors.DockerException as exc:
-        raise EngineError(f"the Docker engine is not reachable ({_short(exc)})", hint=engine_hint()) from None
-    return api
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:160]
-
-
-def server_version() -> str:
-    """The engine's version, for doctor: asked through the SDK, after a ping within the deadline."""
-    import docker.errors
-
-    try:
-        return str(client().version().get("Version", "?"))
-    except docker.errors.DockerException as exc:
-        raise EngineError(f"the Docker engine did not say its version ({_short(exc)})", hint=engine_hint()) from None
-
-
-def image_id(ref: str) -> str | None:
-    """The local image ID of ``ref`` (sha256:...), or None when the engine does not have it."""
-    info = inspect_image(ref)
-    return str(info["Id"]) if info else None
+        try:
+            return bytes(self.client().containers.run(ref, argv, network_mode="none", remove=True))
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"running {' '.join(argv)} in {ref} failed: {_short(exc)}") from None
 
 
 def absent_image_hint(ref: str, *, toolchain: bool) -> str:
@@ -219,46 +274,6 @@ def absent_image_hint(ref: str, *, toolchain: bool) -> str:
     return f"docker pull {ref}, or make it here: builder toolchain ensure --ref {ref}"
 
 
-def require_image(ref: str, variable: str = "TOOLCHAIN") -> str:
-    """The image ID of ``ref``; a clear error when it is absent."""
-    found = image_id(ref)
-    if found is None:
-        raise BuildError(f"image {ref} ({variable}) is not in the Docker engine",
-                         hint=absent_image_hint(ref, toolchain=variable in ("TOOLCHAIN", "IMAGER")))
-    return found
-
-
-def image_labels(ref: str) -> dict[str, str]:
-    """The labels of image ``ref`` ({} when it has none or is absent)."""
-    info = inspect_image(ref) or {}
-    return dict((info.get("Config") or {}).get("Labels") or {})
-
-
-def import_rootfs(tarball: Path, ref: str, *, changes: list[str]) -> str:
-    """``docker import`` the root filesystem tar ``tarball`` as ``ref``; its image ID."""
-    import docker.errors
-    from docker.utils import parse_repository_tag
-
-    def chunks() -> Iterator[bytes]:
-        # A generator, not the file: given a file, the SDK sends it whole yet announces a chunked body,
-        # and the engine answers "invalid byte in chunk length".
-        with open(tarball, "rb") as f:
-            while chunk := f.read(1 << 20):
-                yield chunk
-
-    repository, tag = parse_repository_tag(ref)
-    try:
-        client().api.import_image_from_stream(chunks(), repository=repository, tag=tag, changes=changes)
-    except docker.errors.APIError as exc:
-        raise BuildError(f"cannot import {ref}: {_short(exc)}") from None
-    return require_image(ref)
-
-
-def run_once(ref: str, argv: list[str]) -> bytes:
-    """Run ``argv`` in a throw-away container of ``ref`` without network; its stdout."""
-    import docker.errors
-
-    try:
-        return bytes(client().containers.run(ref, argv, network_mode="none", remove=True))
-    except docker.errors.DockerException as exc:
-        raise BuildError(f"running {' '.join(argv)} in {ref} failed: {_short(exc)}") from None
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]

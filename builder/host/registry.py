@@ -49,7 +49,7 @@ IMAGE_TYPES = MANIFEST_TYPES[2:]
 MAX_ANSWER = 4 * 1024 * 1024  # a manifest, config or token; never a layer
 UPLOAD_RATE = 1 << 20  # bytes per second an upload may be as slow as: its body adds size / rate to the deadline
 
-__all__ = ["Reference", "Session", "SESSION", "check_push_target", "push_blob", "push_manifest", "descriptor",
+__all__ = ["Reference", "Session", "check_push_target", "push_blob", "push_manifest", "descriptor",
            "platform_digest"]
 
 
@@ -104,8 +104,9 @@ def _covers(held: str, wanted: str) -> bool:
 
 
 class Session:
-    """What this process holds for registries: their credentials (read once per registry) and the tokens
-    they gave, per (registry, scope); safe to use from several threads."""
+    """What one invocation holds for registries: their credentials (read once per registry) and the tokens
+    they gave, per (registry, scope), kept as long as the invocation runs, as the distribution spec intends.
+    Made once and passed down (builder.host.services); safe to use from several threads."""
 
     def __init__(self, config: DockerConfig | None = None) -> None:
         self._config = config
@@ -168,9 +169,6 @@ class Session:
             yield
 
 
-SESSION = Session()  # the process's: tokens live as long as the process, as the distribution spec intends
-
-
 # --- one request -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -215,11 +213,10 @@ def _exchange(url: str, limits: http.Limits, who: str, what: str, where: str, *,
 
 def _request(ref: Reference, method: str, target: str, seconds: float, where: str, what: str,
              body: bytes | None = None, headers: dict[str, str] | None = None, *, scope: str = "",
-             session: Session | None = None) -> Answer:
+             session: Session) -> Answer:
     """One request, authenticated as the registry asks, within ``seconds`` (see the module's docstring).
     ``target`` is a path, or an absolute URL the registry gave (an upload location); ``scope`` the token
     scope it needs (``repository:NAME:pull``); ``what`` says what was asked, for a message."""
-    session = session or SESSION
     url = urllib.parse.urljoin(_base(ref) + "/", target)
     limits = http.Limits(stall=seconds, total=seconds + len(body or b"") / UPLOAD_RATE)
     sent = {"Accept": ", ".join(MANIFEST_TYPES), **(headers or {})}
@@ -330,7 +327,7 @@ def _scope(ref: Reference, actions: str) -> str:
 # --- what the project asks -------------------------------------------------------------------------------
 
 def check_push_target(registry: str, *, seconds: float, where: str = "REGISTRY",
-                      session: Session | None = None) -> None:
+                      session: Session) -> None:
     """Before any build: ``registry`` (HOST[:PORT]) speaks the distribution API (GET /v2/), within
     ``seconds``, and lets this process in (anonymously, or with the credentials it asks for)."""
     ref = Reference.parse(f"{registry}/builder", where)
@@ -345,7 +342,7 @@ def check_push_target(registry: str, *, seconds: float, where: str = "REGISTRY",
 
 
 def push_blob(ref: Reference, blob_digest: str, data: bytes, *, seconds: float, where: str,
-              session: Session | None = None) -> None:
+              session: Session) -> None:
     """The blob ``data`` in ``ref``'s repository, unless it is there already (monolithic upload)."""
     base = f"/v2/{ref.repository}/blobs"
     what = f"uploading {blob_digest[:19]}… to {ref.registry}/{ref.repository}"
@@ -365,7 +362,7 @@ def push_blob(ref: Reference, blob_digest: str, data: bytes, *, seconds: float, 
 
 
 def push_manifest(ref: Reference, media_type: str, data: bytes, *, seconds: float, where: str,
-                  session: Session | None = None) -> str:
+                  session: Session) -> str:
     """PUT ``data`` as ``ref``'s manifest (or index); its digest."""
     what = f"pushing the manifest of {ref}"
     done = _request(ref, "PUT", f"/v2/{ref.repository}/manifests/{ref.name}", seconds, where, what, body=data,
@@ -376,7 +373,7 @@ def push_manifest(ref: Reference, media_type: str, data: bytes, *, seconds: floa
 
 
 def descriptor(ref: Reference, *, seconds: float, where: str,
-               session: Session | None = None) -> dict[str, object] | None:
+               session: Session) -> dict[str, object] | None:
     """``ref``'s manifest as a descriptor (mediaType, digest, size), or None when the registry has no such tag."""
     answer = _request(ref, "GET", f"/v2/{ref.repository}/manifests/{ref.name}", seconds, where, f"asking for {ref}",
                       scope=_scope(ref, "pull"), session=session)
@@ -394,7 +391,7 @@ def descriptor(ref: Reference, *, seconds: float, where: str,
 
 
 def platform_digest(ref_text: str, platform: str, *, seconds: float, where: str,
-                    session: Session | None = None) -> str:
+                    session: Session) -> str:
     """The digest of ``ref_text``'s image for ``platform`` (linux/amd64): the manifest itself for a
     single-platform image (its config must say that platform), the matching entry of an index."""
     ref = Reference.parse(ref_text, where)

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.core.errors import BuildError
 from builder.host import engine, outputs
+
+if TYPE_CHECKING:
+    from builder.host.services import Services
 
 PACKAGES_LABEL = "org.builder.toolchain.packages-sha256"  # sha256 of the toolchain's package lock
 ROOTFS_LABEL = "org.builder.toolchain.rootfs-sha256"  # sha256 of its canonical rootfs tar (= layer diff-ID)
@@ -18,9 +22,11 @@ PACKAGE_WHERE = "PKG"  # where a prebuilt package's image is named: PKG_NAME, PK
 
 @dataclass
 class Identities:
-    """Asks each image once per process; artifacts are read fresh (an upstream task may just have run)."""
+    """Asks each image once per invocation, of ``services``' engine and registries; artifacts are read
+    fresh (an upstream task may just have run)."""
 
     out_dir: Path
+    services: Services
     registry_seconds: float = 30.0
     _images: dict[str, str] = field(default_factory=dict)
 
@@ -34,11 +40,11 @@ class Identities:
             if key not in self._images:
                 from builder.host import registry  # only a prebuilt package asks one: not on every no-op's path
 
-                self._images[key] = "digest:" + registry.platform_digest(ref, platform, seconds=self.registry_seconds,
-                                                                         where=where)
+                self._images[key] = "digest:" + registry.platform_digest(
+                    ref, platform, seconds=self.registry_seconds, where=where, session=self.services.registries)
             return self._images[key]
         if ref not in self._images:
-            info = engine.inspect_image(ref)
+            info = self.services.engine.inspect_image(ref)
             if info is None:
                 raise BuildError(f"image {ref} ({where}) is not in the Docker engine",
                                  hint=engine.absent_image_hint(ref, toolchain=where in ("TOOLCHAIN", "IMAGER")))

@@ -17,6 +17,7 @@ from builder.core.platforms import Platform
 from builder.host.backend import BuildOutput, BuildRequest
 from builder.host.hashindex import HashIndex
 from builder.host.outputs import inputs_digest
+from builder.host.services import Services
 from builder.host.sources import SourceCache
 from builder.model.recipe import Recipe
 from builder.model.settings import Settings
@@ -31,6 +32,7 @@ class Project(Protocol):
 
     root: Path
     settings: Settings
+    services: Services
 
     @property
     def locations(self) -> Locations: ...

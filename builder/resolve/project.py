@@ -11,6 +11,7 @@ from builder.core.errors import BuildError
 from builder.core.locations import Locations
 from builder.core.platforms import PLATFORMS, Platform, host_platform
 from builder.host.hashindex import HashIndex
+from builder.host.services import Services
 from builder.host.sources import SourceCache, default_cache_dir
 from builder.model.profile import PROFILES_DIR, Profile, load_profiles
 from builder.model.recipe import Recipe, find_recipe_files, load_recipe, prebuilt_recipe, template_names
@@ -35,16 +36,18 @@ class Project:
     root: Path
     settings: Settings
     host: Platform = field(default_factory=host_platform)
+    services: Services = field(default_factory=Services)  # the invocation's engine, BuildKit and registries
     _graphs: dict[Platform, Graph] = field(default_factory=dict, repr=False)
     _variables: dict[tuple[Path, Platform], dict[str, str]] = field(default_factory=dict, repr=False)
     _plans: dict[tuple[str, Platform], Plan] = field(default_factory=dict, repr=False)
     _prebuilt: dict[Platform, dict[str, tuple[str, str]]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, root: Path, words: dict[str, str] | None = None, *, host: Platform | None = None) -> Project:
+    def load(cls, root: Path, words: dict[str, str] | None = None, *, host: Platform | None = None,
+             services: Services | None = None) -> Project:
         """A project with settings parsed from ``NAME=value`` words."""
         host = host or host_platform()
-        return cls(root, Settings.parse(words or {}, host=host), host)
+        return cls(root, Settings.parse(words or {}, host=host), host, services or Services())
 
     @property
     def recipes_root(self) -> Path:
@@ -70,7 +73,7 @@ class Project:
 
     @cached_property
     def identities(self) -> Identities:
-        return Identities(self.out_dir, registry_seconds=self.settings.registry_timeout)
+        return Identities(self.out_dir, self.services, registry_seconds=self.settings.registry_timeout)
 
     @cached_property
     def hashes(self) -> HashIndex:

@@ -175,12 +175,12 @@ def backends() -> list[str]:
     """The BuildKit paths this machine has: buildx, and the engine's built-in BuildKit where a docker client
     older than 23 can drive it (Debian 12's docker.io; Debian 13's clients cannot)."""
     from builder.core.errors import BuildError
-    from builder.host import backend
+    from builder.host.services import Services
 
-    found = []
+    found, services = [], Services()
     for name in ("buildx", "engine"):
         try:
-            backend.select(name)
+            services.buildkits.select(name)
         except BuildError:
             continue
         found.append(name)

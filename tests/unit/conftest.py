@@ -10,7 +10,7 @@ import pytest
 
 from builder.core.errors import BuildError
 from builder.core.platforms import AMD64
-from builder.host import engine
+from builder.host.engine import Engine
 from builder.model import variables
 from builder.model.recipe import Recipe, load_recipe
 from builder.resolve.project import Project
@@ -80,7 +80,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
     ``labels`` in the dict under "labels:REF" (a JSON-free "k=v" string) give an image labels."""
     ids: dict[str, str | None] = {}
 
-    def inspect_image(ref: str) -> dict[str, object] | None:
+    def inspect_image(self: Engine, ref: str) -> dict[str, object] | None:
         found = ids.get(ref, TOOLCHAIN_ID)
         if found is None:
             return None
@@ -88,18 +88,18 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
         labels = dict([label.split("=", 1)]) if label else {}
         return {"Id": found, "Config": {"Labels": labels}, "RepoDigests": []}
 
-    def image_id(ref: str) -> str | None:
+    def image_id(self: Engine, ref: str) -> str | None:
         return ids.get(ref, TOOLCHAIN_ID)
 
-    def require_image(ref: str, variable: str = "TOOLCHAIN") -> str:
-        found = image_id(ref)
+    def require_image(self: Engine, ref: str, variable: str = "TOOLCHAIN") -> str:
+        found = image_id(self, ref)
         if found is None:
             raise BuildError(f"image {ref} ({variable}) is not in the Docker engine")
         return found
 
-    monkeypatch.setattr(engine, "inspect_image", inspect_image)
-    monkeypatch.setattr(engine, "image_id", image_id)
-    monkeypatch.setattr(engine, "require_image", require_image)
+    monkeypatch.setattr(Engine, "inspect_image", inspect_image)
+    monkeypatch.setattr(Engine, "image_id", image_id)
+    monkeypatch.setattr(Engine, "require_image", require_image)
     return ids
 
 

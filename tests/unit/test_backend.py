@@ -10,6 +10,7 @@ import pytest
 from builder.core.errors import BuildError
 from builder.host import backend
 from builder.host.backend import BuildKit, BuildOutput, BuildRequest
+from builder.host.engine import Engine
 
 CTX = Path("/p/.builder/tmp/ctx")
 BUILDX = BuildKit("/usr/bin/docker", buildx=True, driver="docker")
@@ -124,42 +125,46 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
     """Probe answers by command line (None: the command fails); one client, /usr/bin/docker."""
     answers: dict[str, str | None] = {}
     monkeypatch.setattr(backend, "_clients", lambda: ["/usr/bin/docker"])
-    monkeypatch.setattr(backend, "_output", lambda argv: answers.get(" ".join(argv[1:])))
-    monkeypatch.setattr(backend, "_chosen", {})
+    monkeypatch.setattr(backend.BuildKits, "_output", lambda self, argv: answers.get(" ".join(argv[1:])))
     return answers
+
+
+def select(*args: str) -> BuildKit:
+    """A fresh invocation's choice (nothing remembered from another test)."""
+    return backend.BuildKits(Engine()).select(*args)
 
 
 def test_auto_prefers_buildx_and_reads_the_builders_driver(machine: dict[str, str | None]) -> None:
     machine["buildx version"] = "github.com/docker/buildx 0.13.1"
     machine["buildx inspect"] = "Name:   default\nDriver: docker\n"
-    assert backend.select() == BuildKit("/usr/bin/docker", buildx=True, driver="docker")
+    assert select() == BuildKit("/usr/bin/docker", buildx=True, driver="docker")
 
 
 def test_auto_falls_back_to_the_engine_with_an_old_client(machine: dict[str, str | None]) -> None:
     machine["--version"] = "Docker version 20.10.24+dfsg1, build 297e128"
-    assert backend.select() == BuildKit("/usr/bin/docker", buildx=False)
+    assert select() == BuildKit("/usr/bin/docker", buildx=False)
 
 
 def test_the_engine_path_is_refused_with_a_client_that_would_refuse_it(machine: dict[str, str | None]) -> None:
     machine["--version"] = "Docker version 26.1.5+dfsg1, build a72d7cd"
     with pytest.raises(BuildError, match="BACKEND=engine needs a docker client older than 23"):
-        backend.select("engine")
+        select("engine")
     with pytest.raises(BuildError, match="no way to run BuildKit"):
-        backend.select("auto")
+        select("auto")
 
 
 def test_buildx_asked_for_but_absent_is_a_clear_error(machine: dict[str, str | None]) -> None:
     machine["--version"] = "Docker version 20.10.24+dfsg1, build 297e128"
     with pytest.raises(BuildError, match="BACKEND=buildx, but no docker client here has the buildx plugin"):
-        backend.select("buildx")
+        select("buildx")
 
 
 def test_a_named_builder_must_exist(machine: dict[str, str | None]) -> None:
     machine["buildx version"] = "github.com/docker/buildx 0.13.1"
     with pytest.raises(BuildError, match="buildx has no builder named 'nope'"):
-        backend.select("buildx", "nope")
+        select("buildx", "nope")
     machine["buildx inspect ci"] = "Name: ci\nDriver: docker-container\n"
-    assert backend.select("buildx", "ci").driver == "docker-container"
+    assert select("buildx", "ci").driver == "docker-container"
 
 
 # --- reports: what a failing step hands over (builder_report) lands in a file the error names ---

@@ -73,20 +73,14 @@ def test_an_image_is_inspected_over_the_socket(serve: Serve) -> None:
         return http("200 OK", json.dumps({"Id": "sha256:abc", "Config": {"Labels": {"a": "b"}}}).encode())
 
     serve(answer)
-    assert engine.image_labels("registry.example/tool:1") == {"a": "b"}
+    assert engine.Engine().image_labels("registry.example/tool:1") == {"a": "b"}
     assert seen[0].startswith(b"GET /images/registry.example/tool:1/json HTTP/1.1")
 
 
 def test_an_absent_image_is_none(serve: Serve) -> None:
     serve(lambda request: http("404 Not Found", b'{"message": "No such image"}'))
-    assert engine.inspect_image("nope:1") is None
-    assert engine.image_id("nope:1") is None
-
-
-@pytest.fixture(autouse=True)
-def _no_stuck_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An engine that timed out is remembered per process: each test starts without that memory."""
-    monkeypatch.setattr(engine, "_stuck", {})
+    assert engine.Engine().inspect_image("nope:1") is None
+    assert engine.Engine().image_id("nope:1") is None
 
 
 def test_an_engine_that_accepts_and_never_answers_fails_within_the_deadline(
@@ -94,14 +88,42 @@ def test_an_engine_that_accepts_and_never_answers_fails_within_the_deadline(
     monkeypatch.setenv("BUILDER_ENGINE_TIMEOUT", "1")
     path = serve(lambda request: None)
     started = time.monotonic()
+    asked = engine.Engine()
     with pytest.raises(engine.EngineError) as info:
-        engine.inspect_image("builder-toolchain:bookworm")
+        asked.inspect_image("builder-toolchain:bookworm")
     assert str(info.value) == (f"the Docker engine is not reachable (timed out after 1s: unix://{path} accepted the "
                                "connection and did not answer) (it is stuck: restart it (systemctl restart docker), "
                                "or unset DOCKER_HOST to use /var/run/docker.sock)")
     with pytest.raises(engine.EngineError, match="timed out after 1s"):  # not asked again: no second wait
-        engine.inspect_image("other:1")
+        asked.inspect_image("other:1")
     assert time.monotonic() - started < 1.9
+
+
+def test_threads_sharing_a_stuck_engine_wait_one_deadline_each_at_most_and_a_new_invocation_asks_again(
+        serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUILDER_ENGINE_TIMEOUT", "1")
+    serve(lambda request: None)
+    shared = engine.Engine()
+    failures: list[str] = []
+
+    def ask(ref: str) -> None:
+        try:
+            shared.inspect_image(ref)
+        except engine.EngineError as exc:
+            failures.append(exc.message)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=ask, args=(f"image-{n}:1",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(failures) == 4 and all("timed out after 1s" in f for f in failures)
+    assert time.monotonic() - started < 1.9  # in parallel, and nobody waits a second deadline
+    started = time.monotonic()
+    with pytest.raises(engine.EngineError, match="timed out after 1s"):
+        engine.Engine().inspect_image("image-0:1")  # another invocation's engine: asked, and waited for, afresh
+    assert time.monotonic() - started >= 0.9
 
 
 def test_the_deadline_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,7 +140,7 @@ def test_no_engine_at_all_is_not_running_and_the_hint_honours_docker_host(tmp_pa
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     with pytest.raises(BuildError) as info:
-        engine.ping()
+        engine.Engine().ping()
     sock = f"unix://{tmp_path}/none.sock"
     assert str(info.value) == (f"the Docker engine is not reachable (not running: {sock} does not exist) "
                                f"(DOCKER_HOST is {sock}: start an engine there, or unset DOCKER_HOST to use "
@@ -132,7 +154,7 @@ def test_a_socket_nobody_listens_on_refuses_and_says_so(tmp_path: Path, monkeypa
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
     try:
         with pytest.raises(engine.EngineError) as info:
-            engine.ping()
+            engine.Engine().ping()
     finally:
         stale.close()
     assert info.value.message == (f"the Docker engine is not reachable (not running: unix://{path} refused the "
@@ -147,7 +169,7 @@ def test_a_socket_that_is_not_ours_is_permission_denied(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(engine._UnixConnection, "connect", refuse)
     with pytest.raises(engine.EngineError) as info:
-        engine.ping()
+        engine.Engine().ping()
     assert str(info.value) == (f"the Docker engine is not reachable (permission denied on unix://{tmp_path}/"
                                "engine.sock) (run as root, or add your user to the docker group and log in again)")
 
@@ -155,4 +177,4 @@ def test_a_socket_that_is_not_ours_is_permission_denied(tmp_path: Path, monkeypa
 def test_a_garbled_answer_is_a_clear_error(serve: Serve) -> None:
     serve(lambda request: http("200 OK", b"<html>not json</html>"))
     with pytest.raises(BuildError, match="the engine's answer is not JSON"):
-        engine.inspect_image("x:1")
+        engine.Engine().inspect_image("x:1")

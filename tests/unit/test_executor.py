@@ -37,7 +37,7 @@ def docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], N
     script = tmp_path / "fake-docker"
     script.write_text(FAKE_DOCKER)
     script.chmod(0o755)
-    monkeypatch.setattr(backend, "select", lambda *args: BuildKit(str(script), buildx=True))
+    monkeypatch.setattr(backend.BuildKits, "select", lambda self, *args: BuildKit(str(script), buildx=True))
 
     def behave(how: str) -> None:
         monkeypatch.setenv("BEHAVIOUR", how)

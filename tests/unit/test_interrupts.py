@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from builder.cli.commands import main
 from builder.core import run
-from builder.host import backend, engine
+from builder.host import backend
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = "1735689600"
@@ -265,9 +265,6 @@ def stuck_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     thread.start()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
     monkeypatch.setenv("BUILDER_ENGINE_TIMEOUT", "1")
-    monkeypatch.setattr(engine, "_stuck", {})
-    monkeypatch.setattr(backend, "_probes", {})
-    monkeypatch.setattr(backend, "_chosen", {})
     yield path
     stop.set()
     thread.join(timeout=5)

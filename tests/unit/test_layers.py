@@ -108,3 +108,40 @@ def test_the_contract_catches_an_import_up_a_layer(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from builder.cli import commands\n")
     assert [(m, line) for m, line, _ in _imports(probe)] == [("builder.cli", 2), ("builder.cli.commands", 2)]
+
+
+# --- no hidden global state ---
+
+# Signals reach a process, not an invocation: the handler's record of them is the one module-level state.
+PROCESS_WIDE = {("builder.core.run", "_received"), ("builder.core.run", "_next_hook")}
+MUTABLE = (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)
+
+
+def test_no_module_keeps_state_of_its_own() -> None:
+    """What an invocation learns (engine answers, probes, chosen paths, tokens, caches) lives in the values
+    it passes down (builder.host.services.Services, the project, the session), never in a module: a
+    lower-case module-level container or a memoizing decorator would be state shared by every caller and
+    thread. UPPER-CASE names are constant tables."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module(path)
+        tree = ast.parse(path.read_text(), str(path))
+        # Class attributes too, but not annotated fields: pydantic and dataclasses give each instance its own.
+        attributes = [s for c in tree.body if isinstance(c, ast.ClassDef) for s in c.body if isinstance(s, ast.Assign)]
+        for node in [*tree.body, *attributes]:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, ast.AnnAssign) else []
+            value = getattr(node, "value", None)
+            mutable = isinstance(value, MUTABLE) or (isinstance(value, ast.Call) and ast.unparse(value.func) in (
+                "dict", "list", "set", "collections.defaultdict", "defaultdict", "threading.local"))
+            for target in targets:
+                name = ast.unparse(target)
+                if mutable and not name.isupper() and not name.startswith("__") and (module, name) not in PROCESS_WIDE:
+                    found.append(f"{module}.{name} (line {node.lineno})")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for decorator in node.decorator_list:
+                    if ast.unparse(decorator) in ("cache", "functools.cache", "lru_cache", "functools.lru_cache") \
+                            or ast.unparse(decorator).startswith(("lru_cache(", "functools.lru_cache(")):
+                        found.append(f"{module}.{node.name} is memoized (line {node.lineno})")
+    assert found == []

@@ -13,7 +13,7 @@ from builder.build import toolchain
 from builder.cli.commands import main
 from builder.core.errors import BuildError
 from builder.core.platforms import AMD64
-from builder.host import engine
+from builder.host.engine import Engine
 from builder.resolve.project import Project
 
 MakeProject = Callable[..., Project]
@@ -65,7 +65,7 @@ def test_a_failed_toolchain_bootstrap_is_one_line_naming_the_log_it_kept(
     (bin_dir / "mmdebstrap").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     monkeypatch.setenv("BUILDER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(engine, "image_id", lambda ref: None)
+    monkeypatch.setattr(Engine, "image_id", lambda self, ref: None)
     result = CliRunner().invoke(main, ["toolchain", "ensure", "--ref", "t:1", "--mirror", "http://mirror.example/d"])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output

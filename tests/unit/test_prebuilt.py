@@ -30,6 +30,10 @@ INDEX = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.
     {"digest": "sha256:" + "a" * 64, "platform": {"os": "linux", "architecture": "amd64"}},
     {"digest": "sha256:" + "b" * 64, "platform": {"os": "linux", "architecture": "arm64"}}]}).encode()
 
+def platform_digest(ref: str, platform: str, *, seconds: float = 5) -> str:
+    """What PKG_KERNEL=ref resolves to for ``platform``, asked by a fresh invocation without credentials."""
+    return registry.platform_digest(ref, platform, seconds=seconds, where="PKG_KERNEL", session=registry.Session())
+
 
 class Registry(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -57,27 +61,27 @@ def server() -> Iterator[str]:
 
 def test_an_index_gives_each_platform_its_own_digest(server: str) -> None:
     ref = f"{server}/test/kernel:t1"
-    assert registry.platform_digest(ref, "linux/amd64", seconds=5, where="PKG_KERNEL") == "sha256:" + "a" * 64
-    assert registry.platform_digest(ref, "linux/arm64", seconds=5, where="PKG_KERNEL") == "sha256:" + "b" * 64
+    assert platform_digest(ref, "linux/amd64") == "sha256:" + "a" * 64
+    assert platform_digest(ref, "linux/arm64") == "sha256:" + "b" * 64
 
 
 def test_a_single_image_is_its_manifest_digest_and_must_be_for_the_platform(server: str) -> None:
     ref = f"{server}/test/kernel:single"
-    assert registry.platform_digest(ref, "linux/arm64", seconds=5, where="PKG_KERNEL") == \
+    assert platform_digest(ref, "linux/arm64") == \
         "sha256:" + hashlib.sha256(SINGLE).hexdigest()
     with pytest.raises(BuildError, match=r"^PKG_KERNEL: .*/test/kernel:single is a arm64 image, not linux/amd64$"):
-        registry.platform_digest(ref, "linux/amd64", seconds=5, where="PKG_KERNEL")
+        platform_digest(ref, "linux/amd64")
 
 
 def test_an_image_the_registry_does_not_have_is_named(server: str) -> None:
     with pytest.raises(BuildError, match=r"^PKG_KERNEL: .*/test/kernel:nope is not in the registry"):
-        registry.platform_digest(f"{server}/test/kernel:nope", "linux/amd64", seconds=5, where="PKG_KERNEL")
+        platform_digest(f"{server}/test/kernel:nope", "linux/amd64")
 
 
 def test_a_registry_that_does_not_answer_fails_within_its_deadline(server: str) -> None:
     started = time.monotonic()
     with pytest.raises(BuildError, match=r"did not answer within 1 s"):
-        registry.platform_digest(f"{server}/test/kernel:hang", "linux/amd64", seconds=1, where="PKG_KERNEL")
+        platform_digest(f"{server}/test/kernel:hang", "linux/amd64", seconds=1)
     assert time.monotonic() - started < 3
 
 
@@ -86,7 +90,7 @@ def test_a_registry_that_is_not_there_is_refused() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(BuildError, match=r"refused the connection"):
-        registry.platform_digest(f"127.0.0.1:{port}/test/kernel:t1", "linux/amd64", seconds=2, where="PKG_KERNEL")
+        platform_digest(f"127.0.0.1:{port}/test/kernel:t1", "linux/amd64", seconds=2)
 
 
 @pytest.mark.parametrize(("words", "message"), [
@@ -106,7 +110,7 @@ def test_a_prebuilt_kernel_is_its_image_for_every_recipe_that_takes_it(
         make_project: MakeProject, monkeypatch: pytest.MonkeyPatch, fake_engine: dict[str, str | None]) -> None:
     asked: list[tuple[str, str]] = []
 
-    def digest(ref: str, platform: str, *, seconds: float, where: str) -> str:
+    def digest(ref: str, platform: str, *, seconds: float, where: str, session: registry.Session) -> str:
         asked.append((ref, platform))
         return "sha256:" + ("c" if platform == "linux/amd64" else "d") * 64
 

@@ -57,7 +57,7 @@ def test_a_secret_is_mounted_on_every_run_and_named_by_its_digest_never_its_byte
     assert not any(KEY_BYTES in (f.data or b"") for f in context.files.values())
     assert KEY_BYTES.decode() not in context.dockerfile
     assert context.secrets == {"signing-key": key}
-    assert plan.inputs(Identities(plan.project.out_dir))[secret_input("signing-key")] == digest
+    assert plan.inputs(Identities(plan.project.out_dir, plan.project.services))[secret_input("signing-key")] == digest
     request = plan.request(Path("/ctx"), Path("/export"))
     assert request.secrets == (("signing-key", key),)
 
@@ -71,7 +71,7 @@ def test_without_a_file_the_secret_is_not_mounted(make_project: MakeProject) -> 
 def test_a_new_key_changes_the_inputs_and_the_memo_sees_it_without_parsing(make_project: MakeProject,
                                                                             key: Path) -> None:
     plan = make_project({"recipes/s/pkg.yaml": SIGNER}, {"KEY": str(key)}).plan("s", AMD64)
-    identities = Identities(plan.project.out_dir)
+    identities = Identities(plan.project.out_dir, plan.project.services)
     check = memo.check_of(plan)
     assert check["secrets"] == {secret_input("signing-key"): str(key)}
     root = plan.project.root

@@ -15,7 +15,7 @@ import pytest
 from builder.build import toolchain
 from builder.build.toolchain import LABEL, LOCK_PATH, PACKAGES, ROOTFS_LABEL, TOOLCHAIN_EPOCH, mmdebstrap_argv
 from builder.core.errors import BuildError
-from builder.host import engine
+from builder.host.engine import Engine
 from builder.resolve.identity import REQUESTED_LABEL
 
 MIRROR = "http://mirror.example/debian"
@@ -80,7 +80,7 @@ def test_mmdebstrap_gets_the_fixed_environment_and_umask_not_the_callers(tmp_pat
     previous = os.umask(0o077)
     try:
         with pytest.raises(BuildError, match="mmdebstrap of bookworm failed"):
-            toolchain._bootstrap("t:1", "bookworm", MIRROR, toolchain.TOOLCHAIN)
+            toolchain._bootstrap(Engine(), "t:1", "bookworm", MIRROR, toolchain.TOOLCHAIN)
     finally:
         os.umask(previous)
     env = dict(line.split("=", 1) for line in Path(f"{seen}.env").read_text().splitlines())
@@ -155,12 +155,12 @@ def test_an_empty_package_list_fails_the_lock_hook(tmp_path: Path, fake_root: Pa
 def images(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, str]]:
     """The engine as a dict of ref -> labels; _bootstrap records its calls and 'imports' a new image."""
     labels: dict[str, dict[str, str]] = {}
-    monkeypatch.setattr(engine, "image_id", lambda ref: f"sha256:{len(labels[ref])}" if ref in labels else None)
-    monkeypatch.setattr(engine, "image_labels", lambda ref: labels.get(ref, {}))
+    monkeypatch.setattr(Engine, "image_id", lambda self, ref: f"sha256:{len(labels[ref])}" if ref in labels else None)
+    monkeypatch.setattr(Engine, "image_labels", lambda self, ref: labels.get(ref, {}))
     monkeypatch.setattr(toolchain, "debian_mirror", lambda suite: MIRROR)
     monkeypatch.setattr(toolchain.shutil, "which", lambda name: f"/usr/bin/{name}")
 
-    def bootstrap(ref: str, suite: str, mirror: str, kind: toolchain.Kind = toolchain.TOOLCHAIN) -> str:
+    def bootstrap(engine: Engine, ref: str, suite: str, mirror: str, kind: toolchain.Kind = toolchain.TOOLCHAIN) -> str:
         labels["bootstrapped"] = {"ref": ref, "suite": suite, "mirror": mirror}
         labels[ref] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.TOOLCHAIN.requested()}
         return "sha256:2"
@@ -171,19 +171,19 @@ def images(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, str]]:
 
 def test_a_present_image_with_the_rootfs_label_is_left_alone(images: dict[str, dict[str, str]]) -> None:
     images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.TOOLCHAIN.requested()}
-    assert toolchain.ensure("t:1") == "sha256:3"  # the fake engine's ID: the number of labels
+    assert toolchain.ensure(Engine(), "t:1") == "sha256:3"  # the fake engine's ID: the number of labels
     assert "bootstrapped" not in images
 
 
 def test_an_absent_image_is_bootstrapped_from_the_suite(images: dict[str, dict[str, str]]) -> None:
-    assert toolchain.ensure("t:1", suite="bookworm") == "sha256:2"
+    assert toolchain.ensure(Engine(), "t:1", suite="bookworm") == "sha256:2"
     assert images["bootstrapped"] == {"ref": "t:1", "suite": "bookworm", "mirror": MIRROR}
 
 
 def test_an_image_from_the_debootstrap_days_is_recreated(images: dict[str, dict[str, str]],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     images["t:1"] = {LABEL: "p"}  # no rootfs label
-    toolchain.ensure("t:1")
+    toolchain.ensure(Engine(), "t:1")
     assert images["bootstrapped"]["ref"] == "t:1"
     err = capsys.readouterr().err
     assert f"has no {ROOTFS_LABEL} label" in err
@@ -194,14 +194,14 @@ def test_an_image_made_from_another_package_list_is_recreated(images: dict[str, 
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     older = ",".join(sorted(set(PACKAGES) - {"openssl"}))
     images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: older}
-    toolchain.ensure("t:1")
+    toolchain.ensure(Engine(), "t:1")
     assert images["bootstrapped"]["ref"] == "t:1"
     assert "(sha256:3) lacks openssl: re-creating it" in capsys.readouterr().err
 
 
 def test_force_recreates_a_current_image(images: dict[str, dict[str, str]]) -> None:
     images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.TOOLCHAIN.requested()}
-    toolchain.ensure("t:1", force=True)
+    toolchain.ensure(Engine(), "t:1", force=True)
     assert "bootstrapped" in images
 
 
@@ -209,14 +209,14 @@ def test_without_a_mirror_ensure_says_how_to_give_one(images: dict[str, dict[str
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(toolchain, "debian_mirror", lambda suite: None)
     with pytest.raises(BuildError, match=r"no Debian mirror for 'bookworm' .*--mirror URL"):
-        toolchain.ensure("t:1")
+        toolchain.ensure(Engine(), "t:1")
 
 
 def test_without_mmdebstrap_ensure_says_to_run_setup(images: dict[str, dict[str, str]],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
     with pytest.raises(BuildError, match=r"mmdebstrap is not installed \(run ./setup.sh\)"):
-        toolchain.ensure("t:1")
+        toolchain.ensure(Engine(), "t:1")
 
 
 # --- a failed bootstrap: its log stays, named in the one-line error ---
@@ -242,7 +242,7 @@ def test_a_failed_bootstrap_keeps_its_log_in_the_cache_and_names_it(tmp_path: Pa
     log.parent.mkdir(parents=True)
     log.write_text("the log of an earlier run\n")
     with pytest.raises(BuildError) as info:
-        toolchain._bootstrap("t:1", "bookworm", MIRROR, toolchain.TOOLCHAIN)
+        toolchain._bootstrap(Engine(), "t:1", "bookworm", MIRROR, toolchain.TOOLCHAIN)
     assert str(info.value) == (f"mmdebstrap of bookworm failed with exit status 1: E: cannot reach the mirror "
                                f"{MIRROR} (full log: {log})")
     assert not (tmp_path / "work").exists()  # the work dir goes, the log stays
@@ -289,12 +289,12 @@ def test_a_bootstrap_imports_the_canonical_tar_labelled_with_its_sha256_and_the_
     (tmp_path / "work").mkdir()
     imported: dict[str, object] = {}
 
-    def import_rootfs(tarball: Path, ref: str, *, changes: list[str]) -> str:
+    def import_rootfs(self: Engine, tarball: Path, ref: str, *, changes: list[str]) -> str:
         imported.update(data=tarball.read_bytes(), ref=ref, changes=changes)
         return "sha256:new"
 
-    monkeypatch.setattr(engine, "import_rootfs", import_rootfs)
-    assert toolchain._bootstrap("t:1", "bookworm", MIRROR, toolchain.TOOLCHAIN) == "sha256:new"
+    monkeypatch.setattr(Engine, "import_rootfs", import_rootfs)
+    assert toolchain._bootstrap(Engine(), "t:1", "bookworm", MIRROR, toolchain.TOOLCHAIN) == "sha256:new"
     data = imported["data"]
     assert isinstance(data, bytes)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
