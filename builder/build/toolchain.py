@@ -31,7 +31,8 @@ from builder.core.errors import BuildError
 from builder.core.log import say, step
 from builder.core.run import run
 from builder.host.engine import Engine
-from builder.model.variables import DEFAULTS, debian_mirror
+from builder.model.aptsources import AptSources
+from builder.model.variables import DEFAULTS
 from builder.resolve.identity import PACKAGES_LABEL, REQUESTED_LABEL, ROOTFS_LABEL
 
 PACKAGES = (
@@ -181,11 +182,13 @@ def canonical_tar(source: Path, target: Path) -> str:
 
 
 def ensure(engine: Engine, ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEFAULTS["DEBIAN_SUITE"],
-           mirror: str | None = None, force: bool = False, kind: Kind = TOOLCHAIN) -> str:
+           mirror: str | None = None, force: bool = False, kind: Kind = TOOLCHAIN,
+           apt: AptSources | None = None) -> str:
     """The image ID of ``ref`` in ``engine``, creating the image first when it is absent (or ``force``).
 
     An image without ROOTFS_LABEL (made by the former debootstrap bootstrap) is re-created, and so is one
-    made from another package list than ``kind``'s (this code asks for a package that image lacks).
+    made from another package list than ``kind``'s (this code asks for a package that image lacks). The
+    mirror is ``mirror``, else the one ``apt`` (default: this machine's apt sources) has for ``suite``.
     """
     existing = engine.image_id(ref)
     if existing and not force:
@@ -201,7 +204,7 @@ def ensure(engine: Engine, ref: str = DEFAULTS["TOOLCHAIN"], *, suite: str = DEF
         else:
             print(f"{kind.name} {ref} present: {existing}")
             return existing
-    mirror = mirror or debian_mirror(suite)
+    mirror = mirror or (AptSources.read() if apt is None else apt).mirror(suite)
     if not mirror:
         raise BuildError(f"no Debian mirror for {suite!r} in this machine's apt sources",
                          hint="pass --mirror URL")

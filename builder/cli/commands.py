@@ -202,7 +202,8 @@ def doctor() -> None:
     from builder.host import engine
     from builder.host.engine import EngineError
     from builder.host.services import Services
-    from builder.model.variables import DEFAULTS, debian_mirror
+    from builder.model.aptsources import AptSources
+    from builder.model.variables import DEFAULTS
 
     problems = 0
     services = Services()
@@ -242,7 +243,7 @@ def doctor() -> None:
         except BuildError as exc:
             fix = "builder toolchain ensure" + (" --imager" if variable == "IMAGER" else "")
             report(False, f"{what} image {ref}: {exc.message}", exc.hint or fix)
-    mirror = debian_mirror(DEFAULTS["DEBIAN_SUITE"])
+    mirror = AptSources.read().mirror(DEFAULTS["DEBIAN_SUITE"])
     report(mirror is not None, f"Debian mirror from apt sources: {mirror or 'none'}",
            "add a bookworm source to /etc/apt/sources.list.d/ or set DEBIAN_MIRROR=URL")
     for binary, package in (("qemu-system-x86_64", "qemu-system-x86"), ("qemu-system-aarch64", "qemu-system-arm"),

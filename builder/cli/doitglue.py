@@ -297,7 +297,7 @@ class Session:
         self.locations.check()
         if self.runs_tasks and not settings.dry_run:
             self.lock.acquire()
-        digest = memo.key(self.root, self.words)
+        digest = memo.key(self.root, self.words, settings.apt)
         fresh = settings.dry_run or settings.push  # PUSH=1 runs every build (BuildKit's cache makes it cheap)
         entry = None if fresh else memo.load(self.locations.memo, digest)
         if entry is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from builder.core.errors import BuildError
 from builder.core.platforms import Platform, host_platform, parse_platforms
+from builder.model.aptsources import AptSources
 
 BACKENDS = ("auto", "buildx", "engine")
 TRUE = frozenset({"1", "yes", "true", "on"})
@@ -118,10 +119,13 @@ class Settings:
     out_dir: str | None = None  # OUT_DIR: as given; locations.Locations says where it is
     state_dir: str | None = None  # STATE_DIR: as given
     variables: Mapping[str, str] = field(default_factory=dict)
+    apt: AptSources = AptSources()  # this machine's apt sources: DEBIAN_MIRROR's default, part of the memo key
 
     @classmethod
-    def parse(cls, words: Mapping[str, str], *, host: Platform | None = None) -> Settings:
-        """Split ``NAME=value`` words into settings and template variables, checking each setting."""
+    def parse(cls, words: Mapping[str, str], *, host: Platform | None = None,
+              apt: AptSources | None = None) -> Settings:
+        """Split ``NAME=value`` words into settings and template variables, checking each setting. The
+        machine's apt sources are read here, once per invocation, unless ``apt`` gives them."""
         for name, value in words.items():
             check_utf8(name, value)
         variables = dict(words)
@@ -163,6 +167,7 @@ class Settings:
             out_dir=_location(taken, "OUT_DIR"),
             state_dir=_location(taken, "STATE_DIR"),
             variables=variables,
+            apt=AptSources.read() if apt is None else apt,
         )
 
     @property

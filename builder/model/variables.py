@@ -11,6 +11,7 @@ from pathlib import Path
 from builder.core.errors import RecipeError
 from builder.core.platforms import Platform
 from builder.model import yamlfile
+from builder.model.aptsources import AptSources
 
 VARS_FILE = "vars.yaml"
 MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
@@ -39,84 +40,6 @@ MODULE_SIGNING_POLICIES = ("ephemeral", "release")
 
 # Variables that say where things are fetched from, not what is built: they never cause a rebuild.
 LOCATION_VARIABLES = frozenset({"DEBIAN_MIRROR", "SOURCE_MIRROR"})
-
-APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
-
-
-# Debian release suites (codenames and aliases) whose archive also serves every other release: the
-# fallback of debian_mirror(). Security, updates and backports suites (bookworm-security, ...) are not.
-DEBIAN_RELEASE_SUITES = frozenset({
-    "buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid",
-    "oldoldstable", "oldstable", "stable", "testing", "unstable", "experimental",
-})
-
-
-def debian_mirror(suite: str, sources: tuple[Path, ...] = APT_SOURCES) -> str | None:
-    """The first Debian archive URL this machine's apt uses for ``suite`` (main component).
-
-    When no entry lists ``suite`` (a Debian 13 host asked for bookworm), a release suite ``suite`` falls
-    back to the first enabled entry with component main for another Debian release (not a security,
-    updates or backports suite): one archive serves all releases.
-    Read at run time so no mirror host is ever written into the project.
-    """
-    entries = [(uri, suites) for uris, suites, components in _apt_entries(sources) if "main" in components
-               for uri in uris if uri.startswith(("http://", "https://", "file:"))]
-    for uri, suites in entries:
-        if suite in suites:
-            return uri.rstrip("/")
-    if suite in DEBIAN_RELEASE_SUITES:
-        for uri, suites in entries:
-            if any(other in DEBIAN_RELEASE_SUITES for other in suites):
-                return uri.rstrip("/")
-    return None
-
-
-def _apt_entries(sources: tuple[Path, ...]) -> list[tuple[list[str], list[str], list[str]]]:
-    """(URIs, suites, components) of every enabled ``deb`` entry in ``sources``, in apt's order of files."""
-    files: list[Path] = []
-    for place in sources:
-        if place.is_dir():
-            files += sorted(p for p in place.iterdir() if p.suffix in (".list", ".sources"))
-        elif place.is_file():
-            files.append(place)
-    entries = []
-    for file in files:
-        try:
-            text = file.read_text(errors="replace")
-        except OSError:
-            continue
-        entries += _deb822_entries(text) if file.suffix == ".sources" else _one_line_entries(text)
-    return entries
-
-
-def _deb822_entries(text: str) -> list[tuple[list[str], list[str], list[str]]]:
-    """The entries of a deb822 .sources file (sources.list(5)), parsed by python-debian: comments, folded
-    fields and case-insensitive field names as apt reads them."""
-    from debian.deb822 import Deb822
-
-    entries = []
-    for stanza in Deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False):
-        enabled = stanza.get("Enabled", "yes").strip().lower() not in ("no", "false", "0")
-        if enabled and "deb" in stanza.get("Types", "").split():
-            entries.append((stanza.get("URIs", "").split(), stanza.get("Suites", "").split(),
-                            stanza.get("Components", "").split()))
-    return entries
-
-
-def _one_line_entries(text: str) -> list[tuple[list[str], list[str], list[str]]]:
-    """The entries of a one-line .list file: ``deb [options] URI SUITE COMPONENT...``, one a line.
-
-    Parsed here: python-debian reads deb822 only, and the one parser of this format, python-apt's aptsources,
-    is a binding of Debian's libapt that is not installable from PyPI into the project's Python. The format
-    is words on a line, with an optional [...] of options and # comments.
-    """
-    entries = []
-    for line in text.splitlines():
-        words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
-        if len(words) >= 4 and words[0] == "deb":
-            entries.append(([words[1]], [words[2]], words[3:]))
-    return entries
-
 
 def load_vars_file(path: Path, display: str | None = None, *, root: Path | None = None) -> dict[str, str]:
     """A vars.yaml: a flat mapping of variable names to scalar values (``display``: its name in errors;
@@ -171,10 +94,12 @@ def resolve(
     cli: Mapping[str, str],
     platform: Platform,
     host: Platform,
+    apt: AptSources,
 ) -> dict[str, str]:
-    """All layers merged for one recipe directory and platform, then checked."""
+    """All layers merged for one recipe directory and platform, then checked. ``apt``: this machine's apt
+    sources, which give DEBIAN_MIRROR its default."""
     merged = dict(DEFAULTS)
-    mirror = debian_mirror(merged["DEBIAN_SUITE"])
+    mirror = apt.mirror(merged["DEBIAN_SUITE"])
     if mirror:
         merged["DEBIAN_MIRROR"] = mirror
     merged.update(directory_layers(recipes_root, recipe_dir))

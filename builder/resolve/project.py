@@ -13,6 +13,7 @@ from builder.core.platforms import PLATFORMS, Platform, host_platform
 from builder.host.hashindex import HashIndex
 from builder.host.services import Services
 from builder.host.sources import SourceCache, default_cache_dir
+from builder.model.aptsources import AptSources
 from builder.model.profile import PROFILES_DIR, Profile, load_profiles
 from builder.model.recipe import Recipe, find_recipe_files, load_recipe, prebuilt_recipe, template_names
 from builder.model.settings import SETTINGS, Settings
@@ -44,10 +45,11 @@ class Project:
 
     @classmethod
     def load(cls, root: Path, words: dict[str, str] | None = None, *, host: Platform | None = None,
-             services: Services | None = None) -> Project:
-        """A project with settings parsed from ``NAME=value`` words."""
+             services: Services | None = None, apt: AptSources | None = None) -> Project:
+        """A project with settings parsed from ``NAME=value`` words (``apt``: the apt sources to use instead
+        of this machine's)."""
         host = host or host_platform()
-        return cls(root, Settings.parse(words or {}, host=host), host, services or Services())
+        return cls(root, Settings.parse(words or {}, host=host, apt=apt), host, services or Services())
 
     @property
     def recipes_root(self) -> Path:
@@ -84,7 +86,8 @@ class Project:
         key = (recipe_dir, platform)
         if key not in self._variables:
             self._variables[key] = resolve(recipes_root=self.recipes_root, recipe_dir=recipe_dir,
-                                           cli=self.settings.variables, platform=platform, host=self.host)
+                                           cli=self.settings.variables, platform=platform, host=self.host,
+                                           apt=self.settings.apt)
         return self._variables[key]
 
     def graph(self, platform: Platform) -> Graph:

@@ -22,12 +22,12 @@ from typing import Any
 
 from builder.host import hashindex, outputs
 from builder.model import files
+from builder.model.aptsources import AptSources
 from builder.resolve.identity import Identities
 
 KEEP = 8  # memo entries kept (a user switching between PLATFORM=... lines keeps each fast)
 CODE_SUFFIXES = (".py", ".j2", ".sh")
 PROJECT_TREES = ("recipes", "profiles", "overlays")  # read whole by every full plan: part of the key
-APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 
 def _feed(h: Any, label: str, data: bytes) -> None:
@@ -35,8 +35,10 @@ def _feed(h: Any, label: str, data: bytes) -> None:
     h.update(data)
 
 
-def key(root: Path, words: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> str:
-    """The digest of everything a full plan reads besides project files, artifacts and images."""
+def key(root: Path, words: Mapping[str, str], apt: AptSources,
+        environ: Mapping[str, str] = os.environ) -> str:
+    """The digest of everything a full plan reads besides project files, artifacts and images (``apt``: the
+    apt sources the settings read)."""
     h = hashlib.sha256()
     _feed(h, "words", json.dumps(sorted(words.items())).encode())
     _feed(h, "epoch", os.fsencode(environ.get("SOURCE_DATE_EPOCH", "-")))  # not UTF-8: the full plan says so
@@ -53,11 +55,8 @@ def key(root: Path, words: Mapping[str, str], environ: Mapping[str, str] = os.en
                     continue
             if path.is_file():
                 _feed(h, name, path.read_bytes())
-    for place in APT_SOURCES:
-        entries = sorted(place.iterdir()) if place.is_dir() else [place] if place.is_file() else []
-        for path in entries:
-            if path.is_file():
-                _feed(h, f"apt:{path}", path.read_bytes())
+    for name, text in apt.files:
+        _feed(h, f"apt:{name}", text.encode())
     return h.hexdigest()
 
 

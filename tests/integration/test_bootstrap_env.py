@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from builder.build.toolchain import BOOTSTRAP_SECONDS
-from builder.model.variables import DEFAULTS, debian_mirror
+from builder.model.aptsources import AptSources
+from builder.model.variables import DEFAULTS
 
 from .conftest import ROOT
 
@@ -57,7 +58,7 @@ def bootstrap(cache: Path, mirror: str, umask: int, **variables: str) -> dict[st
 
 
 def test_two_bootstraps_from_different_caller_environments_give_the_same_rootfs(tmp_path: Path) -> None:
-    mirror = debian_mirror(SUITE)
+    mirror = AptSources.read().mirror(SUITE)
     assert mirror, f"no Debian mirror for {SUITE} in this machine's apt sources"
     odd = bootstrap(tmp_path / "odd", mirror, 0o077, PYTHONDONTWRITEBYTECODE="1", LANG="de_DE.UTF-8",
                     TZ="Asia/Tokyo")

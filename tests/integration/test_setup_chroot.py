@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.model.variables import debian_mirror
+from builder.model.aptsources import AptSources
 
 from .conftest import ROOT
 
@@ -147,7 +147,7 @@ def test_setup_installs_under_the_system_python(suite: str, chroot_dir: Path) ->
         _unavailable("a chroot needs root")
     if shutil.which("mmdebstrap") is None:
         _unavailable("mmdebstrap is not installed (./setup.sh installs it)")
-    mirror = debian_mirror(suite)
+    mirror = AptSources.read().mirror(suite)
     if mirror is None:
         _unavailable(f"no Debian mirror for {suite} in this machine's apt sources")
     root, times = chroot_dir, {}

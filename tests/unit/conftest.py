@@ -11,7 +11,8 @@ import pytest
 from builder.core.errors import BuildError
 from builder.core.platforms import AMD64
 from builder.host.engine import Engine
-from builder.model import variables
+from builder.model import aptsources
+from builder.model.aptsources import AptSources
 from builder.model.recipe import Recipe, load_recipe
 from builder.resolve.project import Project
 
@@ -38,8 +39,9 @@ def _no_epoch_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _never_this_machines_apt_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """debian_mirror() called without ``sources`` reads an empty tmp dir, never /etc/apt."""
-    monkeypatch.setattr(variables.debian_mirror, "__defaults__", ((tmp_path / "no-apt",),))
+    """Settings read without given apt sources see an empty tmp dir, never /etc/apt (a safety net: the
+    tests that need a mirror give theirs, as AptSources.of(MIRROR))."""
+    monkeypatch.setattr(aptsources, "APT_SOURCES", (tmp_path / "no-apt",))
 
 
 @pytest.fixture
@@ -48,10 +50,15 @@ def write_tree() -> WriteTree:
     return _write_tree
 
 
+APT = AptSources.of(MIRROR)  # what the tests give as this machine's apt sources
+
+
 @pytest.fixture
-def no_host_apt(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This machine's apt sources never leak in: DEBIAN_MIRROR is always the example mirror."""
-    monkeypatch.setattr(variables, "debian_mirror", lambda suite, sources=(): MIRROR)
+def no_host_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """This machine's apt sources never leak in: read, they list only the example mirror."""
+    listing = tmp_path / "apt-sources.list"
+    listing.write_text(f"deb {MIRROR} bookworm main\n")
+    monkeypatch.setattr(aptsources, "APT_SOURCES", (listing,))
     return MIRROR
 
 
@@ -68,7 +75,7 @@ def make_project(tmp_path: Path, no_host_apt: str) -> Callable[..., Project]:
         if not (root / "dodo.py").exists():
             _write_tree(root, {"dodo.py": "", "recipes/vars.yaml": f"SOURCE_DATE_EPOCH: {EPOCH}\n"})
         _write_tree(root, files or {})
-        return Project.load(root, dict(cli_vars or {}), host=AMD64)
+        return Project.load(root, dict(cli_vars or {}), host=AMD64, apt=APT)
 
     return make
 

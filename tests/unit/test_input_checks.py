@@ -14,6 +14,7 @@ import pytest
 from builder.core.errors import BuildError, RecipeError
 from builder.core.platforms import AMD64, ARM64
 from builder.model import files, yamlfile
+from builder.model.aptsources import AptSources
 from builder.model.recipe import Recipe, find_recipe_files
 from builder.model.variables import check_image_reference, load_vars_file, resolve
 from builder.resolve.project import Project
@@ -211,7 +212,7 @@ def recipes(tmp_path: Path) -> Path:
 
 
 def resolved(recipes: Path, cli: dict[str, str]) -> dict[str, str]:
-    return resolve(recipes_root=recipes, recipe_dir=recipes, cli=cli, platform=ARM64, host=AMD64)
+    return resolve(recipes_root=recipes, recipe_dir=recipes, cli=cli, platform=ARM64, host=AMD64, apt=AptSources())
 
 
 def test_an_epoch_past_year_9999_is_one_error_not_an_overflow(recipes: Path, no_host_apt: str) -> None:

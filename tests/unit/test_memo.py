@@ -12,6 +12,7 @@ from builder.core.platforms import AMD64
 from builder.host import hashindex
 from builder.host.hashindex import sha256_file
 from builder.host.outputs import inputs_digest
+from builder.model.aptsources import AptSources
 from builder.resolve.project import Project
 from builder.schedule import memo, tasks
 
@@ -51,14 +52,16 @@ def test_a_pattern_matching_other_files_needs_the_full_plan(make_project: MakePr
 
 def test_the_key_covers_recipes_words_and_the_epoch(tmp_path: Path, write_tree: Callable[..., Path]) -> None:
     write_tree(tmp_path, {"recipes/a/pkg.yaml": "name: a\n", "kernel-configs/x": "1\n"})
-    first = memo.key(tmp_path, {}, {})
-    assert memo.key(tmp_path, {}, {}) == first
-    assert memo.key(tmp_path, {"PLATFORM": "linux/arm64"}, {}) != first
-    assert memo.key(tmp_path, {}, {"SOURCE_DATE_EPOCH": "1"}) != first
+    none = AptSources()
+    first = memo.key(tmp_path, {}, none, {})
+    assert memo.key(tmp_path, {}, none, {}) == first
+    assert memo.key(tmp_path, {"PLATFORM": "linux/arm64"}, none, {}) != first
+    assert memo.key(tmp_path, {}, none, {"SOURCE_DATE_EPOCH": "1"}) != first
+    assert memo.key(tmp_path, {}, AptSources.of("http://other.example/debian"), {}) != first  # DEBIAN_MIRROR's default
     (tmp_path / "kernel-configs/x").write_text("2\n")  # a project file: checked per task, not in the key
-    assert memo.key(tmp_path, {}, {}) == first
+    assert memo.key(tmp_path, {}, none, {}) == first
     (tmp_path / "recipes/a/pkg.yaml").write_text("name: a\ndescription: x\n")
-    assert memo.key(tmp_path, {}, {}) != first
+    assert memo.key(tmp_path, {}, none, {}) != first
 
 
 SETTING_WORDS = [

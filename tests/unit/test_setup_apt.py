@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.model.variables import debian_mirror
+from builder.model.aptsources import AptSources
 
 from .test_variables import DEB822, TRIXIE_DEB822
 
@@ -57,7 +57,7 @@ def test_setup_sh_holds_both_scripts() -> None:
 M, SEC = "http://mirror.example/debian", "http://mirror.example/debian-security"
 
 
-# suite -> (setup.sh's awk, builder's debian_mirror): the same entry, except that only builder falls back from a
+# suite -> (setup.sh's awk, builder's AptSources.mirror): the same entry, except that only builder falls back from a
 # release suite with no entry of its own to another release's archive (a Debian 13 host asked for bookworm)
 @pytest.mark.parametrize("name, text, expected", [
     ("debian.sources", DEB822, {"bookworm": (M, M), "bookworm-updates": (M, M), "trixie": (None, M),
@@ -73,4 +73,4 @@ def test_awk_and_python_debian_find_the_same_mirror(tmp_path: Path, name: str, t
                                                    expected: dict[str, tuple[str | None, str | None]]) -> None:
     file = tmp_path / name
     file.write_text(textwrap.dedent(text))
-    assert {suite: (_awk(file, suite), debian_mirror(suite, (file,))) for suite in expected} == expected
+    assert {suite: (_awk(file, suite), AptSources.read((file,)).mirror(suite)) for suite in expected} == expected

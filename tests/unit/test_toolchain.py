@@ -16,9 +16,11 @@ from builder.build import toolchain
 from builder.build.toolchain import LABEL, LOCK_PATH, PACKAGES, ROOTFS_LABEL, TOOLCHAIN_EPOCH, mmdebstrap_argv
 from builder.core.errors import BuildError
 from builder.host.engine import Engine
+from builder.model.aptsources import AptSources
 from builder.resolve.identity import REQUESTED_LABEL
 
 MIRROR = "http://mirror.example/debian"
+APT = AptSources.of(MIRROR)
 
 
 def argv(tmp_path: Path, suite: str = "bookworm") -> list[str]:
@@ -157,7 +159,6 @@ def images(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, str]]:
     labels: dict[str, dict[str, str]] = {}
     monkeypatch.setattr(Engine, "image_id", lambda self, ref: f"sha256:{len(labels[ref])}" if ref in labels else None)
     monkeypatch.setattr(Engine, "image_labels", lambda self, ref: labels.get(ref, {}))
-    monkeypatch.setattr(toolchain, "debian_mirror", lambda suite: MIRROR)
     monkeypatch.setattr(toolchain.shutil, "which", lambda name: f"/usr/bin/{name}")
 
     def bootstrap(engine: Engine, ref: str, suite: str, mirror: str, kind: toolchain.Kind = toolchain.TOOLCHAIN) -> str:
@@ -171,19 +172,19 @@ def images(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, str]]:
 
 def test_a_present_image_with_the_rootfs_label_is_left_alone(images: dict[str, dict[str, str]]) -> None:
     images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.TOOLCHAIN.requested()}
-    assert toolchain.ensure(Engine(), "t:1") == "sha256:3"  # the fake engine's ID: the number of labels
+    assert toolchain.ensure(Engine(), "t:1", apt=APT) == "sha256:3"  # the fake engine's ID: the number of labels
     assert "bootstrapped" not in images
 
 
 def test_an_absent_image_is_bootstrapped_from_the_suite(images: dict[str, dict[str, str]]) -> None:
-    assert toolchain.ensure(Engine(), "t:1", suite="bookworm") == "sha256:2"
+    assert toolchain.ensure(Engine(), "t:1", suite="bookworm", apt=APT) == "sha256:2"
     assert images["bootstrapped"] == {"ref": "t:1", "suite": "bookworm", "mirror": MIRROR}
 
 
 def test_an_image_from_the_debootstrap_days_is_recreated(images: dict[str, dict[str, str]],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     images["t:1"] = {LABEL: "p"}  # no rootfs label
-    toolchain.ensure(Engine(), "t:1")
+    toolchain.ensure(Engine(), "t:1", apt=APT)
     assert images["bootstrapped"]["ref"] == "t:1"
     err = capsys.readouterr().err
     assert f"has no {ROOTFS_LABEL} label" in err
@@ -194,29 +195,28 @@ def test_an_image_made_from_another_package_list_is_recreated(images: dict[str, 
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     older = ",".join(sorted(set(PACKAGES) - {"openssl"}))
     images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: older}
-    toolchain.ensure(Engine(), "t:1")
+    toolchain.ensure(Engine(), "t:1", apt=APT)
     assert images["bootstrapped"]["ref"] == "t:1"
     assert "(sha256:3) lacks openssl: re-creating it" in capsys.readouterr().err
 
 
 def test_force_recreates_a_current_image(images: dict[str, dict[str, str]]) -> None:
     images["t:1"] = {LABEL: "p", ROOTFS_LABEL: "r", REQUESTED_LABEL: toolchain.TOOLCHAIN.requested()}
-    toolchain.ensure(Engine(), "t:1", force=True)
+    toolchain.ensure(Engine(), "t:1", force=True, apt=APT)
     assert "bootstrapped" in images
 
 
 def test_without_a_mirror_ensure_says_how_to_give_one(images: dict[str, dict[str, str]],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(toolchain, "debian_mirror", lambda suite: None)
     with pytest.raises(BuildError, match=r"no Debian mirror for 'bookworm' .*--mirror URL"):
-        toolchain.ensure(Engine(), "t:1")
+        toolchain.ensure(Engine(), "t:1", apt=AptSources())  # apt sources without a Debian archive
 
 
 def test_without_mmdebstrap_ensure_says_to_run_setup(images: dict[str, dict[str, str]],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
     with pytest.raises(BuildError, match=r"mmdebstrap is not installed \(run ./setup.sh\)"):
-        toolchain.ensure(Engine(), "t:1")
+        toolchain.ensure(Engine(), "t:1", apt=APT)
 
 
 # --- a failed bootstrap: its log stays, named in the one-line error ---

@@ -9,12 +9,11 @@ import pytest
 
 from builder.core.errors import RecipeError
 from builder.core.platforms import AMD64, ARM64
-from builder.model import variables
+from builder.model.aptsources import AptSources
 from builder.model.variables import (
     DEFAULTS,
     build_environment,
     command_line_layer,
-    debian_mirror,
     directory_layers,
     load_vars_file,
     resolve,
@@ -44,7 +43,8 @@ def recipes(tmp_path: Path, write_tree: WriteTree) -> Path:
 
 
 def resolved(recipes: Path, folder: str, cli: dict[str, str] | None = None, platform=ARM64) -> dict[str, str]:
-    return resolve(recipes_root=recipes, recipe_dir=recipes / folder, cli=cli or {}, platform=platform, host=AMD64)
+    return resolve(recipes_root=recipes, recipe_dir=recipes / folder, cli=cli or {}, platform=platform, host=AMD64,
+                   apt=AptSources.read())
 
 
 def test_each_layer_overrides_the_one_before_and_the_platform_wins(recipes: Path, no_host_apt: str) -> None:
@@ -177,8 +177,8 @@ def apt(tmp_path: Path, write_tree: WriteTree) -> Callable[[dict[str, str]], tup
 
 def test_the_mirror_is_read_from_a_deb822_sources_file(apt: Callable[..., tuple[Path, ...]]) -> None:
     sources = apt({"sources.list.d/debian.sources": DEB822})
-    assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
-    assert debian_mirror("bookworm-updates", sources) == "http://mirror.example/debian"
+    assert AptSources.read(sources).mirror("bookworm") == "http://mirror.example/debian"
+    assert AptSources.read(sources).mirror("bookworm-updates") == "http://mirror.example/debian"
 
 
 def test_a_deb822_file_is_read_as_apt_reads_it(apt: Callable[..., tuple[Path, ...]]) -> None:
@@ -204,8 +204,8 @@ def test_a_deb822_file_is_read_as_apt_reads_it(apt: Callable[..., tuple[Path, ..
          Suites: trixie
          -----END PGP PUBLIC KEY BLOCK-----
         """})
-    assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
-    assert debian_mirror("trixie", sources) == "http://mirror.example/debian"  # the release fallback, not the key
+    assert AptSources.read(sources).mirror("bookworm") == "http://mirror.example/debian"
+    assert AptSources.read(sources).mirror("trixie") == "http://mirror.example/debian"  # the release fallback
 
 
 def test_the_mirror_is_read_from_a_one_line_list_file(apt: Callable[..., tuple[Path, ...]]) -> None:
@@ -214,7 +214,7 @@ def test_the_mirror_is_read_from_a_one_line_list_file(apt: Callable[..., tuple[P
         # deb http://commented.example/debian bookworm main
         deb [arch=amd64 signed-by=/usr/share/keyrings/k.gpg] http://mirror.example/debian bookworm main contrib
         """})
-    assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
+    assert AptSources.read(sources).mirror("bookworm") == "http://mirror.example/debian"
 
 
 def test_a_source_without_main_or_not_over_http_is_not_the_mirror(apt: Callable[..., tuple[Path, ...]]) -> None:
@@ -222,7 +222,7 @@ def test_a_source_without_main_or_not_over_http_is_not_the_mirror(apt: Callable[
         deb http://nonfree.example/debian bookworm non-free
         deb cdrom:[Debian 12]/ bookworm main
         """})
-    assert debian_mirror("bookworm", sources) is None
+    assert AptSources.read(sources).mirror("bookworm") is None
 
 
 def test_the_suites_own_entry_wins_over_an_earlier_one_for_another_release(
@@ -232,8 +232,8 @@ def test_the_suites_own_entry_wins_over_an_earlier_one_for_another_release(
         deb http://trixie.example/debian trixie main
         deb http://bookworm.example/debian bookworm main
         """})
-    assert debian_mirror("bookworm", sources) == "http://bookworm.example/debian"
-    assert debian_mirror("trixie", sources) == "http://trixie.example/debian"
+    assert AptSources.read(sources).mirror("bookworm") == "http://bookworm.example/debian"
+    assert AptSources.read(sources).mirror("trixie") == "http://trixie.example/debian"
 
 
 # A Debian 13 host's apt sources list only trixie: bookworm (the toolchain's suite) comes from the same archive.
@@ -271,8 +271,8 @@ def test_without_an_entry_for_the_suite_a_deb822_host_falls_back_to_its_release_
     apt: Callable[..., tuple[Path, ...]]
 ) -> None:
     sources = apt({"sources.list.d/debian.sources": TRIXIE_DEB822})
-    assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
-    assert debian_mirror("trixie", sources) == "http://mirror.example/debian"
+    assert AptSources.read(sources).mirror("bookworm") == "http://mirror.example/debian"
+    assert AptSources.read(sources).mirror("trixie") == "http://mirror.example/debian"
 
 
 def test_without_an_entry_for_the_suite_a_one_line_host_falls_back_to_its_release_archive(
@@ -286,7 +286,7 @@ def test_without_an_entry_for_the_suite_a_one_line_host_falls_back_to_its_releas
         deb http://nonfree.example/debian trixie non-free
         deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian trixie main
         """})
-    assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
+    assert AptSources.read(sources).mirror("bookworm") == "http://mirror.example/debian"
 
 
 def test_the_fallback_is_only_for_release_suites_and_only_to_debian_archives(
@@ -297,14 +297,14 @@ def test_the_fallback_is_only_for_release_suites_and_only_to_debian_archives(
         deb http://security.example/debian-security trixie-security main
         deb http://mirror.example/debian trixie main
         """})
-    assert debian_mirror("bookworm-security", sources) is None  # a security archive is never guessed
-    assert debian_mirror("bookworm-updates", sources) is None
-    assert debian_mirror("jammy", sources) is None  # not a Debian suite
+    assert AptSources.read(sources).mirror("bookworm-security") is None  # a security archive is never guessed
+    assert AptSources.read(sources).mirror("bookworm-updates") is None
+    assert AptSources.read(sources).mirror("jammy") is None  # not a Debian suite
     only_others = apt({"sources.list": """\
         deb http://nodesource.example/node_20.x nodistro main
         deb http://security.example/debian-security trixie-security main
         """})
-    assert debian_mirror("bookworm", only_others) is None
+    assert AptSources.read(only_others).mirror("bookworm") is None
 
 
 def test_files_in_sources_list_d_are_read_in_name_order(apt: Callable[..., tuple[Path, ...]]) -> None:
@@ -313,16 +313,16 @@ def test_files_in_sources_list_d_are_read_in_name_order(apt: Callable[..., tuple
         "sources.list.d/10-first.list": "deb http://first.example/debian bookworm main\n",
         "sources.list.d/00-ignored.txt": "deb http://ignored.example/debian bookworm main\n",
     })
-    assert debian_mirror("bookworm", sources) == "http://first.example/debian"
+    assert AptSources.read(sources).mirror("bookworm") == "http://first.example/debian"
 
 
 def test_a_local_file_mirror_is_accepted(apt: Callable[..., tuple[Path, ...]]) -> None:
     sources = apt({"sources.list": "deb [trusted=yes] file:/srv/mirror/debian bookworm main\n"})
-    assert debian_mirror("bookworm", sources) == "file:/srv/mirror/debian"
+    assert AptSources.read(sources).mirror("bookworm") == "file:/srv/mirror/debian"
 
 
 def test_no_apt_sources_at_all_means_no_mirror(tmp_path: Path) -> None:
-    assert debian_mirror("bookworm", (tmp_path / "absent.list", tmp_path / "absent.d")) is None
+    assert AptSources.read((tmp_path / "absent.list", tmp_path / "absent.d")).mirror("bookworm") is None
 
 
 def test_a_disabled_deb822_stanza_is_not_the_mirror(apt: Callable[..., tuple[Path, ...]]) -> None:
@@ -338,16 +338,14 @@ def test_a_disabled_deb822_stanza_is_not_the_mirror(apt: Callable[..., tuple[Pat
         Suites: bookworm
         Components: main
         """})
-    assert debian_mirror("bookworm", sources) == "http://mirror.example/debian"
+    assert AptSources.read(sources).mirror("bookworm") == "http://mirror.example/debian"
 
 
 def test_a_debian_mirror_in_vars_yaml_beats_the_one_from_apt_sources(
     recipes: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asked: list[str] = []
-    monkeypatch.setattr(variables, "debian_mirror", lambda suite, sources=(): asked.append(suite) or None)
-    got = resolved(recipes, "sub")
-    assert asked == ["bookworm"]
+    apt = AptSources.of("http://apt.example/debian")
+    got = resolve(recipes_root=recipes, recipe_dir=recipes / "sub", cli={}, platform=ARM64, host=AMD64, apt=apt)
     assert got["DEBIAN_MIRROR"] == "http://vars.example/debian"
 
 
