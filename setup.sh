@@ -127,6 +127,12 @@ python_step() {
       die "pip install -e '.[dev]' into $VENV failed (pip's messages above)"
     printf '%s\nproject %s\n%s\n' "$want_python" "$PROJECT" "$packages" >"$VENV_RECORD"
   fi
+  # The project's own modules compiled, as pip compiles what it installs into site-packages (an editable
+  # install is not): a no-op run under PYTHONDONTWRITEBYTECODE=1 (many CI and container environments) would
+  # otherwise compile builder/ from source every time, a third of its cost. Stale ones are recompiled by
+  # Python itself; __pycache__/ is in .gitignore.
+  "$VENV/bin/python" -m compileall -q -j 0 builder dodo.py >/dev/null ||
+    log "compiling builder/ failed (a no-op run is slower, never wrong)"
 
   # doit and builder on the PATH: links; one that is there is replaced only when it leads into a .venv (this
   # checkout's or another's: the last set-up wins), anything else there is someone else's

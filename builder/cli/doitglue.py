@@ -19,7 +19,6 @@ reproducible-builds convention is to pass it in the environment, and it is recor
 
 from __future__ import annotations
 
-import difflib
 import fcntl
 import json
 import os
@@ -349,6 +348,8 @@ def check_task_words(command: str | None, words: Sequence[str], tasks: list[dict
         shown = os.fsencode(word).decode("utf-8", "backslashreplace")  # bytes that are not UTF-8 as \\xff
         if explain is not None:
             explain(shown)
+        import difflib  # only on this error path
+
         close = difflib.get_close_matches(word, sorted(known), n=3)
         bases = sorted({str(t["basename"]) for t in tasks})  # kernel, not kernel:amd64 too: the list stays short
         hint = f"did you mean {' or '.join(close)}?" if close else f"known tasks: {', '.join(bases[:24])}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _host
+import os
 from dataclasses import dataclass
 
 from builder.core.errors import BuildError
@@ -87,9 +87,10 @@ def by_any_name(name: str) -> Platform | None:
     return _ALIASES.get(name)
 
 
-def host_platform() -> Platform:
-    """The platform this machine (and so the toolchain image) runs natively."""
-    machine = _host.machine()
+def host_platform(machine: str | None = None) -> Platform:
+    """The platform this machine (and so the toolchain image) runs natively; ``machine``: what uname says,
+    when not this machine's."""
+    machine = machine or os.uname().machine  # what platform.machine() says, without importing it
     try:
         return _ALIASES[machine]
     except KeyError:

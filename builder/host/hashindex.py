@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -202,6 +201,8 @@ def _replace(path: Path, data: bytes) -> None:
     """Write ``path`` so that readers see the old file or the new one, never a part (outputs.atomic_write's
     twin: this module sits below outputs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only when something is written: a no-op writes nothing
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:

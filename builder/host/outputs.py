@@ -21,7 +21,6 @@ tests/faults/sitecustomize.py kills a real run at each step of a publish, from o
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -29,7 +28,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -105,6 +103,8 @@ def read_manifest(out_dir: Path) -> dict[str, dict[str, Any]]:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only when something is written: a no-op writes nothing
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -246,6 +246,8 @@ _AT_FDCWD = -100
 
 def _exchange(first: Path, second: Path) -> bool:
     """Swap two paths atomically; False when this system or filesystem cannot."""
+    import ctypes  # only when a directory output is published: a no-op publishes nothing
+
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (AttributeError, OSError):

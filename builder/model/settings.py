@@ -213,6 +213,8 @@ class Settings:
 
 def _packages(packages: Mapping[str, str], taken: Mapping[str, str]) -> None:
     """PKG_NAME=ref, PKGS_PREFIX + PKGS and PUSH=1 + REGISTRY: each checked as a whole before any build."""
+    if not (packages or taken.keys() & {"PKGS_PREFIX", "PKGS", "PUSH", "REGISTRY"}):
+        return  # the everyday command line: nothing to parse, and the parser is not imported
     from builder.model.reference import Reference
 
     for name, ref in packages.items():
@@ -294,6 +296,8 @@ def _profiles(value: str) -> tuple[str, ...]:
 
 def _meta(value: str) -> dict[int, str]:
     """META=0x0a=VALUE words (and META=FILE.yaml: a mapping of key -> value); a later word wins a key."""
+    if not value:
+        return {}
     from builder.model import meta
 
     result: dict[int, str] = {}

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform as _host
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ def key(root: Path, words: Mapping[str, str], apt: AptSources,
     h = hashlib.sha256()
     _feed(h, "words", json.dumps(sorted(words.items())).encode())
     _feed(h, "epoch", os.fsencode(environ.get("SOURCE_DATE_EPOCH", "-")))  # not UTF-8: the full plan says so
-    _feed(h, "host", _host.machine().encode())
+    _feed(h, "host", os.uname().machine.encode())
     package = Path(__file__).resolve().parents[1]  # builder/, all of it
     trees = [("code", package, [p for p in package.rglob("*") if p.suffix in CODE_SUFFIXES]),
              *((name, root / name, list((root / name).rglob("*"))) for name in PROJECT_TREES)]

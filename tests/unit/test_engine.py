@@ -74,7 +74,7 @@ def test_an_image_is_inspected_over_the_socket(serve: Serve) -> None:
 
     serve(answer)
     assert engine.Engine().image_labels("registry.example/tool:1") == {"a": "b"}
-    assert seen[0].startswith(b"GET /images/registry.example/tool:1/json HTTP/1.1")
+    assert seen[0].startswith(b"GET /images/registry.example/tool:1/json HTTP/1.0")
 
 
 def test_an_absent_image_is_none(serve: Serve) -> None:
@@ -164,10 +164,10 @@ def test_a_socket_nobody_listens_on_refuses_and_says_so(tmp_path: Path, monkeypa
 def test_a_socket_that_is_not_ours_is_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/engine.sock")
 
-    def refuse(self: object) -> None:
-        raise PermissionError(13, "Permission denied")
+    def refuse(path: str, target: str, seconds: float) -> tuple[int, bytes]:
+        raise PermissionError(13, "Permission denied")  # what connect() raises on a socket of another user's
 
-    monkeypatch.setattr(engine._UnixConnection, "connect", refuse)
+    monkeypatch.setattr(engine, "_unix_get", refuse)
     with pytest.raises(engine.EngineError) as info:
         engine.Engine().ping()
     assert str(info.value) == (f"the Docker engine is not reachable (permission denied on unix://{tmp_path}/"
@@ -178,3 +178,27 @@ def test_a_garbled_answer_is_a_clear_error(serve: Serve) -> None:
     serve(lambda request: http("200 OK", b"<html>not json</html>"))
     with pytest.raises(BuildError, match="the engine's answer is not JSON"):
         engine.Engine().inspect_image("x:1")
+
+
+def test_an_answer_cut_short_is_a_clear_error(serve: Serve) -> None:
+    serve(lambda request: b"HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\n{\"Id\"")
+    with pytest.raises(engine.EngineError, match=r"closed the connection after 5 of 100 bytes"):
+        engine.Engine().inspect_image("x:1")
+
+
+def test_an_answer_that_is_not_http_is_a_clear_error(serve: Serve) -> None:
+    serve(lambda request: b"SSH-2.0-OpenSSH_9.2\r\n")
+    with pytest.raises(engine.EngineError, match=r"gave no valid HTTP answer"):
+        engine.Engine().inspect_image("x:1")
+
+
+def test_the_question_is_http_1_0_and_the_answer_is_read_to_the_close(serve: Serve) -> None:
+    seen: list[bytes] = []
+
+    def answer(request: bytes) -> bytes:
+        seen.append(request)
+        return b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + json.dumps({"Id": "sha256:1"}).encode()
+
+    serve(answer)
+    assert engine.Engine().image_id("a/b:1") == "sha256:1"
+    assert seen[0].startswith(b"GET /images/a/b:1/json HTTP/1.0\r\n")
