@@ -18,14 +18,14 @@ from builder.core.locations import Locations
 from builder.core.log import say
 from builder.host import backend, hashindex, outputs
 from builder.host.backend import BuildOutput, BuildRequest
-from builder.resolve.plan import TOOLCHAIN_INPUT, Plan
+from builder.resolve.plan import TOOLCHAIN_INPUT, Plan, Workspace
 
 
-def dry_run(plan: Plan) -> str:
+def dry_run(plan: Plan, workspace: Workspace) -> str:
     """The exact build command, with the rendered context written (sources left out) for a look."""
-    settings = plan.project.settings
-    kit = plan.project.services.buildkits.select(settings.backend, settings.builder)
-    work = plan.project.locations.dry_run / plan.slug
+    settings = workspace.settings
+    kit = workspace.services.buildkits.select(settings.backend, settings.builder)
+    work = workspace.locations.dry_run / plan.slug
     shutil.rmtree(work, ignore_errors=True)
     plan.context.write(work / "context", host_files={})
     command = kit.shell_command(plan.request(work / "context", work / "export"))
@@ -35,10 +35,10 @@ def dry_run(plan: Plan) -> str:
     return command + note
 
 
-def _host_files(plan: Plan, inputs: dict[str, str]) -> dict[str, Path]:
+def _host_files(plan: Plan, workspace: Workspace, inputs: dict[str, str]) -> dict[str, Path]:
     """Context path -> verified host file, for every source and published artifact the build takes
     (``inputs``: the plan's inputs, where an artifact not in out/SHA256SUMS is "absent")."""
-    project = plan.project
+    project = workspace
     found: dict[str, Path] = {}
     for path, item in plan.context.files.items():  # sources first: a wrong digest is the first thing said
         if item.fetch is not None:
@@ -62,11 +62,12 @@ def _tmp_root(locations: Locations) -> Path:
     return root
 
 
-def _build(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work: Path) -> Path:
+def _build(plan: Plan, workspace: Workspace, inputs: dict[str, str], host_files: dict[str, Path],
+           work: Path) -> Path:
     """Run the plan's BuildKit build in ``work``; the export directory, holding exactly the plan's outputs."""
-    project = plan.project
+    project = workspace
     settings = project.settings
-    kit = plan.project.services.buildkits.select(settings.backend, settings.builder)
+    kit = workspace.services.buildkits.select(settings.backend, settings.builder)
     plan.context.write(work / "context", host_files)
     for path, item in plan.context.files.items():  # an artifact must be the bytes its digest names
         if item.artifact is not None and hashindex.sha256_file(work / "context" / path) != inputs[path]:
@@ -80,11 +81,11 @@ def _build(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work
                   report_dir=project.locations.reports / plan.slug)
     outputs.check_export(export, plan.outputs, label=plan.label)
     if settings.push:
-        _push(plan, kit, work / "context")
+        _push(plan, workspace, kit, work / "context")
     return export
 
 
-def _push(plan: Plan, kit: backend.BuildKit, context: Path) -> None:
+def _push(plan: Plan, workspace: Workspace, kit: backend.BuildKit, context: Path) -> None:
     """PUSH=1: the recipe's output tree (what dependents build on) as an image, REGISTRY/USERNAME/NAME:TAG-ARCH,
     then the index NAME:TAG over every arch pushed under that tag, so PKG_NAME=…:TAG serves each platform.
 
@@ -94,7 +95,7 @@ def _push(plan: Plan, kit: backend.BuildKit, context: Path) -> None:
     from builder.host import oci, registry
     from builder.resolve.render import stage_name
 
-    project, settings = plan.project, plan.project.settings
+    project, settings = workspace, workspace.settings
     seconds, session = settings.registry_timeout, project.services.registries
     tag = (settings.tag or default_tag(project.root)) + (f"-{plan.flavor}" if plan.flavor else "")
     name = f"{settings.registry}/{settings.username}/{plan.recipe.name}"
@@ -137,20 +138,20 @@ def default_tag(root: Path) -> str:
 
 
 def _work_dir(plan: Plan) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=_tmp_root(plan.project.locations)))
+    return Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=_tmp_root(plan.locations)))
 
 
-def execute(plan: Plan) -> dict[str, object]:
+def execute(plan: Plan, workspace: Workspace) -> dict[str, object]:
     """Build, install the outputs into out/ atomically, and return what doit stores as values."""
-    project = plan.project
+    project = workspace
     outputs.check(project.out_dir, plan.outputs)  # out/ unusable or its checksum files damaged: say so first
     inputs = plan.inputs(project.identities)  # engine and toolchain checked before any work
     digest = plan.digest(inputs)
     project.services.buildkits.select(project.settings.backend, project.settings.builder)  # no BuildKit: said first
-    host_files = _host_files(plan, inputs)  # sources fetched and verified before any scratch directory exists
+    host_files = _host_files(plan, workspace, inputs)  # sources fetched and verified before any scratch dir
     work = _work_dir(plan)
     try:
-        export = _build(plan, inputs, host_files, work)
+        export = _build(plan, workspace, inputs, host_files, work)
         digests = outputs.publish(project.out_dir, outputs.Change(
             add={name: export / name for name in plan.outputs},
             details={
@@ -164,7 +165,7 @@ def execute(plan: Plan) -> dict[str, object]:
             },
             signatures={plan.slug: {"task": plan.label, "digest": digest, "inputs": inputs}},
             per_artifact=_per_artifact(plan, export),
-        ), lock_dir=project.state_dir, hashes=project.hashes)
+        ), lock_dir=project.locations.state, hashes=project.hashes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     size = sum((project.out_dir / name).stat().st_size for name in digests)  # the export held these only
@@ -193,20 +194,21 @@ def _per_artifact(plan: Plan, export: Path) -> dict[str, dict[str, object]]:
     return found
 
 
-def run_command(plan: Plan, *, check: bool = False) -> list[str]:
+def run_command(plan: Plan, workspace: Workspace, *, check: bool = False) -> list[str]:
     """Run a recipe command (``plan.command``) and write what it produces back into the project; with
     ``check``, write nothing and fail when a project file differs from it. Returns one line per file."""
-    project = plan.project
+    project = workspace
     targets = {name: _project_file(project.root, rel, plan) for name, rel in plan.writes.items()}
     interactive = plan.recipe.commands[plan.command or ""].interactive
     if interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BuildError(f"{plan.label} is interactive: run it in a terminal")
     inputs = plan.inputs(project.identities)
-    host_files = _host_files(plan, inputs)
+    host_files = _host_files(plan, workspace, inputs)
     work = _work_dir(plan)
     said = []
     try:
-        made = _interactive(plan, inputs, host_files, work) if interactive else _build(plan, inputs, host_files, work)
+        made = _interactive(plan, workspace, inputs, host_files, work) if interactive else \
+            _build(plan, workspace, inputs, host_files, work)
         for name, target in targets.items():
             rel = plan.writes[name]
             if not (made / name).exists():  # an interactive command the user left without saving
@@ -229,14 +231,15 @@ def run_command(plan: Plan, *, check: bool = False) -> list[str]:
     return said
 
 
-def _interactive(plan: Plan, inputs: dict[str, str], host_files: dict[str, Path], work: Path) -> Path:
+def _interactive(plan: Plan, workspace: Workspace, inputs: dict[str, str], host_files: dict[str, Path],
+                 work: Path) -> Path:
     """An interactive command: BuildKit builds the tree it starts from as an image in the engine, which runs
     the command's script in a container on this terminal (no network, the script and its environment
     mounted as in a build step); the files it ``writes`` that exist afterwards are copied out. The image
     is removed after. A user's session has no deadline; the build before it has BuildKit's."""
     import subprocess
 
-    project = plan.project
+    project = workspace
     kit = project.services.buildkits.select(project.settings.backend, project.settings.builder)
     context = work / "context"
     plan.context.write(context, host_files)

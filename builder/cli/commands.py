@@ -129,7 +129,7 @@ def _run_command(recipe: str, command: str, platform_spec: str | None, check: bo
     RunLock(project.locations).acquire()
     plans = [project.command_plan(recipe, command, platform) for platform in project.settings.platforms]
     for plan in plans:
-        run_command(plan, check=check)
+        run_command(plan, project, check=check)
 
 
 @main.command("run")
@@ -428,7 +428,7 @@ def why(targets: tuple[str, ...], platform_spec: str | None, pairs: tuple[str, .
         ordered = [r.name for name in names for r in graph.order(name) if r.outputs and r.builds_for(platform.docker)]
         for name in dict.fromkeys(ordered):  # upstream tasks first, each once
             plan = project.plan(name, platform)
-            verdict = explain(plan, stored_values(project.locations.dep_file, plan.label), verdicts)
+            verdict = explain(plan, project, stored_values(project.locations.dep_file, plan.label), verdicts)
             verdicts[plan.label] = verdict
             if targets and name not in targets:
                 continue

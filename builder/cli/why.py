@@ -9,7 +9,7 @@ from typing import Any
 
 from builder.core.errors import BuildError
 from builder.host.engine import EngineError
-from builder.resolve.plan import Plan
+from builder.resolve.plan import Plan, Workspace
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ def differences(before: Mapping[str, str], now: Mapping[str, str],
     return lines
 
 
-def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Explanation] | None = None) -> Explanation:
+def explain(plan: Plan, workspace: Workspace, stored: Mapping[str, Any],
+            verdicts: Mapping[str, Explanation] | None = None) -> Explanation:
     """Input by input: what changed since the last build, and whether the outputs are intact.
 
     ``verdicts`` holds those already given for upstream tasks: a task whose artifacts will be rebuilt
@@ -71,16 +72,16 @@ def explain(plan: Plan, stored: Mapping[str, Any], verdicts: Mapping[str, Explan
         return Explanation(plan.label, False, ["never built here", *reasons])
     before: dict[str, str] = stored["inputs"]
     try:
-        now = plan.inputs(plan.project.identities)
+        now = plan.inputs(workspace.identities)
     except EngineError:
         raise  # nothing can be said about any task until the engine answers
     except BuildError as exc:
         return Explanation(plan.label, False, [f"cannot check: {exc}", *reasons])
     reasons += differences(before, now, plan.origin, width=20)
     for name, sha in (stored.get("outputs") or {}).items():
-        path = plan.project.out_dir / name
+        path = plan.out_dir / name
         if not path.is_file():
             reasons.append(f"output missing: out/{name}")
-        elif not plan.project.hashes.still(path, sha):
+        elif not workspace.hashes.still(path, sha):
             reasons.append(f"output modified since it was built: out/{name}")
     return Explanation(plan.label, not reasons, reasons)

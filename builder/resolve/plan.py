@@ -1,12 +1,15 @@
-"""The build plan of one target on one platform: pure and cheap.
+"""The build plan of one target on one platform: a frozen value, pure and cheap.
 
-A plan renders the build (Dockerfile + context, in memory), names every input with its digest, and
-describes the BuildKit request. It fetches nothing, builds nothing and writes nothing: `why`, `--dry-run`,
-`doit list` and the up-to-date check use it alone. The executor (executor.py) carries a plan out.
+The project makes each plan from its resolved graph with every choice taken (Project.plan). A plan renders
+the build (Dockerfile + context, in memory), names every input with its digest, and describes the BuildKit
+request. It fetches nothing, builds nothing, writes nothing and holds no project: what does I/O (the
+engine's identities, the source cache, the stat record) comes beside it as a Workspace, to the up-to-date
+check (schedule/tasks.py), to `why`, and to the executor (build/executor.py), which carries a plan out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,9 +29,10 @@ from builder.resolve.identity import Identities
 from builder.resolve.render import BuildContext, render
 
 
-class Project(Protocol):
-    """What a plan and those who carry it out take from its project (project.Project is one): so that this
-    module does not import the project, which makes the plans."""
+class Workspace(Protocol):
+    """What carrying a plan out asks of its invocation (project.Project is one): its places and settings,
+    and the parts that do I/O, which a plan never touches itself: the engine, BuildKit and registries
+    (services), the identities of images and artifacts, the source cache and the stat record."""
 
     root: Path
     settings: Settings
@@ -41,9 +45,6 @@ class Project(Protocol):
     def out_dir(self) -> Path: ...
 
     @property
-    def state_dir(self) -> Path: ...
-
-    @property
     def identities(self) -> Identities: ...
 
     @property
@@ -52,26 +53,30 @@ class Project(Protocol):
     @property
     def hashes(self) -> HashIndex: ...
 
-    def graph(self, platform: Platform) -> Graph: ...
-
-    def recipe_variables(self, recipe: Recipe, platform: Platform) -> dict[str, str]: ...
-
-    def prebuilt(self, platform: Platform) -> dict[str, tuple[str, str]]: ...
-
-    def plan(self, name: str, platform: Platform) -> Plan: ...
 
 TOOLCHAIN_INPUT = "toolchain"
 BUILD_IMAGES = ("TOOLCHAIN", "IMAGER")  # the images this project bootstraps (toolchain.py), by variable
 IMAGE_INPUT = "image"
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Plan:
-    """Everything needed to build ``recipe`` for ``platform`` and to tell whether it is up to date."""
+    """Everything needed to build ``recipe`` for ``platform`` and to tell whether it is up to date: a value,
+    made by the project from its resolved graph (Project.plan) with every choice already taken (flavor,
+    variables, prebuilt packages, the tasks it waits for, the images it starts from). It holds no project
+    and asks nothing of the world: inputs() takes the identities, the executor the workspace. Its context
+    is rendered when first asked, from its own fields."""
 
-    project: Project
     platform: Platform
     recipe: Recipe
+    graph: Graph
+    variables_for: Mapping[str, Mapping[str, str]]  # recipe name -> its variables, for the recipe's closure
+    flavor: str  # the flavor this build is (FLAVOR=debug) when it or a recipe it takes has flavors, else ""
+    upstream: tuple[str, ...]  # labels of the tasks whose published outputs this build takes (they run first)
+    images: Mapping[str, str]  # every image the build starts from -> where it is named (TOOLCHAIN, PKG_KERNEL, ...)
+    root: Path
+    settings: Settings
+    locations: Locations
     command: str | None = None  # one of the recipe's commands: run it instead of building the recipe
 
     @property
@@ -80,15 +85,6 @@ class Plan:
         if not self.command:
             return self.recipe.name
         return self.recipe.commands[self.command].task or f"{self.recipe.name}-{self.command}"
-
-    @cached_property
-    def flavor(self) -> str:
-        """The flavor this build is (FLAVOR=debug): when asked for and the recipe or one it takes, by any
-        edge, has flavors; "" otherwise. A flavored build is another task with other outputs."""
-        asked = self.project.settings.flavor
-        if not asked or self.command:
-            return ""
-        return asked if self.graph.flavored(self.recipe.name) else ""
 
     @property
     def subtask(self) -> str:
@@ -106,23 +102,18 @@ class Plan:
         return f"{self.task}-{self.subtask}"
 
     @property
-    def graph(self) -> Graph:
-        return self.project.graph(self.platform)
-
-    @cached_property
     def variables(self) -> dict[str, str]:
-        return self.project.recipe_variables(self.recipe, self.platform)
+        return dict(self.variables_for[self.recipe.name])
+
+    @property
+    def out_dir(self) -> Path:
+        return self.locations.out
 
     @cached_property
     def context(self) -> BuildContext:
-        closure = self.graph.closure(self.recipe.name)
-        return render(
-            self.graph,
-            self.recipe.name,
-            project_root=self.project.root,
-            variables_for={r.name: self.project.recipe_variables(r, self.platform) for r in closure},
-            command=self.command,
-        )
+        """The rendered build (Dockerfile, scripts, files with their digests): made once, from the fields."""
+        return render(self.graph, self.recipe.name, project_root=self.root,
+                      variables_for={name: dict(v) for name, v in self.variables_for.items()}, command=self.command)
 
     @property
     def outputs(self) -> list[str]:
@@ -140,27 +131,7 @@ class Plan:
 
     @property
     def targets(self) -> list[Path]:
-        return [self.project.out_dir / name for name in self.outputs]
-
-    @property
-    def upstream(self) -> list[str]:
-        """Labels of the tasks whose published outputs this build takes (they run first)."""
-        return [self.project.plan(name, self.platform).label for name in self.graph.upstream_tasks(self.recipe.name)]
-
-    @property
-    def images(self) -> dict[str, str]:
-        """Every image the build starts from -> where it is named (the toolchain, image dependencies)."""
-        found: dict[str, str] = {}
-        for recipe in self.graph.closure(self.recipe.name):
-            if recipe.variant in ("toolchain", "imager"):
-                variable = recipe.variant.upper()
-                found.setdefault(self.project.recipe_variables(recipe, self.platform)[variable], variable)
-            prebuilt = self.project.prebuilt(self.platform).get(recipe.name)
-            for index, dep in self.graph.dependencies(recipe):
-                if dep.image is not None:
-                    where = prebuilt[1] if prebuilt else recipe.where("dependencies", index, "image")
-                    found.setdefault(dep.image, where)
-        return dict(sorted(found.items()))
+        return [self.out_dir / name for name in self.outputs]
 
     def image_inputs(self) -> dict[str, tuple[str, str, str]]:
         """Input name -> (image ref, where it is named, platform) for every image the build starts from."""
@@ -187,7 +158,7 @@ class Plan:
 
     def request(self, context_dir: Path, export_dir: Path) -> BuildRequest:
         """The BuildKit request: the export stage, for this platform, to a local directory."""
-        settings = self.project.settings
+        settings = self.settings
         return BuildRequest(
             context=context_dir,
             target=self.context.target,

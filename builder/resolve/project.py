@@ -207,8 +207,38 @@ class Project:
         """One plan per target and platform, so its context is rendered once however often it is asked."""
         key = (name, platform)
         if key not in self._plans:
-            self._plans[key] = Plan(self, platform, self.graph(platform)[name])
+            self._plans[key] = self._plan(self.graph(platform)[name], platform)
         return self._plans[key]
+
+    def _plan(self, recipe: Recipe, platform: Platform, command: str | None = None) -> Plan:
+        """The plan of ``recipe`` (or of its ``command``) for ``platform``, every choice taken here."""
+        graph = self.graph(platform)
+        closure = graph.closure(recipe.name)
+        asked = self.settings.flavor
+        flavor = asked if asked and not command and graph.flavored(recipe.name) else ""
+        images: dict[str, str] = {}
+        prebuilt = self.prebuilt(platform)
+        for member in closure:
+            if member.variant in ("toolchain", "imager"):
+                variable = member.variant.upper()
+                images.setdefault(self.recipe_variables(member, platform)[variable], variable)
+            chosen = prebuilt.get(member.name)
+            for index, dep in graph.dependencies(member):
+                if dep.image is not None:
+                    images.setdefault(dep.image, chosen[1] if chosen else member.where("dependencies", index, "image"))
+        return Plan(
+            platform=platform,
+            recipe=recipe,
+            graph=graph,
+            variables_for={member.name: self.recipe_variables(member, platform) for member in closure},
+            flavor=flavor,
+            upstream=tuple(self.plan(name, platform).label for name in graph.upstream_tasks(recipe.name)),
+            images=dict(sorted(images.items())),
+            root=self.root,
+            settings=self.settings,
+            locations=self.locations,
+            command=command,
+        )
 
     def command_plans(self) -> list[Plan]:
         """A plan per command of every recipe and requested platform (tasks that are not builds)."""
@@ -226,7 +256,7 @@ class Project:
             if command not in recipe.commands:
                 known = ", ".join(sorted(recipe.commands)) or "none"
                 raise BuildError(f"recipe {name} has no command {command!r} (its commands: {known})")
-            self._plans[key] = Plan(self, platform, recipe, command)
+            self._plans[key] = self._plan(recipe, platform, command)
         return self._plans[key]
 
     def plans(self, targets: tuple[str, ...] = ()) -> list[Plan]:

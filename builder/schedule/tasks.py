@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # imported when a plan is really needed: a no-op run with a p
     from builder.core.locations import Locations
     from builder.host.hashindex import HashIndex
     from builder.resolve.identity import Identities
-    from builder.resolve.plan import Plan
+    from builder.resolve.plan import Plan, Workspace
     from builder.resolve.project import Project
 
 class UpToDate:
@@ -37,25 +37,25 @@ class UpToDate:
 
     doit asks it only once the task's dependencies have run, so artifacts are read as they are then."""
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
+    def __init__(self, plan: Plan, workspace: Workspace) -> None:
+        self.plan, self.workspace = plan, workspace
 
     def __call__(self, task: object, values: Mapping[str, Any]) -> bool:
         stored = values.get("digest")
         if not stored:
             return False
         try:
-            if stored != self.plan.digest(self.plan.inputs(self.plan.project.identities)):
+            if stored != self.plan.digest(self.plan.inputs(self.workspace.identities)):
                 return False
         except BuildError:
             return False  # let the action run and report the problem as one line
-        return _outputs_intact(self.plan.project.out_dir, values, self.plan.project.hashes)
+        return _outputs_intact(self.plan.out_dir, values, self.workspace.hashes)
 
 
-def _build_action(plan: Plan) -> dict[str, object] | TaskFailed:
+def _build_action(plan: Plan, workspace: Workspace) -> dict[str, object] | TaskFailed:
     from builder.build.executor import execute  # the executor (and what it imports) only when something builds
 
-    return _guarded(plan, lambda: execute(plan))
+    return _guarded(plan, lambda: execute(plan, workspace))
 
 
 def _guarded(plan: Plan, work: Callable[[], Any]) -> Any:
@@ -67,32 +67,32 @@ def _guarded(plan: Plan, work: Callable[[], Any]) -> Any:
     except BuildError as exc:
         return TaskFailed(str(exc))
     except OSError as exc:
-        where = f" ({plan.project.locations.shown(exc.filename)})" if exc.filename else ""
+        where = f" ({plan.locations.shown(exc.filename)})" if exc.filename else ""
         return TaskFailed(f"{plan.label}: {os_reason(exc)}{where}; nothing in out/ changed")
 
 
-def _dry_run_action(plan: Plan) -> TaskFailed | None:
+def _dry_run_action(plan: Plan, workspace: Workspace) -> TaskFailed | None:
     from builder.build.executor import dry_run
 
-    return _guarded(plan, lambda: print(dry_run(plan)))
+    return _guarded(plan, lambda: print(dry_run(plan, workspace)))
 
 
-def build_task(plan: Plan, description: str) -> dict[str, object]:
+def build_task(plan: Plan, workspace: Workspace, description: str) -> dict[str, object]:
     """The doit task that builds ``plan`` (or, with DRY_RUN=1, prints how it would)."""
     task: dict[str, object] = {
         "basename": plan.recipe.name,
         "name": plan.subtask,
         "meta": {"platform": plan.platform.arch},
         "doc": f"{description} for {plan.platform.docker} -> " + ", ".join(f"out/{o}" for o in plan.outputs),
-        "task_dep": plan.upstream,
+        "task_dep": list(plan.upstream),
         "verbosity": 2,
     }
-    if plan.project.settings.dry_run:
-        task.update(actions=[(_dry_run_action, [plan])], uptodate=[False])
+    if plan.settings.dry_run:
+        task.update(actions=[(_dry_run_action, [plan, workspace])], uptodate=[False])
     else:
-        uptodate: list[object] = [False] if plan.project.settings.push else [UpToDate(plan)]
-        task.update(actions=[(_build_action, [plan])], targets=[str(t) for t in plan.targets], uptodate=uptodate,
-                    clean=[(clean_action, [plan.project.locations, plan.slug, plan.outputs])])
+        uptodate: list[object] = [False] if plan.settings.push else [UpToDate(plan, workspace)]
+        task.update(actions=[(_build_action, [plan, workspace])], targets=[str(t) for t in plan.targets],
+                    uptodate=uptodate, clean=[(clean_action, [plan.locations, plan.slug, plan.outputs])])
     return task
 
 
@@ -126,9 +126,9 @@ def generate(project: Project) -> Iterator[dict[str, object]]:
         yield {"basename": name, "name": None, "doc": description}
         for plan in plans:
             if plan.recipe.name == name:
-                yield build_task(plan, description)
+                yield build_task(plan, project, description)
     yield from image_groups(project, plans)
-    yield from command_tasks(project.command_plans())
+    yield from command_tasks(project.command_plans(), project)
 
 
 # doit iso / disk / images (Talos's make iso, make image-PLATFORM): every profile of those kinds (PROFILE=...
@@ -170,7 +170,7 @@ def _fail(message: str) -> TaskFailed:
     return TaskFailed(message)
 
 
-def command_tasks(plans: list[Plan]) -> Iterator[dict[str, object]]:
+def command_tasks(plans: list[Plan], workspace: Workspace) -> Iterator[dict[str, object]]:
     """A task per recipe command (`doit kernel-olddefconfig`), a subtask per platform: never up to date,
     not a default task; it writes project files, never out/."""
     for task in dict.fromkeys(plan.task for plan in plans):
@@ -181,14 +181,14 @@ def command_tasks(plans: list[Plan]) -> Iterator[dict[str, object]]:
         for plan in mine:
             yield {"basename": task, "name": plan.platform.arch, "verbosity": 2, "uptodate": [False],
                    "doc": f"{doc} ({plan.platform.docker})", "meta": {"command": [plan.recipe.name, plan.command]},
-                   "actions": [(_dry_run_action if plan.project.settings.dry_run else _command_action, [plan])]}
+                   "actions": [(_dry_run_action if plan.settings.dry_run else _command_action, [plan, workspace])]}
 
 
-def _command_action(plan: Plan) -> TaskFailed | None:
+def _command_action(plan: Plan, workspace: Workspace) -> TaskFailed | None:
     from builder.build.executor import run_command
 
     def work() -> None:
-        run_command(plan)
+        run_command(plan, workspace)
 
     return _guarded(plan, work)
 
@@ -234,7 +234,8 @@ def _memo_build_action(load: ProjectLoader, name: str, arch: str) -> dict[str, o
     from builder.core.platforms import parse_platforms
 
     try:
-        return _build_action(_rendered(load).plan(name, parse_platforms(arch)[0]))
+        project = _rendered(load)
+        return _build_action(project.plan(name, parse_platforms(arch)[0]), project)
     except BuildError as exc:
         return TaskFailed(str(exc))
 
@@ -243,7 +244,8 @@ def _memo_command_action(load: ProjectLoader, recipe: str, command: str, arch: s
     from builder.core.platforms import parse_platforms
 
     try:
-        return _command_action(_rendered(load).command_plan(recipe, command, parse_platforms(arch)[0]))
+        project = _rendered(load)
+        return _command_action(project.command_plan(recipe, command, parse_platforms(arch)[0]), project)
     except BuildError as exc:
         return TaskFailed(str(exc))
 

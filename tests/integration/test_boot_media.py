@@ -136,7 +136,7 @@ def test_no_image_build_step_is_privileged_or_uses_a_loop_device_or_mount(media:
             code = "\n".join(line for line in item.data.decode().splitlines() if not line.lstrip().startswith("#"))
             assert not privileged.search(code) and not command.search(code), (plan.label, path)
         request = plan.request(Path("/ctx"), Path("/export"))
-        for argv in plan.project.services.buildkits.select("auto").commands(request):
+        for argv in project.services.buildkits.select("auto").commands(request):
             assert "--network=none" in argv and not privileged.search(" ".join(argv)), argv
         checked += 1
     assert checked == sum(len(p.arch) for p in project.profiles) == 10

@@ -145,4 +145,4 @@ def test_an_interactive_command_without_a_terminal_is_one_line(make_project: Mak
     project = make_project({**FILES, "recipes/k/pkg.yaml": INTERACTIVE}, {"TOOLCHAIN": TOOLCHAIN})
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     with pytest.raises(BuildError, match=r"^k-edit:amd64 is interactive: run it in a terminal$"):
-        run_command(project.command_plan("k", "edit", AMD64))
+        run_command(project.command_plan("k", "edit", AMD64), project)

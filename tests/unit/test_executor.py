@@ -54,7 +54,7 @@ def test_a_build_lands_its_outputs_sums_manifest_and_signature(make_project: Mak
                                                               fake_engine: dict[str, str | None]) -> None:
     docker("ok")
     project = make_project(ARTIFACTS)
-    values = execute(project.plan("k", AMD64))
+    values = execute(project.plan("k", AMD64), project)
     assert (project.out_dir / "k-amd64.bin").read_bytes() == b"k"
     assert set(read_sums(project.out_dir)) == {"k-amd64.bin", "m-amd64.tar"}
     manifest = json.loads((project.out_dir / "manifest.json").read_text())
@@ -76,7 +76,7 @@ def test_a_failed_build_changes_nothing_in_out(make_project: MakeProject, docker
     project.out_dir.mkdir()
     (project.out_dir / "k-amd64.bin").write_bytes(b"an earlier build")
     with pytest.raises(BuildError, match=message):
-        execute(project.plan("k", AMD64))
+        execute(project.plan("k", AMD64), project)
     assert sorted(p.name for p in project.out_dir.iterdir()) == ["k-amd64.bin"]
     assert (project.out_dir / "k-amd64.bin").read_bytes() == b"an earlier build"
     assert leftovers(project) == []
@@ -88,7 +88,7 @@ def test_an_artifact_that_was_never_built_is_named_with_its_task(make_project: M
     docker("ok")
     project = make_project(ARTIFACTS)
     with pytest.raises(BuildError, match=r"^i:amd64 takes out/m-amd64\.tar, which has not been built \(build k:amd64"):
-        execute(project.plan("i", AMD64))
+        execute(project.plan("i", AMD64), project)
 
 
 def test_an_artifact_whose_bytes_disagree_with_sha256sums_is_refused(make_project: MakeProject,
@@ -96,8 +96,8 @@ def test_an_artifact_whose_bytes_disagree_with_sha256sums_is_refused(make_projec
                                                                     fake_engine: dict[str, str | None]) -> None:
     docker("ok")
     project = make_project(ARTIFACTS)
-    execute(project.plan("k", AMD64))
+    execute(project.plan("k", AMD64), project)
     (project.out_dir / "m-amd64.tar").write_bytes(b"tampered")
     with pytest.raises(BuildError, match=r"out/m-amd64\.tar does not match its sha256 in out/SHA256SUMS"):
-        execute(project.plan("i", AMD64))
+        execute(project.plan("i", AMD64), project)
     assert leftovers(project) == []

@@ -72,12 +72,12 @@ def test_the_flavored_tasks_are_other_tasks_with_other_outputs(make_project: Mak
     plans = {plan.label: plan for plan in project(make_project, FLAVOR="debug").plans()}
     assert sorted(plans) == ["b:amd64", "i:amd64-debug", "k:amd64-debug"]  # b takes no flavored recipe
     assert plans["k:amd64-debug"].outputs == ["k-amd64-debug"]
-    assert plans["i:amd64-debug"].upstream == ["k:amd64-debug"]
+    assert plans["i:amd64-debug"].upstream == ("k:amd64-debug",)
     assert plans["i:amd64-debug"].slug == "i-amd64-debug"
     assert "k/files/flavor.config" in plans["k:amd64-debug"].context.files
     default = {plan.label: plan for plan in project(make_project).plans()}
     assert sorted(default) == ["b:amd64", "i:amd64", "k:amd64"]
-    assert default["i:amd64"].upstream == ["k:amd64"]
+    assert default["i:amd64"].upstream == ("k:amd64",)
     # the unflavored recipe renders the same either way: its task stays up to date
     assert plans["b:amd64"].context.dockerfile == default["b:amd64"].context.dockerfile
 

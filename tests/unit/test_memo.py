@@ -98,9 +98,9 @@ def test_a_memo_hit_gives_the_tasks_a_miss_gives_for_every_setting(make_project:
     assert checks and all(isinstance(c, tasks.MemoUpToDate) for c in checks)
     fulls = [t["uptodate"][0] for t in full if t.get("uptodate")]  # type: ignore[index]
     for memo_check, full_check in zip(checks, fulls, strict=True):  # the same places, the same deadlines
-        assert memo_check.locations == full_check.plan.project.locations
-        assert memo_check.identities.registry_seconds == full_check.plan.project.identities.registry_seconds
-        assert memo_check.identities.out_dir == full_check.plan.project.identities.out_dir
+        assert memo_check.locations == full_check.plan.locations
+        assert memo_check.identities.registry_seconds == full_check.workspace.identities.registry_seconds
+        assert memo_check.identities.out_dir == full_check.workspace.identities.out_dir
 
 
 def test_a_memo_tasks_check_reads_an_output_once_then_trusts_its_stat(make_project: MakeProject,

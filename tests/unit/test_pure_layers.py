@@ -4,6 +4,7 @@ that runs (its up-to-date check or its build) asks the engine or a registry."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -12,6 +13,12 @@ from pathlib import Path
 import pytest
 
 from builder.cli.doitglue import Session
+from builder.core.platforms import AMD64
+from builder.host.services import Services
+from builder.resolve.identity import Identities
+from builder.resolve.project import Project
+
+from .test_render import FILES, MakeProject
 
 ROOT = Path(__file__).resolve().parents[2]
 IGNORE = shutil.ignore_patterns("out", ".builder", ".doit.db*", ".git", "__pycache__", ".pytest_cache", "*.egg-info",
@@ -59,3 +66,15 @@ def test_the_shipped_projects_tasks_are_made_without_asking_the_engine_or_the_ne
         memo.lock.release()
     assert memo._project is None
     assert [t["basename"] for t in again] == [t["basename"] for t in tasks]
+
+
+def test_a_plan_is_a_value_that_holds_no_project(make_project: MakeProject) -> None:
+    """A plan is made once, with every choice taken, and then only read: the executor and the up-to-date
+    check get the workspace (engine, identities, caches) beside it, never through it."""
+    project = make_project(FILES)
+    plan = project.plan("b", AMD64)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.flavor = "debug"  # type: ignore[misc]
+    held = [getattr(plan, f.name) for f in dataclasses.fields(plan)]
+    assert not any(isinstance(value, (Project, Services, Identities)) for value in held)
+    assert plan.upstream == tuple(project.plan(name, AMD64).label for name in plan.graph.upstream_tasks("b"))

@@ -432,7 +432,7 @@ def test_an_artifact_is_in_the_context_by_its_sha256_in_out_and_copied_into_the_
     assert (item.artifact, item.origin, item.data) == ("m-amd64.tar", "out/m-amd64.tar", None)
     assert "COPY i/artifacts/0/ /a/" in plan.context.dockerfile
     assert "r-k" not in plan.context.dockerfile  # never rendered, so never rebuilt here
-    assert plan.upstream == ["k:amd64"]
+    assert plan.upstream == ("k:amd64",)
     assert plan.inputs(project.identities)["i/artifacts/0/m-amd64.tar"] == "absent"
     project.out_dir.mkdir()
     (project.out_dir / "SHA256SUMS").write_text(f"{'7' * 64}  m-amd64.tar\n{'8' * 64}  k-amd64.bin\n")

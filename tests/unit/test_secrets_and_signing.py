@@ -11,6 +11,7 @@ import pytest
 
 from builder.core.errors import RecipeError
 from builder.core.platforms import AMD64
+from builder.host.services import Services
 from builder.model import files
 from builder.resolve.identity import Identities
 from builder.resolve.project import Project
@@ -57,7 +58,7 @@ def test_a_secret_is_mounted_on_every_run_and_named_by_its_digest_never_its_byte
     assert not any(KEY_BYTES in (f.data or b"") for f in context.files.values())
     assert KEY_BYTES.decode() not in context.dockerfile
     assert context.secrets == {"signing-key": key}
-    assert plan.inputs(Identities(plan.project.out_dir, plan.project.services))[secret_input("signing-key")] == digest
+    assert plan.inputs(Identities(plan.out_dir, Services()))[secret_input("signing-key")] == digest
     request = plan.request(Path("/ctx"), Path("/export"))
     assert request.secrets == (("signing-key", key),)
 
@@ -71,10 +72,10 @@ def test_without_a_file_the_secret_is_not_mounted(make_project: MakeProject) -> 
 def test_a_new_key_changes_the_inputs_and_the_memo_sees_it_without_parsing(make_project: MakeProject,
                                                                             key: Path) -> None:
     plan = make_project({"recipes/s/pkg.yaml": SIGNER}, {"KEY": str(key)}).plan("s", AMD64)
-    identities = Identities(plan.project.out_dir, plan.project.services)
+    identities = Identities(plan.out_dir, Services())
     check = memo.check_of(plan)
     assert check["secrets"] == {secret_input("signing-key"): str(key)}
-    root = plan.project.root
+    root = plan.root
     before = memo.inputs_now(root, check, identities)
     assert before == plan.inputs(identities)
     key.write_bytes(KEY_BYTES + b"rotated\n")
@@ -164,7 +165,7 @@ def test_why_names_a_new_key_and_a_new_certificate(make_project: MakeProject, ke
     before = {"digest": plan.digest(inputs), "inputs": inputs, "outputs": {}}
     key.write_bytes(KEY_BYTES + b"rotated\n")
     again = make_project({"keys/cert.pem": "two\n"}, {"KEY": str(key)})
-    reasons = explain(again.plan("s", AMD64), before).reasons
+    reasons = explain(again.plan("s", AMD64), again, before).reasons
     assert any(r.startswith(f"changed: {secret_input('signing-key')}") for r in reasons), reasons
     assert any(r.startswith("changed: s/files/cert.pem (keys/cert.pem)") for r in reasons), reasons
     assert not any(KEY_BYTES.decode()[:20] in r for r in reasons)

@@ -11,6 +11,7 @@ from builder.core.errors import BuildError
 from builder.core.platforms import AMD64
 from builder.host import hashindex
 from builder.host.hashindex import sha256_file
+from builder.resolve.identity import Identities
 from builder.resolve.project import Project
 from builder.schedule.tasks import UpToDate, generate
 
@@ -38,7 +39,8 @@ def built(make_project: MakeProject, fake_engine: dict[str, str | None]) -> tupl
     project.out_dir.mkdir()
     (project.out_dir / "app-amd64").write_bytes(b"app")
     digest = plan.digest(plan.inputs(project.identities))
-    return UpToDate(plan), {"digest": digest, "outputs": {"app-amd64": sha256_file(project.out_dir / "app-amd64")}}
+    outputs = {"app-amd64": sha256_file(project.out_dir / "app-amd64")}
+    return UpToDate(plan, project), {"digest": digest, "outputs": outputs}
 
 
 @pytest.mark.parametrize("values", [{}, {"digest": ""}, {"digest": None, "outputs": {}}])
@@ -63,7 +65,7 @@ def test_a_task_whose_output_was_modified_or_deleted_is_not_up_to_date(
     built: tuple[UpToDate, dict[str, object]], damage: str
 ) -> None:
     uptodate, values = built
-    out = uptodate.plan.project.out_dir / "app-amd64"
+    out = uptodate.plan.out_dir / "app-amd64"
     if damage == "modify":
         out.write_bytes(b"hand edited")
     else:
@@ -74,7 +76,7 @@ def test_a_task_whose_output_was_modified_or_deleted_is_not_up_to_date(
 def test_a_no_op_reads_an_output_once_then_trusts_its_stat(built: tuple[UpToDate, dict[str, object]],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     uptodate, values = built
-    out = uptodate.plan.project.out_dir / "app-amd64"
+    out = uptodate.plan.out_dir / "app-amd64"
     os.utime(out, ns=(1_700_000_000 * 10**9,) * 2)  # built long enough ago not to be racy
     read = hashindex.read
     reads: list[str] = []
@@ -90,10 +92,10 @@ def test_a_broken_plan_is_out_of_date_so_the_action_can_report_it(
 ) -> None:
     uptodate, values = built
 
-    def broken(identities: object) -> dict[str, str]:
-        raise BuildError("the Docker engine is not reachable")
+    def broken(self: Identities) -> dict[str, str]:
+        raise BuildError("out/SHA256SUMS: line 1: expected SHA256  NAME")
 
-    monkeypatch.setattr(uptodate.plan, "inputs", broken)
+    monkeypatch.setattr(Identities, "artifacts", broken)  # the plan is a value: what fails is what it is asked with
     assert uptodate(None, values) is False
 
 

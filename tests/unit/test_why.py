@@ -20,20 +20,21 @@ def stored(project: Project, name: str = "b") -> dict[str, object]:
 
 
 def test_a_task_never_built_says_so(make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
-    verdict = explain(make_project(FILES).plan("b", AMD64), {})
+    project = make_project(FILES)
+    verdict = explain(project.plan("b", AMD64), project, {})
     assert verdict == Explanation("b:amd64", False, ["never built here"])
 
 
 def test_nothing_changed_is_up_to_date(make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
     project = make_project(FILES)
-    assert explain(project.plan("b", AMD64), stored(project)) == Explanation("b:amd64", True, [])
+    assert explain(project.plan("b", AMD64), project, stored(project)) == Explanation("b:amd64", True, [])
 
 
 def test_a_changed_project_file_is_named_by_its_project_path(make_project: MakeProject,
                                                              fake_engine: dict[str, str | None]) -> None:
     before = stored(make_project(FILES))
     project = make_project({"configs/config-amd64": "CONFIG_AMD64=m\n"})
-    verdict = explain(project.plan("b", AMD64), before)
+    verdict = explain(project.plan("b", AMD64), project, before)
     assert not verdict.up_to_date
     (reason,) = verdict.reasons
     assert reason.startswith("changed: a/files/config (configs/config-amd64)  ")
@@ -43,9 +44,9 @@ def test_new_and_removed_inputs_are_named(make_project: MakeProject, fake_engine
     before = stored(make_project(FILES))
     project = make_project({"patches/01-a.patch": "a\n"})
     assert "new input: a/files/patches/01-a.patch (patches/01-a.patch)" in explain(
-        project.plan("b", AMD64), before).reasons
+        project.plan("b", AMD64), project, before).reasons
     gone = dict(before, inputs={**before["inputs"], "old/input": "x"})  # type: ignore[dict-item]
-    assert "input removed: old/input" in explain(project.plan("b", AMD64), gone).reasons
+    assert "input removed: old/input" in explain(project.plan("b", AMD64), project, gone).reasons
 
 
 def test_a_missing_or_edited_output_is_a_reason(make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
@@ -53,7 +54,7 @@ def test_a_missing_or_edited_output_is_a_reason(make_project: MakeProject, fake_
     project.out_dir.mkdir()
     (project.out_dir / "b-amd64.bin").write_bytes(b"edited")
     values = dict(stored(project), outputs={"b-amd64.bin": "0" * 64, "gone.bin": "1" * 64})
-    assert explain(project.plan("b", AMD64), values).reasons == [
+    assert explain(project.plan("b", AMD64), project, values).reasons == [
         "output modified since it was built: out/b-amd64.bin", "output missing: out/gone.bin"]
 
 
@@ -63,7 +64,7 @@ def test_a_task_whose_upstream_rebuilds_first_says_so(make_project: MakeProject,
 
     project = make_project(ARTIFACTS)
     upstream = {"k:amd64": Explanation("k:amd64", False, ["never built here"])}
-    verdict = explain(project.plan("i", AMD64), stored(project, "i"), upstream)
+    verdict = explain(project.plan("i", AMD64), project, stored(project, "i"), upstream)
     assert verdict.reasons == ["k:amd64 would rebuild first, and its outputs are inputs here (if their bytes change)"]
 
 
@@ -71,7 +72,8 @@ def test_an_engine_that_cannot_answer_is_a_reason_not_a_crash(make_project: Make
                                                               fake_engine: dict[str, str | None]) -> None:
     before = stored(make_project(FILES))
     fake_engine["builder-toolchain:bookworm"] = None
-    verdict = explain(make_project(FILES).plan("b", AMD64), before)
+    project = make_project(FILES)
+    verdict = explain(project.plan("b", AMD64), project, before)
     assert verdict.reasons == ["cannot check: image builder-toolchain:bookworm (TOOLCHAIN) is not in the Docker "
                                "engine (run ./setup.sh or 'builder toolchain ensure')"]
 
@@ -86,7 +88,8 @@ def test_a_new_version_of_an_out_of_tree_module_names_its_source(make_project: M
     project = make_project({**MODULE_FILES, "recipes/hello/pkg.yaml": first})
     before = stored(project, "modules")
     second = first.replace("hello-1.tar.gz", "hello-2.tar.gz").replace("a" * 64, "c" * 64)
-    verdict = explain(make_project({"recipes/hello/pkg.yaml": second}).plan("modules", AMD64), before)
+    project = make_project({"recipes/hello/pkg.yaml": second})
+    verdict = explain(project.plan("modules", AMD64), project, before)
     assert not verdict.up_to_date
     assert any(reason.startswith("changed: hello/sources/hello.tar.gz (http://example.invalid/hello-2.tar.gz)")
                for reason in verdict.reasons), verdict.reasons
