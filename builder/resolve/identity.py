@@ -4,6 +4,7 @@ signatures compare across machines."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,41 +24,47 @@ PACKAGE_WHERE = "PKG"  # where a prebuilt package's image is named: PKG_NAME, PK
 @dataclass
 class Identities:
     """Asks each image once per invocation, of ``services``' engine and registries; artifacts are read
-    fresh (an upstream task may just have run)."""
+    fresh (an upstream task may just have run). Safe to share between threads: two that ask for the same
+    image at once may both ask, and keep the same answer."""
 
     out_dir: Path
     services: Services
     registry_seconds: float = 30.0
     _images: dict[str, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def image(self, ref: str, *, where: str = "TOOLCHAIN", platform: str | None = None) -> str:
         """``ref``'s identity: the digest of its reproducible rootfs (a toolchain this project made), else
         of its package lock (an older toolchain), else its registry digest, else (a locally imported image)
         its engine ID, which is not portable. A prebuilt package (``where`` PKG_NAME) is asked of its
         registry, for ``platform``: what the tag names now, so a new push is a new input."""
-        if where.startswith(PACKAGE_WHERE) and platform:
-            key = f"{ref} {platform}"
-            if key not in self._images:
-                from builder.host import registry  # only a prebuilt package asks one: not on every no-op's path
+        key = f"{ref} {platform}" if where.startswith(PACKAGE_WHERE) and platform else ref
+        with self._lock:
+            known = self._images.get(key)
+        if known is None:
+            known = self._ask(ref, where, platform)
+            with self._lock:
+                known = self._images.setdefault(key, known)
+        return known
 
-                self._images[key] = "digest:" + registry.platform_digest(
-                    ref, platform, seconds=self.registry_seconds, where=where, session=self.services.registries)
-            return self._images[key]
-        if ref not in self._images:
-            info = self.services.engine.inspect_image(ref)
-            if info is None:
-                raise BuildError(f"image {ref} ({where}) is not in the Docker engine",
-                                 hint=engine.absent_image_hint(ref, toolchain=where in ("TOOLCHAIN", "IMAGER")))
-            labels = (info.get("Config") or {}).get("Labels") or {}
-            if labels.get(ROOTFS_LABEL):
-                self._images[ref] = f"rootfs:sha256:{labels[ROOTFS_LABEL]}"
-            elif labels.get(PACKAGES_LABEL):
-                self._images[ref] = f"packages:sha256:{labels[PACKAGES_LABEL]}"
-            elif info.get("RepoDigests"):
-                self._images[ref] = f"digest:{sorted(info['RepoDigests'])[0].rpartition('@')[2]}"
-            else:
-                self._images[ref] = f"local-id:{info['Id']}"
-        return self._images[ref]
+    def _ask(self, ref: str, where: str, platform: str | None) -> str:
+        if where.startswith(PACKAGE_WHERE) and platform:
+            from builder.host import registry  # only a prebuilt package asks one: not on every no-op's path
+
+            return "digest:" + registry.platform_digest(ref, platform, seconds=self.registry_seconds, where=where,
+                                                        session=self.services.registries)
+        info = self.services.engine.inspect_image(ref)
+        if info is None:
+            raise BuildError(f"image {ref} ({where}) is not in the Docker engine",
+                             hint=engine.absent_image_hint(ref, toolchain=where in ("TOOLCHAIN", "IMAGER")))
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if labels.get(ROOTFS_LABEL):
+            return f"rootfs:sha256:{labels[ROOTFS_LABEL]}"
+        if labels.get(PACKAGES_LABEL):
+            return f"packages:sha256:{labels[PACKAGES_LABEL]}"
+        if info.get("RepoDigests"):
+            return f"digest:{sorted(info['RepoDigests'])[0].rpartition('@')[2]}"
+        return f"local-id:{info['Id']}"
 
     def artifacts(self) -> dict[str, str]:
         """out/ name -> sha256 as recorded in out/SHA256SUMS now."""
