@@ -299,18 +299,21 @@ class Session:
         digest = memo.key(self.root, self.words, settings.apt)
         fresh = settings.dry_run or settings.push  # PUSH=1 runs every build (BuildKit's cache makes it cheap)
         entry = None if fresh else memo.load(self.locations.memo, digest)
-        if entry is not None:
+        if entry is not None:  # the memo's description: nothing parsed, the project loaded by a task that runs
             from builder.resolve.identity import Identities
 
-            identities = Identities(self.locations.out, self.services, registry_seconds=settings.registry_timeout)
-            hashes = HashIndex(self.locations.state)
-            tasks = list(build_tasks.from_memo(self.project, self.locations, identities, hashes, entry))
+            tasks = list(build_tasks.tasks(
+                entry, load=self.project, locations=self.locations, hashes=HashIndex(self.locations.state),
+                identities=Identities(self.locations.out, self.services, registry_seconds=settings.registry_timeout)))
         else:
             project = self.project()
-            tasks = list(build_tasks.generate(project))
+            entry = build_tasks.describe(project, checks=not fresh)
+            tasks = list(build_tasks.tasks(entry, load=self.project, locations=project.locations,
+                                           identities=project.identities, hashes=project.hashes,
+                                           dry_run=settings.dry_run, push=settings.push, render_all=False))
             project.check_words()
             if not fresh:
-                memo.save(self.locations.memo, digest, build_tasks.memo_entry(project, tasks))
+                memo.save(self.locations.memo, digest, entry)
         check_task_words(self.command, self.task_words, tasks,
                          explain=lambda word: explain_target(self.project(), word, self.tool))
         if self.runs_tasks:

@@ -1,5 +1,10 @@
-"""doit task dicts made from plans: what each task runs (executor.execute), when it is up to date, and
-how it is cleaned. doitglue.py hands them to doit.
+"""doit task dicts, made by one function from one description: what each task runs (executor.execute),
+when it is up to date, and how it is cleaned. doitglue.py hands them to doit.
+
+A full plan is first described (describe): every task as plain data, and for each build the inputs its
+up-to-date check needs (memo.check_of). The plan memo keeps that description; tasks() makes the doit dicts
+from it, on a memo hit and after a full plan alike, so both give the same tasks by construction. A task's
+action asks for the full project (``load``) only when it runs.
 
 One task per exported recipe (`doit kernel`), one subtask per platform (`kernel:amd64`). A task whose
 build takes another's published outputs (an ``artifact`` dependency) depends on that task.
@@ -29,34 +34,8 @@ if TYPE_CHECKING:  # imported when a plan is really needed: a no-op run with a p
     from builder.core.locations import Locations
     from builder.host.hashindex import HashIndex
     from builder.resolve.identity import Identities
-    from builder.resolve.plan import Plan, Workspace
+    from builder.resolve.plan import Plan
     from builder.resolve.project import Project
-
-class UpToDate:
-    """doit uptodate check: stored input digest and output hashes against the current ones.
-
-    doit asks it only once the task's dependencies have run, so artifacts are read as they are then."""
-
-    def __init__(self, plan: Plan, workspace: Workspace) -> None:
-        self.plan, self.workspace = plan, workspace
-
-    def __call__(self, task: object, values: Mapping[str, Any]) -> bool:
-        stored = values.get("digest")
-        if not stored:
-            return False
-        try:
-            if stored != self.plan.digest(self.plan.inputs(self.workspace.identities)):
-                return False
-        except BuildError:
-            return False  # let the action run and report the problem as one line
-        return _outputs_intact(self.plan.out_dir, values, self.workspace.hashes)
-
-
-def _build_action(plan: Plan, workspace: Workspace) -> dict[str, object] | TaskFailed:
-    from builder.build.executor import execute  # the executor (and what it imports) only when something builds
-
-    return _guarded(plan, lambda: execute(plan, workspace))
-
 
 def _guarded(plan: Plan, work: Callable[[], Any]) -> Any:
     """``work()``, with what the user can act on as one line: a BuildError, or an OSError (the machine, not
@@ -71,29 +50,16 @@ def _guarded(plan: Plan, work: Callable[[], Any]) -> Any:
         return TaskFailed(f"{plan.label}: {os_reason(exc)}{where}; nothing in out/ changed")
 
 
-def _dry_run_action(plan: Plan, workspace: Workspace) -> TaskFailed | None:
-    from builder.build.executor import dry_run
-
-    return _guarded(plan, lambda: print(dry_run(plan, workspace)))
-
-
-def build_task(plan: Plan, workspace: Workspace, description: str) -> dict[str, object]:
-    """The doit task that builds ``plan`` (or, with DRY_RUN=1, prints how it would)."""
-    task: dict[str, object] = {
+def build_task(plan: Plan, description: str) -> dict[str, object]:
+    """The description of the task that builds ``plan``: plain data (the memo keeps it)."""
+    return {
         "basename": plan.recipe.name,
         "name": plan.subtask,
         "meta": {"platform": plan.platform.arch},
         "doc": f"{description} for {plan.platform.docker} -> " + ", ".join(f"out/{o}" for o in plan.outputs),
         "task_dep": list(plan.upstream),
-        "verbosity": 2,
+        "targets": [str(t) for t in plan.targets],
     }
-    if plan.settings.dry_run:
-        task.update(actions=[(_dry_run_action, [plan, workspace])], uptodate=[False])
-    else:
-        uptodate: list[object] = [False] if plan.settings.push else [UpToDate(plan, workspace)]
-        task.update(actions=[(_build_action, [plan, workspace])], targets=[str(t) for t in plan.targets],
-                    uptodate=uptodate, clean=[(clean_action, [plan.locations, plan.slug, plan.outputs])])
-    return task
 
 
 def clean_action(locations: Locations, slug: str, names: list[str], dryrun: bool = False) -> None:
@@ -116,8 +82,9 @@ def clean_action(locations: Locations, slug: str, names: list[str], dryrun: bool
     return None
 
 
-def generate(project: Project) -> Iterator[dict[str, object]]:
-    """Task dicts for every exported recipe and every requested platform."""
+def _described(project: Project) -> Iterator[dict[str, object]]:
+    """The description of every task: each exported recipe on every requested platform, the boot-media
+    groups, the recipes' commands."""
     plans = project.plans()
     names: dict[str, str] = {}
     for plan in plans:
@@ -126,9 +93,9 @@ def generate(project: Project) -> Iterator[dict[str, object]]:
         yield {"basename": name, "name": None, "doc": description}
         for plan in plans:
             if plan.recipe.name == name:
-                yield build_task(plan, project, description)
+                yield build_task(plan, description)
     yield from image_groups(project, plans)
-    yield from command_tasks(project.command_plans(), project)
+    yield from command_tasks(project.command_plans())
 
 
 # doit iso / disk / images (Talos's make iso, make image-PLATFORM): every profile of those kinds (PROFILE=...
@@ -152,8 +119,7 @@ def image_groups(project: Project, plans: list[Plan]) -> Iterator[dict[str, obje
         yield {"basename": group, "name": None, "doc": doc, "task_dep": deps}
         if not deps:  # a subtask that says why (doit ignores the actions of a group's own task)
             message = _nothing_to_build(project, group, kinds)
-            yield {"basename": group, "name": "nothing", "doc": message, "meta": {"nothing": message},
-                   "actions": [(_fail, [message])], "verbosity": 2}
+            yield {"basename": group, "name": "nothing", "doc": message, "meta": {"nothing": message}}
 
 
 def _nothing_to_build(project: Project, group: str, kinds: tuple[str, ...]) -> str:
@@ -170,7 +136,7 @@ def _fail(message: str) -> TaskFailed:
     return TaskFailed(message)
 
 
-def command_tasks(plans: list[Plan], workspace: Workspace) -> Iterator[dict[str, object]]:
+def command_tasks(plans: list[Plan]) -> Iterator[dict[str, object]]:
     """A task per recipe command (`doit kernel-olddefconfig`), a subtask per platform: never up to date,
     not a default task; it writes project files, never out/."""
     for task in dict.fromkeys(plan.task for plan in plans):
@@ -179,26 +145,20 @@ def command_tasks(plans: list[Plan], workspace: Workspace) -> Iterator[dict[str,
         doc = command.description or f"run {mine[0].command} of {mine[0].recipe.name}"
         yield {"basename": task, "name": None, "doc": doc}
         for plan in mine:
-            yield {"basename": task, "name": plan.platform.arch, "verbosity": 2, "uptodate": [False],
-                   "doc": f"{doc} ({plan.platform.docker})", "meta": {"command": [plan.recipe.name, plan.command]},
-                   "actions": [(_dry_run_action if plan.settings.dry_run else _command_action, [plan, workspace])]}
-
-
-def _command_action(plan: Plan, workspace: Workspace) -> TaskFailed | None:
-    from builder.build.executor import run_command
-
-    def work() -> None:
-        run_command(plan, workspace)
-
-    return _guarded(plan, work)
+            yield {"basename": task, "name": plan.platform.arch, "doc": f"{doc} ({plan.platform.docker})",
+                   "meta": {"command": [plan.recipe.name, plan.command]}}
 
 
 def _outputs_intact(out_dir: Path, values: Mapping[str, Any], hashes: HashIndex) -> bool:
     return all(hashes.still(out_dir / name, sha) for name, sha in (values.get("outputs") or {}).items())
 
 
-class MemoUpToDate:
-    """The up-to-date check from a plan memo: the same digest as UpToDate, without parsing anything."""
+class UpToDate:
+    """doit's up-to-date check of a build: the digest of its inputs as they are now (memo.inputs_now, from the
+    description's ``check``) is the one stored after its last build, and every output in out/ still has the
+    sha256 recorded then. It parses nothing: a no-op run never loads the recipes.
+
+    doit asks it only once the task's dependencies have run, so artifacts are read as they are then."""
 
     def __init__(self, locations: Locations, check: Mapping[str, Any], identities: Identities,
                  hashes: HashIndex) -> None:
@@ -219,64 +179,103 @@ class MemoUpToDate:
 ProjectLoader = Callable[[], "Project"]
 
 
-def _rendered(load: ProjectLoader) -> Project:
-    """The full project, for a memo task that must run after all. Every plan is rendered, not only this
-    task's: the host checks (keys, module lists, files) of the tasks after this one hold before this one
-    builds, as on a run without a memo."""
+def _project(load: ProjectLoader, render_all: bool) -> Project:
+    """The full project, for a task that runs. With ``render_all`` (the description came from the memo)
+    every plan is rendered first, not only this task's: the host checks (keys, module lists, files) of the
+    tasks after this one hold before this one builds, as on a run without a memo."""
     project = load()
-    for plan in project.plans():
-        plan.context  # noqa: B018 - rendering is what checks them
+    if render_all:
+        for plan in project.plans():
+            plan.context  # noqa: B018 - rendering is what checks them
     return project
 
 
-def _memo_build_action(load: ProjectLoader, name: str, arch: str) -> dict[str, object] | TaskFailed:
-    """A memo task that must build after all: now the full plan is made (once per session)."""
+def _build_action(load: ProjectLoader, name: str, arch: str, render_all: bool) -> dict[str, object] | TaskFailed:
+    from builder.build.executor import execute  # the executor (and what it imports) only when something builds
     from builder.core.platforms import parse_platforms
 
     try:
-        project = _rendered(load)
-        return _build_action(project.plan(name, parse_platforms(arch)[0]), project)
+        project = _project(load, render_all)
+        plan = project.plan(name, parse_platforms(arch)[0])
     except BuildError as exc:
         return TaskFailed(str(exc))
+    return _guarded(plan, lambda: execute(plan, project))
 
 
-def _memo_command_action(load: ProjectLoader, recipe: str, command: str, arch: str) -> TaskFailed | None:
+def _dry_run_action(load: ProjectLoader, name: str, arch: str, command: str | None,
+                    render_all: bool) -> TaskFailed | None:
+    from builder.build.executor import dry_run
     from builder.core.platforms import parse_platforms
 
     try:
-        project = _rendered(load)
-        return _command_action(project.command_plan(recipe, command, parse_platforms(arch)[0]), project)
+        project = _project(load, render_all)
+        platform = parse_platforms(arch)[0]
+        plan = project.command_plan(name, command, platform) if command else project.plan(name, platform)
+    except BuildError as exc:
+        return TaskFailed(str(exc))
+    return _guarded(plan, lambda: print(dry_run(plan, project)))
+
+
+def _command_action(load: ProjectLoader, recipe: str, command: str, arch: str, render_all: bool) -> TaskFailed | None:
+    from builder.build.executor import run_command
+    from builder.core.platforms import parse_platforms
+
+    try:
+        project = _project(load, render_all)
+        plan = project.command_plan(recipe, command, parse_platforms(arch)[0])
     except BuildError as exc:
         return TaskFailed(str(exc))
 
+    def work() -> None:
+        run_command(plan, project)
 
-MEMO_TASK_KEYS = ("basename", "name", "doc", "task_dep", "targets", "meta")
-
-
-def memo_entry(project: Project, tasks: list[dict[str, object]]) -> dict[str, Any]:
-    """What the plan memo keeps of a full plan's ``tasks``: their plain fields and each build's check."""
-    checks = {plan.label: memo.check_of(plan) for plan in project.plans()}
-    described = [{k: v for k, v in task.items() if k in MEMO_TASK_KEYS} for task in tasks]
-    return {"tasks": described, "checks": checks}
+    return _guarded(plan, work)
 
 
-def from_memo(load: ProjectLoader, locations: Locations, identities: Identities, hashes: HashIndex,
-              entry: Mapping[str, Any]) -> Iterator[dict[str, object]]:
-    """The tasks of a memo ``entry``: the full project is loaded (``load``) only by a task that must run."""
+def describe(project: Project, *, checks: bool = True) -> dict[str, Any]:
+    """The full plan as plain data, what the plan memo keeps: every task's description and, with
+    ``checks``, each build's up-to-date check (a run that builds everything, DRY_RUN=1 or PUSH=1, needs none)."""
+    described = list(_described(project))
+    return {"tasks": described,
+            "checks": {plan.label: memo.check_of(plan) for plan in project.plans()} if checks else {}}
+
+
+def tasks(entry: Mapping[str, Any], *, load: ProjectLoader, locations: Locations, identities: Identities,
+          hashes: HashIndex, dry_run: bool = False, push: bool = False,
+          render_all: bool = True) -> Iterator[dict[str, object]]:
+    """The doit tasks of a description ``entry`` (describe, or the plan memo's): the one way tasks are made.
+    The full project is loaded (``load``) only by a task that runs; ``render_all``: the description came
+    from the memo, so nothing has been rendered yet (see _project)."""
     for described in entry["tasks"]:
         task: dict[str, object] = dict(described)
-        command = (task.get("meta") or {}).get("command")  # type: ignore[attr-defined]
+        meta: Mapping[str, Any] = task.get("meta") or {}  # type: ignore[assignment]
+        command = meta.get("command")
         if command is not None and task["name"] is not None:
-            recipe, name = command  # type: ignore[misc]
-            task.update(actions=[(_memo_command_action, [load, recipe, name, task["name"]])],
-                        uptodate=[False], verbosity=2)
-        elif (task.get("meta") or {}).get("nothing"):  # type: ignore[attr-defined]
-            task.update(actions=[(_fail, [task["meta"]["nothing"]])], verbosity=2)  # type: ignore[index]
+            recipe, name = command
+            action = (_dry_run_action, [load, recipe, task["name"], name, render_all]) if dry_run else \
+                (_command_action, [load, recipe, name, task["name"], render_all])
+            task.update(actions=[action], uptodate=[False], verbosity=2)
+        elif meta.get("nothing"):
+            task.update(actions=[(_fail, [meta["nothing"]])], verbosity=2)
         elif task["name"] is not None:
+            arch = meta.get("platform", task["name"])
+            if dry_run:
+                task.pop("targets", None)
+                task.update(actions=[(_dry_run_action, [load, task["basename"], arch, None, render_all])],
+                            uptodate=[False], verbosity=2)
+                yield task
+                continue
             label = f"{task['basename']}:{task['name']}"
             names = [Path(t).name for t in task.get("targets") or []]  # type: ignore[attr-defined]
-            arch = (task.get("meta") or {}).get("platform", task["name"])  # type: ignore[attr-defined]
-            task.update(actions=[(_memo_build_action, [load, task["basename"], arch])],
-                        uptodate=[MemoUpToDate(locations, entry["checks"][label], identities, hashes)],
+            check: list[object] = [False] if push else [UpToDate(locations, entry["checks"][label], identities, hashes)]
+            task.update(actions=[(_build_action, [load, task["basename"], arch, render_all])], uptodate=check,
                         clean=[(clean_action, [locations, f"{task['basename']}-{task['name']}", names])], verbosity=2)
         yield task
+
+
+def generate(project: Project) -> Iterator[dict[str, object]]:
+    """The doit tasks of ``project``'s full plan, as a run without a memo makes them."""
+    settings = project.settings
+    entry = describe(project, checks=not (settings.dry_run or settings.push))
+    yield from tasks(entry, load=lambda: project, locations=project.locations, identities=project.identities,
+                     hashes=project.hashes, dry_run=settings.dry_run, push=settings.push, render_all=False)

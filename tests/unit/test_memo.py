@@ -95,12 +95,16 @@ def test_a_memo_hit_gives_the_tasks_a_miss_gives_for_every_setting(make_project:
     keys = ("basename", "name", "doc", "task_dep", "targets", "meta", "verbosity", "clean")
     assert [{k: t.get(k) for k in keys} for t in again] == [{k: t.get(k) for k in keys} for t in full]
     checks = [t["uptodate"][0] for t in again if t.get("uptodate")]  # type: ignore[index]
-    assert checks and all(isinstance(c, tasks.MemoUpToDate) for c in checks)
+    assert checks and all(isinstance(c, tasks.UpToDate) for c in checks)
     fulls = [t["uptodate"][0] for t in full if t.get("uptodate")]  # type: ignore[index]
-    for memo_check, full_check in zip(checks, fulls, strict=True):  # the same places, the same deadlines
-        assert memo_check.locations == full_check.plan.locations
-        assert memo_check.identities.registry_seconds == full_check.workspace.identities.registry_seconds
-        assert memo_check.identities.out_dir == full_check.workspace.identities.out_dir
+    for memo_check, full_check in zip(checks, fulls, strict=True):  # the same inputs, places and deadlines
+        assert memo_check.check == full_check.check
+        assert memo_check.locations == full_check.locations
+        assert memo_check.identities.registry_seconds == full_check.identities.registry_seconds
+        assert memo_check.identities.out_dir == full_check.identities.out_dir
+    actions = [[(f.__name__, args[1:-1]) for f, args in t.get("actions", [])] for t in again]  # type: ignore[attr-defined]
+    assert actions == [[(f.__name__, args[1:-1]) for f, args in t.get("actions", [])]  # type: ignore[attr-defined]
+                       for t in full]  # the same actions; only whether the plans are rendered yet differs
 
 
 def test_a_memo_tasks_check_reads_an_output_once_then_trusts_its_stat(make_project: MakeProject,
@@ -120,7 +124,7 @@ def test_a_memo_tasks_check_reads_an_output_once_then_trusts_its_stat(make_proje
     Session(project.root, {}, command="list", environ={}).tasks()
     again = Session(project.root, {}, command="list", environ={}).tasks()
     (check,) = [t["uptodate"][0] for t in again if (t["basename"], t["name"]) == ("app", "amd64")]  # type: ignore[index]
-    assert isinstance(check, tasks.MemoUpToDate)
+    assert isinstance(check, tasks.UpToDate)
     read = hashindex.read
     reads: list[str] = []
     monkeypatch.setattr(hashindex, "read", lambda path: reads.append(str(path)) or read(path))

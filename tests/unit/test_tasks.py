@@ -13,6 +13,7 @@ from builder.host import hashindex
 from builder.host.hashindex import sha256_file
 from builder.resolve.identity import Identities
 from builder.resolve.project import Project
+from builder.schedule import memo
 from builder.schedule.tasks import UpToDate, generate
 
 MakeProject = Callable[..., Project]
@@ -40,7 +41,8 @@ def built(make_project: MakeProject, fake_engine: dict[str, str | None]) -> tupl
     (project.out_dir / "app-amd64").write_bytes(b"app")
     digest = plan.digest(plan.inputs(project.identities))
     outputs = {"app-amd64": sha256_file(project.out_dir / "app-amd64")}
-    return UpToDate(plan, project), {"digest": digest, "outputs": outputs}
+    check = UpToDate(plan.locations, memo.check_of(plan), project.identities, project.hashes)
+    return check, {"digest": digest, "outputs": outputs}
 
 
 @pytest.mark.parametrize("values", [{}, {"digest": ""}, {"digest": None, "outputs": {}}])
@@ -65,7 +67,7 @@ def test_a_task_whose_output_was_modified_or_deleted_is_not_up_to_date(
     built: tuple[UpToDate, dict[str, object]], damage: str
 ) -> None:
     uptodate, values = built
-    out = uptodate.plan.out_dir / "app-amd64"
+    out = uptodate.locations.out / "app-amd64"
     if damage == "modify":
         out.write_bytes(b"hand edited")
     else:
@@ -76,7 +78,7 @@ def test_a_task_whose_output_was_modified_or_deleted_is_not_up_to_date(
 def test_a_no_op_reads_an_output_once_then_trusts_its_stat(built: tuple[UpToDate, dict[str, object]],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     uptodate, values = built
-    out = uptodate.plan.out_dir / "app-amd64"
+    out = uptodate.locations.out / "app-amd64"
     os.utime(out, ns=(1_700_000_000 * 10**9,) * 2)  # built long enough ago not to be racy
     read = hashindex.read
     reads: list[str] = []
