@@ -425,7 +425,7 @@ def why(targets: tuple[str, ...], platform_spec: str | None, pairs: tuple[str, .
     for platform in project.settings.platforms:
         graph = project.graph(platform)
         names = targets or tuple(r.name for r in graph.exported())
-        ordered = [r.name for name in names for r in graph.order(name) if r.outputs and r.builds_for(platform.docker)]
+        ordered = [r.name for name in names for r in graph.order(name) if r.outputs and r.builds_for(platform)]
         for name in dict.fromkeys(ordered):  # upstream tasks first, each once
             plan = project.plan(name, platform)
             verdict = explain(plan, project, stored_values(project.locations.dep_file, plan.label), verdicts)

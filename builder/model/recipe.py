@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from builder.core.errors import RecipeError
-from builder.core.platforms import PLATFORMS, by_any_name
+from builder.core.platforms import PLATFORMS, Platform, by_any_name
 from builder.model import files, yamlfile
 from builder.model.variables import check_image_reference
 
@@ -145,9 +145,9 @@ class Dependency(_Model):
     def _platforms(cls, v: list[str] | None) -> list[str] | None:
         return _check_platforms(v, "this dependency would be taken for no platform")
 
-    def taken_for(self, platform: str) -> bool:
-        """Whether a build for ``platform`` takes this dependency ("" = not one platform: every one)."""
-        return self.platforms is None or not platform or platform in self.platforms
+    def taken_for(self, platform: Platform | None) -> bool:
+        """Whether a build for ``platform`` takes this dependency (None = not one platform: every one)."""
+        return self.platforms is None or platform is None or platform.docker in self.platforms
 
     @model_validator(mode="after")
     def _one_kind(self) -> Dependency:
@@ -422,9 +422,9 @@ class Recipe(_Model):
     def path(self) -> Path:
         return self._path
 
-    def builds_for(self, platform: str) -> bool:
-        """Whether this recipe is built for ``platform`` (linux/amd64 ...); all platforms when not limited."""
-        return self.platforms is None or platform in self.platforms
+    def builds_for(self, platform: Platform) -> bool:
+        """Whether this recipe is built for ``platform``; every platform when its ``platforms`` does not limit it."""
+        return self.platforms is None or platform.docker in self.platforms
 
     def where(self, *key: Any) -> str:
         """``file:line`` of a key path such as ('sources', 0, 'sha256')."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from builder.core.errors import RecipeError
+from builder.core.platforms import Platform
 from builder.model.recipe import Dependency, Recipe
 
 
@@ -18,10 +19,10 @@ class Graph:
     """All recipes for one platform, by name."""
 
     recipes: dict[str, Recipe]
-    platform: str = ""  # linux/amd64 ...; "" when the graph is not for one platform (unit tests)
+    platform: Platform | None = None  # None when the graph is not for one platform (unit tests)
 
     @classmethod
-    def of(cls, recipes: list[Recipe], platform: str = "") -> Graph:
+    def of(cls, recipes: list[Recipe], platform: Platform | None = None) -> Graph:
         by_name: dict[str, Recipe] = {}
         for recipe in recipes:
             if recipe.name in by_name:
@@ -60,11 +61,11 @@ class Graph:
         ``recipe`` is: an edge never takes a recipe its ``platforms`` leave out (refused here, not by a
         compiler inside the build)."""
         upstream = self._named(recipe, index, kind, name)
-        if self.platform and recipe.builds_for(self.platform) and not upstream.builds_for(self.platform):
+        if self.platform is not None and recipe.builds_for(self.platform) and not upstream.builds_for(self.platform):
             only = ", ".join(upstream.platforms or [])
             raise RecipeError(
-                f"dependencies.{index}.{kind}: {recipe.name!r} takes {upstream.name!r} for {self.platform}, which "
-                f"{upstream.where('platforms')} leaves out; to take it only where it is built, give this "
+                f"dependencies.{index}.{kind}: {recipe.name!r} takes {upstream.name!r} for {self.platform.docker}, "
+                f"which {upstream.where('platforms')} leaves out; to take it only where it is built, give this "
                 f"dependency 'platforms: [{only}]'", where=recipe.where("dependencies", index, kind))
         return upstream
 
@@ -135,7 +136,7 @@ class Graph:
     def exported(self) -> list[Recipe]:
         """Recipes that put artifacts into out/ for this platform (those with ``outputs``), by name."""
         return [self.recipes[n] for n in sorted(self.recipes)
-                if self.recipes[n].outputs and (not self.platform or self.recipes[n].builds_for(self.platform))]
+                if self.recipes[n].outputs and (self.platform is None or self.recipes[n].builds_for(self.platform))]
 
     def dot(self) -> str:
         """The graph in Graphviz dot form (dashed edges: artifacts taken from out/)."""

@@ -100,7 +100,7 @@ class Project:
             self._prebuilt[platform] = chosen
             recipes = [prebuilt_recipe(r, *chosen[r.name]) if r.name in chosen else r for r in recipes]
             recipes += self._image_recipes(platform, {r.name: r.outputs for r in recipes})
-            self._graphs[platform] = Graph.of(recipes, platform.docker)
+            self._graphs[platform] = Graph.of(recipes, platform)
             self._check_flavor(self._graphs[platform])
         return self._graphs[platform]
 
@@ -245,7 +245,7 @@ class Project:
         result = []
         for platform in self.settings.platforms:
             for recipe in sorted(self.graph(platform).recipes.values(), key=lambda r: r.name):
-                if recipe.builds_for(platform.docker):
+                if recipe.builds_for(platform):
                     result += [self.command_plan(recipe.name, command, platform) for command in recipe.commands]
         return result
 
@@ -267,6 +267,6 @@ class Project:
             names = targets or tuple(r.name for r in graph.exported())
             for name in names:
                 recipe = graph[name]
-                if recipe.outputs and recipe.builds_for(platform.docker):
+                if recipe.outputs and recipe.builds_for(platform):
                     result.append(self.plan(name, platform))
         return result

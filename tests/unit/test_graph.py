@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from builder.core.errors import RecipeError
+from builder.core.platforms import AMD64, ARM64
 from builder.model.recipe import Recipe, load_recipe
 from builder.resolve.graph import Graph
 
@@ -159,21 +160,21 @@ def test_an_edge_to_a_recipe_not_built_for_the_platform_is_refused_naming_both_a
                                           r"linux/amd64, which recipes/k/pkg\.yaml:2 leaves out; to take it only "
                                           r"where it is built, give this dependency 'platforms: \[linux/arm64\]'$"):
         Graph.of([artifact_recipe(tmp_path, "k", OUT, platforms=ARM64_ONLY),
-                  artifact_recipe(tmp_path, "i", f"dependencies:\n  - {kind}: k\n")], "linux/amd64")
+                  artifact_recipe(tmp_path, "i", f"dependencies:\n  - {kind}: k\n")], AMD64)
 
 
 @pytest.mark.parametrize("kind", ["artifact", "stage"])
 def test_a_dependency_limited_to_a_platform_is_an_edge_there_only(tmp_path: Path, kind: str) -> None:
     k = artifact_recipe(tmp_path, "k", OUT, platforms=ARM64_ONLY)
     i = artifact_recipe(tmp_path, "i", f"dependencies:\n  - {kind}: k\n    platforms: [linux/arm64]\n")
-    assert names(Graph.of([k, i], "linux/amd64").order("i")) == ["i"]
-    assert names(Graph.of([k, i], "linux/arm64").order("i")) == ["k", "i"]
+    assert names(Graph.of([k, i], AMD64).order("i")) == ["i"]
+    assert names(Graph.of([k, i], ARM64).order("i")) == ["k", "i"]
 
 
 def test_a_recipe_not_built_for_the_platform_may_take_others_that_are_not_either(tmp_path: Path) -> None:
     k = artifact_recipe(tmp_path, "k", OUT, platforms=ARM64_ONLY)
     i = artifact_recipe(tmp_path, "i", "dependencies:\n  - stage: k\n", platforms=ARM64_ONLY)
-    assert Graph.of([k, i], "linux/amd64").exported() == []
+    assert Graph.of([k, i], AMD64).exported() == []
 
 
 def test_a_dependency_platform_list_is_checked_like_a_recipe_one(tmp_path: Path) -> None:
@@ -190,5 +191,5 @@ def test_a_cycle_through_an_artifact_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_recipe_limited_to_other_platforms_is_not_exported(tmp_path: Path) -> None:
-    graph = Graph.of([artifact_recipe(tmp_path, "k", OUT, platforms="platforms: [linux/arm64]\n")], "linux/amd64")
+    graph = Graph.of([artifact_recipe(tmp_path, "k", OUT, platforms="platforms: [linux/arm64]\n")], AMD64)
     assert graph.exported() == []

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.core.errors import RecipeError
+from builder.core.platforms import AMD64, ARM64
 from builder.model.recipe import Recipe, find_recipe_files, load_recipe
 
 Load = Callable[..., Recipe]
@@ -252,7 +253,7 @@ def test_platforms_must_name_known_platforms_exactly(load: Load, value: str) -> 
 
 def test_platforms_limit_where_a_recipe_is_built(load: Load) -> None:
     recipe = load("name: a\nplatforms: [linux/arm64]\n")
-    assert recipe.builds_for("linux/arm64") and not recipe.builds_for("linux/amd64")
+    assert recipe.builds_for(ARM64) and not recipe.builds_for(AMD64)
 
 
 def test_a_dependency_copies_between_absolute_paths(load: Load) -> None:
