@@ -43,6 +43,7 @@ from builder.model.settings import PACKAGE_WORD, SETTINGS, Settings, doit_words
 from builder.schedule import memo
 
 if TYPE_CHECKING:
+    from builder.resolve.identity import Identities
     from builder.resolve.project import Project
 
 READ_ONLY_COMMANDS = {"list", "info", "help", "dumpdb", "tabcompletion", "strace"}
@@ -217,6 +218,8 @@ class Session:
         self.locations = Locations.of(root, self.settings.out_dir, self.settings.state_dir)
         self.lock = RunLock(self.locations)
         self.services = Services()  # the engine, BuildKit and registries, asked on behalf of this session
+        self._identities: Identities | None = None  # made by a memo hit, handed to the project if one is made
+        self.hashes = HashIndex(self.locations.state)  # out/'s stat record: one per session
         self._project: Project | None = None
         self._mutex = threading.Lock()
 
@@ -275,7 +278,8 @@ class Session:
             if self._project is None:
                 from builder.resolve.project import Project
 
-                self._project = Project(self.root, self.settings, services=self.services)
+                self._project = Project(self.root, self.settings, services=self.services,
+                                        given_identities=self._identities, given_hashes=self.hashes)
             return self._project
 
     def tasks(self) -> list[dict[str, object]]:
@@ -302,9 +306,11 @@ class Session:
         if entry is not None:  # the memo's description: nothing parsed, the project loaded by a task that runs
             from builder.resolve.identity import Identities
 
-            tasks = list(build_tasks.tasks(
-                entry, load=self.project, locations=self.locations, hashes=HashIndex(self.locations.state),
-                identities=Identities(self.locations.out, self.services, registry_seconds=settings.registry_timeout)))
+            with self._mutex:
+                self._identities = Identities(self.locations.out, self.services,
+                                              registry_seconds=settings.registry_timeout)
+            tasks = list(build_tasks.tasks(entry, load=self.project, locations=self.locations, hashes=self.hashes,
+                                           identities=self._identities))
         else:
             project = self.project()
             entry = build_tasks.describe(project, checks=not fresh)

@@ -42,6 +42,10 @@ class Project:
     _variables: dict[tuple[Path, Platform], dict[str, str]] = field(default_factory=dict, repr=False)
     _plans: dict[tuple[str, Platform], Plan] = field(default_factory=dict, repr=False)
     _prebuilt: dict[Platform, dict[str, tuple[str, str]]] = field(default_factory=dict, repr=False)
+    # The session's, when it made them before the project (a memo hit whose task must build after all): one
+    # identity per image and one stat record per invocation, not one per holder.
+    given_identities: Identities | None = field(default=None, repr=False)
+    given_hashes: HashIndex | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, root: Path, words: dict[str, str] | None = None, *, host: Platform | None = None,
@@ -75,12 +79,13 @@ class Project:
 
     @cached_property
     def identities(self) -> Identities:
-        return Identities(self.out_dir, self.services, registry_seconds=self.settings.registry_timeout)
+        return self.given_identities or Identities(self.out_dir, self.services,
+                                                   registry_seconds=self.settings.registry_timeout)
 
     @cached_property
     def hashes(self) -> HashIndex:
         """The sha256 of out/'s files, read again only when their stat changed (builder.host.hashindex)."""
-        return HashIndex(self.state_dir)
+        return self.given_hashes or HashIndex(self.state_dir)
 
     def variables(self, recipe_dir: Path, platform: Platform) -> dict[str, str]:
         key = (recipe_dir, platform)

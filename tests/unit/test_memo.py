@@ -132,3 +132,19 @@ def test_a_memo_tasks_check_reads_an_output_once_then_trusts_its_stat(make_proje
     assert [r for r in reads if r.startswith(str(project.out_dir))] == [str(out)]  # project files: read each time
     out.write_bytes(b"APP")
     assert check(None, values) is False
+
+
+def test_a_memo_hit_that_must_build_shares_its_identities_and_stat_record_with_the_project(
+        make_project: MakeProject, fake_engine: dict[str, str | None]) -> None:
+    from builder.cli.doitglue import Session
+
+    from .test_tasks import FILES as TASK_FILES
+
+    root = make_project(TASK_FILES).root
+    Session(root, {}, command="list", environ={}).tasks()  # a full plan: the memo is written
+    hit = Session(root, {}, command="list", environ={})
+    tasks_ = hit.tasks()
+    assert hit._project is None
+    check = next(t["uptodate"][0] for t in tasks_ if t.get("uptodate"))  # type: ignore[index]
+    project = hit.project()  # what a task that must build loads
+    assert project.identities is check.identities and project.hashes is check.hashes  # asked once per session
