@@ -43,7 +43,6 @@ from builder.model.settings import PACKAGE_WORD, SETTINGS, Settings, doit_words
 from builder.schedule import memo
 
 if TYPE_CHECKING:
-    from builder.resolve.identity import Identities
     from builder.resolve.project import Project
 
 READ_ONLY_COMMANDS = {"list", "info", "help", "dumpdb", "tabcompletion", "strace"}
@@ -218,8 +217,12 @@ class Session:
         self.locations = Locations.of(root, self.settings.out_dir, self.settings.state_dir)
         self.lock = RunLock(self.locations)
         self.services = Services()  # the engine, BuildKit and registries, asked on behalf of this session
-        self._identities: Identities | None = None  # made by a memo hit, handed to the project if one is made
-        self.hashes = HashIndex(self.locations.state)  # out/'s stat record: one per session
+        # one identity per image and one stat record of out/ per session, whether the tasks come from the memo
+        # or the full plan, and the project (when one is loaded) takes the same
+        from builder.resolve.identity import Identities
+
+        self.identities = Identities(self.locations.out, self.services, registry_seconds=self.settings.registry_timeout)
+        self.hashes = HashIndex(self.locations.state)
         self._project: Project | None = None
         self._mutex = threading.Lock()
 
@@ -279,7 +282,7 @@ class Session:
                 from builder.resolve.project import Project
 
                 self._project = Project(self.root, self.settings, services=self.services,
-                                        given_identities=self._identities, given_hashes=self.hashes)
+                                        given_identities=self.identities, given_hashes=self.hashes)
             return self._project
 
     def tasks(self) -> list[dict[str, object]]:
@@ -304,19 +307,12 @@ class Session:
         fresh = settings.dry_run or settings.push  # PUSH=1 runs every build (BuildKit's cache makes it cheap)
         entry = None if fresh else memo.load(self.locations.memo, digest)
         if entry is not None:  # the memo's description: nothing parsed, the project loaded by a task that runs
-            from builder.resolve.identity import Identities
-
-            with self._mutex:
-                self._identities = Identities(self.locations.out, self.services,
-                                              registry_seconds=settings.registry_timeout)
             tasks = list(build_tasks.tasks(entry, load=self.project, locations=self.locations, hashes=self.hashes,
-                                           identities=self._identities))
+                                           identities=self.identities))
         else:
             project = self.project()
             entry = build_tasks.describe(project, checks=not fresh)
-            tasks = list(build_tasks.tasks(entry, load=self.project, locations=project.locations,
-                                           identities=project.identities, hashes=project.hashes,
-                                           dry_run=settings.dry_run, push=settings.push, render_all=False))
+            tasks = list(build_tasks.generate(project, entry))
             project.check_words()
             if not fresh:
                 memo.save(self.locations.memo, digest, entry)

@@ -273,9 +273,11 @@ def tasks(entry: Mapping[str, Any], *, load: ProjectLoader, locations: Locations
         yield task
 
 
-def generate(project: Project) -> Iterator[dict[str, object]]:
-    """The doit tasks of ``project``'s full plan, as a run without a memo makes them."""
+def generate(project: Project, entry: Mapping[str, Any] | None = None) -> Iterator[dict[str, object]]:
+    """The doit tasks of ``project``'s full plan (``entry``: its description, when already made), as a run
+    without a memo makes them: its plans are rendered, so no task renders them again."""
     settings = project.settings
-    entry = describe(project, checks=not (settings.dry_run or settings.push))
+    if entry is None:
+        entry = describe(project, checks=not (settings.dry_run or settings.push))
     yield from tasks(entry, load=lambda: project, locations=project.locations, identities=project.identities,
                      hashes=project.hashes, dry_run=settings.dry_run, push=settings.push, render_all=False)
