@@ -42,8 +42,8 @@ class Project:
     _variables: dict[tuple[Path, Platform], dict[str, str]] = field(default_factory=dict, repr=False)
     _plans: dict[tuple[str, Platform], Plan] = field(default_factory=dict, repr=False)
     _prebuilt: dict[Platform, dict[str, tuple[str, str]]] = field(default_factory=dict, repr=False)
-    # The session's, when it made them before the project (a memo hit whose task must build after all): one
-    # identity per image and one stat record per invocation, not one per holder.
+    # The session's (doitglue.Session gives its own): one identity per image and one stat record per
+    # invocation, whether its tasks came from the memo or the full plan.
     given_identities: Identities | None = field(default=None, repr=False)
     given_hashes: HashIndex | None = field(default=None, repr=False)
 
