@@ -41,7 +41,7 @@ COMMON_PACKAGES=(
   docker-registry   # the tests' loopback registry (PUSH=1, PKG_NAME=): started by the tests, never as a service
   skopeo            # the tests read back what builder pushed with another registry client
   openssl           # builder check-signatures verifies module signatures against a certificate
-  fdisk             # sfdisk: the tests check images.sh's GRUB install and builder meta's GPT reading with it
+  fdisk             # sfdisk: the tests check the media module's GRUB install and builder meta's GPT reading with it
   python3 python3-venv  # .venv is made by Debian's python3: its venv module and ensurepip are python3-venv
 )
 

@@ -36,7 +36,7 @@ BOOTLOADERS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 OVERLAYS_DIR = "overlays"
 OVERLAY_FILE = "overlay.yaml"
-# The disk layout (builder/scripts/images.sh, docs/boot-media.md): 1 MiB for the GPT and alignment, EFI
+# The disk layout (builder/scripts/media.py, docs/boot-media.md): 1 MiB for the GPT and alignment, EFI
 # 100 MiB, BIOS boot 1 MiB, META 1 MiB, and the backup GPT in the last MiB.
 LAYOUT_MIB = {"gpt": 1, "EFI": 100, "BIOS": 1, "META": 1, "backup gpt": 1}
 MIN_DISK_MIB = sum(LAYOUT_MIB.values())

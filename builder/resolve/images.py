@@ -3,9 +3,9 @@ other: in BuildKit, in the IMAGER image, --network=none, unprivileged, its outpu
 SHA256SUMS and the manifest. It takes the kernel and the initramfs as *artifacts* (the bytes in out/),
 so an ISO holds exactly out/vmlinuz-ARCH.
 
-One builder per output kind (KIWI's shape), behind one small interface: ``script(job)`` returns the bash
-that makes ``/out/NAME`` with the helpers of builder/scripts/images.sh, which the step carries in full
-(so the helpers are build inputs like the rest of the script).
+One builder per output kind (KIWI's shape), all in one module, builder/scripts/media.py, which runs inside
+the IMAGER image: ``command(job)`` is its command line for one job, and the step carries the module in full
+(so the module is a build input like the rest of the script) and runs it.
 """
 
 from __future__ import annotations
@@ -54,77 +54,82 @@ def _taken(recipe: str, prefix: str, outputs: Mapping[str, list[str]], profile: 
     return found[0]
 
 
-def _iso(job: Job) -> str:
-    return f"image_iso {job.arch} /tmp/image.iso\n" + _finish(job, "/tmp/image.iso")
-
-
-def _disk(job: Job) -> str:
-    fmt = job.profile.output.format or "raw"
-    lines = [*_assets(job), f"image_disk {job.arch} /tmp/image.raw {job.profile.disk_mib} {job.profile.bootloader}"]
-    if job.meta:
-        copy = base64.b64encode(meta.encode(job.meta)).decode()
-        lines.append(f"image_meta_write /tmp/image.raw {shlex.quote(copy)}")
-    if fmt == "qcow2":
-        lines.append("image_qcow2 /tmp/image.raw /tmp/image.qcow2 && rm /tmp/image.raw")
-    elif fmt == "vhd":
-        lines.append("image_vhd /tmp/image.raw /tmp/image.vhd && rm /tmp/image.raw")
-    return "\n".join(lines) + "\n" + _finish(job, f"/tmp/image.{fmt}")
-
-
+MODULE = "/tmp/media.py"  # where the step writes the media module before running it
 OVERLAY_FILES = "overlay"  # where an overlay's project files are under /pkg
 
 
+def _medium(job: Job) -> list[str]:
+    """The arguments every medium takes: its name, arch, command line and the files it boots."""
+    return ["--name", job.output.split(".", 1)[0], "--arch", job.arch, "--cmdline", job.cmdline,
+            "--kernel", f"/artifacts/{job.kernel}", "--initramfs", f"/artifacts/{job.initramfs}"]
+
+
+def _iso(job: Job) -> list[str]:
+    return ["iso", *_medium(job)]
+
+
+def _disk(job: Job) -> list[str]:
+    args = ["disk", *_medium(job), "--size-mib", str(job.profile.disk_mib), "--bootloader", job.profile.bootloader,
+            "--format", job.profile.output.format or "raw", *_assets(job)]
+    if job.meta:
+        args += ["--meta-base64", base64.b64encode(meta.encode(job.meta)).decode()]
+    return args
+
+
 def _assets(job: Job) -> list[str]:
-    """An overlay's assets: efi/ ones staged for the EFI partition, firmware/ ones put into /out."""
+    """An overlay's assets: efi/ ones into the EFI partition, firmware/ ones published into /out."""
     overlay = job.profile.applied
     if overlay is None:
         return []
     firmware = {asset.to: name for asset, name in job.profile.firmware(job.arch, job.flavor_suffix)}
-    lines = []
+    args = []
     for index, asset in enumerate(overlay.assets):
         source = f"/pkg/{OVERLAY_FILES}/{asset.file}" if asset.file else str(asset.imager)
         what = f"{overlay.path}: assets.{index}" + (" (imager: a file of the IMAGER image)" if asset.imager else "")
-        where, _, rest = asset.to.partition("/")
-        dest = f"/tmp/overlay-efi/{rest}" if where == "efi" else f"/out/{firmware[asset.to]}"
-        lines.append(f"image_asset {shlex.quote(source)} {shlex.quote(dest)} {shlex.quote(what)}")
-    return lines
+        to = asset.to if asset.to.startswith("efi/") else f"/out/{firmware[asset.to]}"
+        args += ["--asset", source, to, what]
+    return args
 
 
-def _kernel(job: Job) -> str:
-    return _finish(job, '"$IMAGE_KERNEL"', copy=True)
+def _kernel(job: Job) -> list[str]:
+    return ["file", "--source", f"/artifacts/{job.kernel}"]
 
 
-def _initramfs(job: Job) -> str:
-    return _finish(job, '"$IMAGE_INITRAMFS"', copy=True)
+def _initramfs(job: Job) -> list[str]:
+    return ["file", "--source", f"/artifacts/{job.initramfs}"]
 
 
-def _cmdline(job: Job) -> str:
-    return 'printf \'%s\\n\' "$IMAGE_CMDLINE" >/tmp/cmdline\n' + _finish(job, "/tmp/cmdline")
+def _cmdline(job: Job) -> list[str]:
+    return ["cmdline", "--cmdline", job.cmdline]
 
 
-def _finish(job: Job, made: str, *, copy: bool = False) -> str:
-    """Compress ``made`` as the profile says and put it at /out/NAME."""
-    compression = job.profile.output.compression
-    if job.profile.output.kind == "initramfs":
-        compression = "none"  # already xz
-    move = "cp" if copy else "mv"
-    suffix = {"none": "", "xz": ".xz", "zstd": ".zst"}[compression]
-    return (f"mkdir -p /out\n{move} {made} /out/{job.output}.tmp\n"
-            f"image_compress /out/{job.output}.tmp {compression}\n"
-            f"mv /out/{job.output}.tmp{suffix} /out/{job.output}\n")
+def command(job: Job) -> list[str]:
+    """The media module's command line that makes ``job``'s output at /out/NAME."""
+    compression = "none" if job.profile.output.kind == "initramfs" else job.profile.output.compression  # xz already
+    return [*ASSEMBLY[job.profile.output.kind](job), "--compression", compression, "--out", f"/out/{job.output}"]
 
 
-ASSEMBLY: dict[str, Callable[[Job], str]] = {
+ASSEMBLY: dict[str, Callable[[Job], list[str]]] = {
     "iso": _iso, "disk": _disk, "kernel": _kernel, "initramfs": _initramfs, "cmdline": _cmdline,
 }
 NEEDS = {  # the artifacts each kind takes: kernel, initramfs
     "iso": ("kernel", "initramfs"), "disk": ("kernel", "initramfs"), "kernel": ("kernel",),
     "initramfs": ("initramfs",), "cmdline": (),
 }
+END = "BUILDER_MEDIA_PY"
 
 
-def library() -> str:
-    return resources.files("builder").joinpath("scripts/images.sh").read_text()
+def module() -> str:
+    """The media module's source (builder/scripts/media.py), which every image step carries in full."""
+    return resources.files("builder").joinpath("scripts/media.py").read_text()
+
+
+def script(job: Job) -> str:
+    """The step: write the media module, run it with the imager's python3 (isolated from PYTHON* settings)."""
+    text = module()
+    assert f"\n{END}\n" not in f"\n{text}\n", "the media module contains its own here-document end"
+    return (f"cat >{MODULE} <<'{END}'\n{text.rstrip()}\n{END}\n"
+            f"python3 -I {MODULE} {shlex.join(command(job))}\n")
 
 
 def meta_values(profile: Profile, command_line: Mapping[int, str]) -> dict[int, bytes]:
@@ -186,9 +191,7 @@ def image_recipe(profile: Profile, platform: Platform, variables: Mapping[str, s
         "platforms": [f"linux/{arch}" for arch in profile.arch],
         "dependencies": dependencies,
         "files": files,
-        "env": {"IMAGE_NAME": job.output.split(".", 1)[0], "IMAGE_ARCH": job.arch, "IMAGE_CMDLINE": job.cmdline,
-                "IMAGE_KERNEL": f"/artifacts/{job.kernel}", "IMAGE_INITRAMFS": f"/artifacts/{job.initramfs}"},
-        "steps": [{"install": library() + "\n" + ASSEMBLY[kind](job)}],
+        "steps": [{"install": script(job)}],
         "finalize": [{"from": "/out/", "to": "/"}],
         "outputs": [job.output, *(name for _, name in profile.firmware(platform.arch, suffix))],
     })

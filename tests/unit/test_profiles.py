@@ -4,6 +4,8 @@ mistake is one line naming the file and line (or the command-line word)."""
 from __future__ import annotations
 
 import base64
+import shlex
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from builder.core.errors import BuildError, RecipeError
 from builder.core.platforms import AMD64, ARM64
 from builder.model import meta
 from builder.model.profile import MIN_DISK_MIB, Profile, load_profile, load_profiles
+from builder.model.recipe import Recipe
 from builder.model.settings import Settings, doit_words
 from builder.resolve.images import image_recipe, kernel_cmdline
 
@@ -102,6 +105,17 @@ def test_two_profiles_making_one_file_is_an_error(tmp_path: Path) -> None:
         load_profiles(tmp_path)
 
 
+def _media_command(recipe: Recipe) -> list[str]:
+    """The media module's arguments in an image recipe's step (its last line: python3 -I MODULE ARGS...)."""
+    words = shlex.split(recipe.steps[0].install[0].rstrip().splitlines()[-1])
+    assert words[:3] == ["python3", "-I", "/tmp/media.py"]
+    return words[3:]
+
+
+def _option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
 def test_a_profile_becomes_an_imager_recipe_taking_the_kernel_and_initramfs_as_artifacts(tmp_path: Path) -> None:
     profile = load(tmp_path, METAL)
     recipe = image_recipe(profile, ARM64, {"FLAVOR_SUFFIX": "", "EXTRA_KERNEL_ARGS": "more=1"}, {}, OUTPUTS)
@@ -110,10 +124,14 @@ def test_a_profile_becomes_an_imager_recipe_taking_the_kernel_and_initramfs_as_a
     assert [(d.artifact, d.outputs) for d in recipe.dependencies] == [
         ("kernel", ["vmlinuz-arm64"]), ("initramfs", ["initramfs-arm64.xz"])]
     assert [f.src for f in recipe.files] == ["profiles/metal.yaml"]  # a profile edit rebuilds this image alone
-    assert recipe.env["IMAGE_CMDLINE"] == ("console=tty0 console=ttyAMA0 module.sig_enforce=1 builder.platform=metal "
-                                           "extra.arg=hello more=1")
+    args = _media_command(recipe)
+    assert _option(args, "--cmdline") == ("console=tty0 console=ttyAMA0 module.sig_enforce=1 builder.platform=metal "
+                                          "extra.arg=hello more=1")
+    assert args[0] == "disk" and _option(args, "--arch") == "arm64" and _option(args, "--size-mib") == "1024"
+    assert _option(args, "--out") == "/out/metal-arm64.raw.zst" and _option(args, "--compression") == "zstd"
+    assert "--meta-base64" in args
     script = recipe.steps[0].install[0]
-    assert "image_disk arm64 /tmp/image.raw 1024" in script and "image_meta_write" in script
+    assert resources.files("builder").joinpath("scripts/media.py").read_text().rstrip() in script  # carried in full
     for forbidden in ("losetup", "mount ", "--privileged", "/dev/loop"):
         assert forbidden not in script
 
@@ -218,11 +236,12 @@ def test_an_overlay_brings_its_boot_loader_files_arguments_and_profile_defaults(
     assert recipe.outputs == ["metal-arm64-board.raw.zst", "metal-arm64-board-u-boot.bin"]
     assert [f.src for f in recipe.files] == ["profiles/board.yaml", "overlays/board/overlay.yaml",
                                              "overlays/board/board.dtb"]  # the overlay is an input
-    assert " earlycon" in recipe.env["IMAGE_CMDLINE"]
-    script = recipe.steps[0].install[0]
-    assert "image_disk arm64 /tmp/image.raw 256 u-boot" in script
-    assert "image_asset /usr/lib/u-boot/qemu_arm64/u-boot.bin /out/metal-arm64-board-u-boot.bin" in script
-    assert "image_asset /pkg/overlay/board.dtb /tmp/overlay-efi/dtb/board.dtb" in script
+    args = _media_command(recipe)
+    assert " earlycon" in _option(args, "--cmdline")
+    assert _option(args, "--size-mib") == "256" and _option(args, "--bootloader") == "u-boot"
+    assets = [args[i + 1:i + 3] for i, word in enumerate(args) if word == "--asset"]
+    assert assets == [["/usr/lib/u-boot/qemu_arm64/u-boot.bin", "/out/metal-arm64-board-u-boot.bin"],
+                      ["/pkg/overlay/board.dtb", "efi/dtb/board.dtb"]]
 
 
 @pytest.mark.parametrize("overlay, profile, files, message", [
