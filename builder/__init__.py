@@ -3,6 +3,8 @@
 The package is a stack of layers, bottom first; each imports only its own and those below it
 (tests/unit/test_layers.py holds that, lazy and type-only imports included, and that no import cycle exists):
 
+    scripts    builder.sh, media: what runs inside the build images (the media module assembles every boot
+               medium in the IMAGER image; standard library only, its shared rules imported by the host)
     core       errors, run, log, platforms, locations: one error type, one way to run a program and to announce
                a step, the target platforms, where out/ and the build state are
     model      yamlfile, files, keys, reference, aptsources, settings, variables, recipe, profile, meta: the

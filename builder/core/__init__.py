@@ -1,3 +1,4 @@
 """The foundation: one error type, one way to run a program and to announce a step, the target
-platforms, and where a project's files go. Imports nothing else of builder.
+platforms, and where a project's files go. Imports only builder.scripts (the consoles the media module
+knows).
 """

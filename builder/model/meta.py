@@ -2,7 +2,9 @@
 key 0x0a is the network configuration, seed section 10). Pure encoding and decoding, plus reading and
 writing the META partition of a built disk image.
 
-Format, version 1 (docs/boot-media.md). One *copy* is text, so that a busybox initramfs can read it::
+The format is the media module's (builder/scripts/media.py), which the IMAGER image runs too; this module
+reads and writes it on the host. Format, version 1 (docs/boot-media.md). One *copy* is text, so that a
+busybox initramfs can read it::
 
     BUILDER-META 1\\n
     0x0a <base64 of the value>\\n       one line per key, keys ascending, 0x00-0xff
@@ -16,10 +18,7 @@ command line as INSTALLER_META_BASE64=... (Talos's name).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
-import re
 import stat
 import struct
 import uuid
@@ -30,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from builder.core.errors import BuildError, os_reason
+from builder.scripts import media
 
-MAGIC = b"BUILDER-META 1\n"
 PARTITION_BYTES = 1 << 20  # the disk layout's META partition
-COPY_BYTES = PARTITION_BYTES // 2
-CMDLINE_KEY = "INSTALLER_META_BASE64"
-KEY = re.compile(r"^0x[0-9a-fA-F]{1,2}$")
+COPY_BYTES = media.META_COPY_BYTES
+CMDLINE_KEY = media.META_CMDLINE_KEY
+decode = media.meta_decode
+key_name = media.meta_key_name
 
 
 class MetaError(BuildError):
@@ -44,50 +44,18 @@ class MetaError(BuildError):
 
 def parse_key(key: object) -> int:
     """A META key: 0..255, written as a number (YAML reads 0xa as 10) or as text "0x0a"."""
-    if isinstance(key, bool):
-        raise MetaError(f"META key {key!r} is not a number 0x00-0xff")
-    if isinstance(key, int):
-        number = key
-    elif isinstance(key, str) and re.fullmatch(r"0x[0-9a-fA-F]+", key.strip()):
-        number = int(key.strip(), 16)
-    elif isinstance(key, str) and key.strip().isdigit():
-        number = int(key.strip())
-    else:
-        raise MetaError(f"META key {key!r} is not a number 0x00-0xff (write it as 0x0a)")
-    if not 0 <= number <= 0xFF:
-        raise MetaError(f"META key {key if isinstance(key, str) else hex(number)} is outside 0x00-0xff")
-    return number
-
-
-def key_name(key: int) -> str:
-    return f"0x{key:02x}"
+    try:
+        return media.meta_key(key)
+    except media.MediaError as exc:
+        raise MetaError(str(exc)) from None
 
 
 def encode(values: Mapping[int, bytes]) -> bytes:
     """One copy of ``values`` (key -> bytes); MetaError when it would not fit half the partition."""
-    body = MAGIC + b"".join(f"{key_name(k)} ".encode() + base64.b64encode(values[k]) + b"\n" for k in sorted(values))
-    copy = body + b"sha256 " + hashlib.sha256(body).hexdigest().encode() + b"\n"
-    if len(copy) > COPY_BYTES:
-        raise MetaError(f"META is {len(copy)} bytes encoded; the META partition holds {COPY_BYTES} per copy")
-    return copy
-
-
-def decode(copy: bytes) -> dict[int, bytes] | None:
-    """The values of one copy (trailing zeros allowed); None when it is not a valid copy."""
-    text = copy.rstrip(b"\0")
-    if not text.startswith(MAGIC):
-        return None
-    head, sep, tail = text.rpartition(b"sha256 ")
-    if not sep or tail.strip() != hashlib.sha256(head).hexdigest().encode():
-        return None
-    values: dict[int, bytes] = {}
-    for line in head[len(MAGIC):].splitlines():
-        name, _, data = line.partition(b" ")
-        try:
-            values[int(name, 16)] = base64.b64decode(data, validate=True)
-        except ValueError:
-            return None
-    return values
+    try:
+        return media.meta_encode(values)
+    except media.MediaError as exc:
+        raise MetaError(str(exc)) from None
 
 
 def partition(values: Mapping[int, bytes]) -> bytes:
@@ -98,7 +66,8 @@ def partition(values: Mapping[int, bytes]) -> bytes:
 
 def cmdline_word(values: Mapping[int, bytes]) -> str:
     """The kernel command-line word that carries ``values`` on an ISO ("" when there are none)."""
-    return f"{CMDLINE_KEY}={base64.b64encode(encode(values)).decode()}" if values else ""
+    encode(values)  # a MetaError first
+    return media.meta_cmdline_word(values)
 
 
 # --- a built disk image -------------------------------------------------------------------------------

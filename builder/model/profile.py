@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from builder.core.errors import RecipeError
 from builder.model import files, meta, yamlfile
+from builder.scripts import media
 
 PROFILES_DIR = "profiles"
 EXTENSIONS = {"xz": ".xz", "zstd": ".zst", "none": ""}
@@ -44,7 +45,7 @@ MAX_DISK_MIB = 2 * 1024 * 1024  # 2 TiB: a larger image is a typo, and would fil
 UNITS = {"": 1, "m": 1, "mi": 1, "mib": 1, "g": 1024, "gi": 1024, "gib": 1024, "t": 1024 * 1024,
          "ti": 1024 * 1024, "tib": 1024 * 1024}
 SIZE = re.compile(r"^\s*([0-9]{1,9})\s*([a-zA-Z]*)\s*$")
-MAX_CMDLINE = 2048  # COMMAND_LINE_SIZE on x86 and arm64, with its terminating NUL
+MAX_CMDLINE = media.MAX_CMDLINE
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -69,16 +70,12 @@ def parse_size(value: Any) -> int:
 
 
 def check_kernel_args(words: list[str]) -> list[str]:
-    """Kernel command-line words: printable, no quotes the boot loaders' parsers would take."""
-    for word in words:
-        bad = next((c for c in word if ord(c) < 32 or ord(c) == 127), None)
-        if bad is not None:
-            raise ValueError(f"{word!r} has a control character ({bad!r})")
-        if not word.strip() or any(c.isspace() for c in word):
-            raise ValueError(f"{word!r} is not one word; give each argument on its own")
-        if '"' in word:
-            raise ValueError(f"{word!r} has a '\"', which the kernel's command-line parser takes as quoting")
-    return words
+    """Kernel command-line words: printable, no quotes the boot loaders' parsers would take (the media
+    module's rule, which the IMAGER image applies to its --extra-kernel-arg too)."""
+    try:
+        return media.check_kernel_args(words)
+    except media.MediaError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class ProfileOutput(_Model):

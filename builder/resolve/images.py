@@ -20,8 +20,9 @@ from pathlib import Path
 from builder.core.errors import RecipeError
 from builder.core.platforms import Platform
 from builder.model import meta
-from builder.model.profile import MAX_CMDLINE, Profile, check_kernel_args
+from builder.model.profile import Profile, check_kernel_args
 from builder.model.recipe import Recipe
+from builder.scripts import media
 
 RECIPE_PREFIX = "image-"  # profile metal -> recipe and doit task image-metal (Talos: make image-metal)
 KERNEL_RECIPE, INITRAMFS_RECIPE = "kernel", "initramfs"
@@ -139,24 +140,19 @@ def meta_values(profile: Profile, command_line: Mapping[int, str]) -> dict[int, 
 
 
 def kernel_cmdline(profile: Profile, platform: Platform, extra: str, values: Mapping[int, bytes]) -> str:
-    """The command line the medium boots the kernel with: the console (screen, then the serial port, which
-    becomes /dev/console), module signature enforcement, the platform, the profile's extra arguments, then
-    EXTRA_KERNEL_ARGS; an ISO carries META as INSTALLER_META_BASE64."""
+    """The command line the medium boots the kernel with (the media module's kernel_cmdline): the profile's
+    overlay's and its own extra arguments, then EXTRA_KERNEL_ARGS; an ISO carries META."""
     overlay_args = profile.applied.extra_kernel_args if profile.applied else []
-    words = ["console=tty0", f"console={platform.console}", "module.sig_enforce=1",
-             f"builder.platform={profile.platform}", *overlay_args, *profile.customization.extra_kernel_args]
     try:
-        words += check_kernel_args(extra.split())
+        words = check_kernel_args(extra.split())
     except ValueError as exc:
         raise RecipeError(f"EXTRA_KERNEL_ARGS: {exc}", where="command line") from None
-    if profile.output.kind == "iso" and values:
-        words.append(meta.cmdline_word(values))
-    text = " ".join(words)
-    if len(text) >= MAX_CMDLINE:
-        what = " (META travels on an ISO's command line)" if profile.output.kind == "iso" and values else ""
-        raise RecipeError(f"the kernel command line would be {len(text)} bytes; the kernel takes at most "
-                          f"{MAX_CMDLINE - 1}{what}", where=profile.path)
-    return text
+    try:
+        return media.kernel_cmdline(platform.arch, profile.platform,
+                                    [*overlay_args, *profile.customization.extra_kernel_args, *words],
+                                    values if profile.output.kind == "iso" else None)
+    except media.MediaError as exc:
+        raise RecipeError(str(exc), where=profile.path) from None
 
 
 def image_recipe(profile: Profile, platform: Platform, variables: Mapping[str, str],

@@ -17,21 +17,23 @@ exits 1. Every tool runs under a deadline.
 
 from __future__ import annotations
 
-import argparse
 import base64
-import binascii
 import hashlib
 import os
-import shutil
+import re
 import struct
 import subprocess
 import sys
-import tempfile
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+# The host imports this module on every doit, a no-op included, for its shared rules: the modules only the
+# media need (argparse, tempfile) are imported where they are used.
 
 ERROR_MARK = "##builder-error## "  # what the framework reads from a failing step (builder.sh: builder_error)
 GRUB_LIB = Path("/usr/lib/grub")
@@ -59,6 +61,103 @@ VHD_EPOCH = 946684800  # 2000-01-01T00:00:00Z, where VHD time starts
 
 class MediaError(Exception):
     """What went wrong, in one line: the build's error."""
+
+
+# --- What the framework shares with this module: the host checks with the same code the imager runs ---------
+
+MAX_CMDLINE = 2048  # COMMAND_LINE_SIZE on x86 and arm64, with its terminating NUL
+CONSOLES = {"amd64": "ttyS0", "arm64": "ttyAMA0"}  # the serial console each architecture's machines have
+META_MAGIC = b"BUILDER-META 1\n"
+META_COPY_BYTES = META_MIB * MIB // 2  # a copy fills at most half the META partition
+META_CMDLINE_KEY = "INSTALLER_META_BASE64"  # where an ISO's META travels (Talos's name)
+
+
+def check_kernel_args(words: Sequence[str]) -> list[str]:
+    """Kernel command-line words: printable, no quotes the boot loaders' parsers would take; MediaError."""
+    for word in words:
+        bad = next((c for c in word if ord(c) < 32 or ord(c) == 127), None)
+        if bad is not None:
+            raise MediaError(f"{word!r} has a control character ({bad!r})")
+        if not word.strip() or any(c.isspace() for c in word):
+            raise MediaError(f"{word!r} is not one word; give each argument on its own")
+        if '"' in word:
+            raise MediaError(f"{word!r} has a '\"', which the kernel's command-line parser takes as quoting")
+    return list(words)
+
+
+def kernel_cmdline(arch: str, platform: str, extra: Sequence[str], iso_meta: Mapping[int, bytes] | None = None) -> str:
+    """The command line a medium boots the kernel with: the console (screen, then the serial port, which
+    becomes /dev/console), module signature enforcement, the platform, then ``extra``; an ISO (which has no
+    META partition) carries ``iso_meta`` as INSTALLER_META_BASE64. MediaError when it is too long."""
+    words = ["console=tty0", f"console={CONSOLES[arch]}", "module.sig_enforce=1", f"builder.platform={platform}",
+             *extra]
+    if iso_meta:
+        words.append(meta_cmdline_word(iso_meta))
+    text = " ".join(words)
+    if len(text) >= MAX_CMDLINE:
+        what = " (META travels on an ISO's command line)" if iso_meta else ""
+        raise MediaError(f"the kernel command line would be {len(text)} bytes; the kernel takes at most "
+                         f"{MAX_CMDLINE - 1}{what}")
+    return text
+
+
+def meta_key(key: object) -> int:
+    """A META key: 0..255, written as a number (YAML reads 0xa as 10) or as text "0x0a"; MediaError."""
+    if isinstance(key, bool):
+        raise MediaError(f"META key {key!r} is not a number 0x00-0xff")
+    if isinstance(key, int):
+        number = key
+    elif isinstance(key, str) and re.fullmatch(r"0x[0-9a-fA-F]+", key.strip()):
+        number = int(key.strip(), 16)
+    elif isinstance(key, str) and key.strip().isdigit():
+        number = int(key.strip())
+    else:
+        raise MediaError(f"META key {key!r} is not a number 0x00-0xff (write it as 0x0a)")
+    if not 0 <= number <= 0xFF:
+        raise MediaError(f"META key {key if isinstance(key, str) else hex(number)} is outside 0x00-0xff")
+    return number
+
+
+def meta_key_name(key: int) -> str:
+    return f"0x{key:02x}"
+
+
+def meta_encode(values: Mapping[int, bytes]) -> bytes:
+    """One copy of META (docs/boot-media.md, "META"): text, so that a busybox initramfs can read it; the
+    keys ascending, each value base64, then the sha256 of every byte above. MediaError when it would not
+    fit half the partition."""
+    body = META_MAGIC + b"".join(f"{meta_key_name(k)} ".encode() + base64.b64encode(values[k]) + b"\n"
+                                 for k in sorted(values))
+    copy = body + b"sha256 " + hashlib.sha256(body).hexdigest().encode() + b"\n"
+    if len(copy) > META_COPY_BYTES:
+        raise MediaError(f"META is {len(copy)} bytes encoded; the META partition holds {META_COPY_BYTES} per copy")
+    return copy
+
+
+def meta_decode(copy: bytes) -> dict[int, bytes] | None:
+    """The values of one copy (trailing zeros allowed); None when it is not a valid copy."""
+    text = copy.rstrip(b"\0")
+    if not text.startswith(META_MAGIC):
+        return None
+    head, sep, tail = text.rpartition(b"sha256 ")
+    if not sep or tail.strip() != hashlib.sha256(head).hexdigest().encode():
+        return None
+    values: dict[int, bytes] = {}
+    for line in head[len(META_MAGIC):].splitlines():
+        name, _, data = line.partition(b" ")
+        try:
+            values[int(name, 16)] = base64.b64decode(data, validate=True)
+        except ValueError:
+            return None
+    return values
+
+
+def meta_cmdline_word(values: Mapping[int, bytes]) -> str:
+    """The kernel command-line word that carries ``values`` on an ISO ("" when there are none)."""
+    return f"{META_CMDLINE_KEY}={base64.b64encode(meta_encode(values)).decode()}" if values else ""
+
+
+# --- The media ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -148,10 +247,16 @@ def put(path: Path, data: bytes | None = None, *, source: Path | None = None) ->
         if not parent.exists():
             parent.mkdir(mode=0o755)
     if source is not None:
-        shutil.copyfile(source, path)
+        copy(source, path)
     else:
         path.write_bytes(data or b"")
     path.chmod(0o644)
+
+
+def copy(source: Path, dest: Path) -> None:
+    with open(source, "rb") as src, open(dest, "wb") as dst:
+        while block := src.read(MIB):
+            dst.write(block)
 
 
 def directory(path: Path) -> Path:
@@ -175,11 +280,13 @@ def efi_loader(medium: Medium, work: Path, out: Path) -> None:
     grub_image(medium, work, target, target, out, [*GRUB_MODULES, *(GRUB_SERIAL if medium.serial else ())])
 
 
-def boot_tree(medium: Medium, tree: Path) -> None:
-    """The files every medium carries: the kernel, the initramfs, the GRUB menu and the tag."""
+def boot_tree(medium: Medium, tree: Path, *, grub: bool = True) -> None:
+    """The files every medium carries: the kernel, the initramfs, the GRUB menu (unless another boot loader
+    starts it) and the tag."""
     put(tree / "boot" / "vmlinuz", source=medium.kernel)
     put(tree / "boot" / "initramfs.xz", source=medium.initramfs)
-    put(tree / "boot" / "grub" / "grub.cfg", medium.grub_cfg().encode())
+    if grub:
+        put(tree / "boot" / "grub" / "grub.cfg", medium.grub_cfg().encode())
     put(tree / "boot" / medium.tag, f"{medium.name}\n".encode())
 
 
@@ -302,16 +409,15 @@ def disk(medium: Medium, work: Path, out: Path, mib: int, bootloader: str, asset
     efi_start, bios_start = ALIGN_MIB, ALIGN_MIB + EFI_MIB
     meta_start = bios_start + BIOS_MIB
     tree = directory(work / "disk-tree")
-    boot_tree(medium, tree)
+    if bootloader not in ("grub", "u-boot"):
+        raise MediaError(f"unknown boot loader {bootloader!r}; expected grub or u-boot")
+    boot_tree(medium, tree, grub=bootloader == "grub")
     attrs = ""
     if bootloader == "u-boot":
-        shutil.rmtree(tree / "boot" / "grub")
         put(tree / "extlinux" / "extlinux.conf", medium.extlinux().encode())
         attrs = ', attrs="LegacyBIOSBootable"'
-    elif bootloader == "grub":
-        efi_loader(medium, work, directory(tree / "EFI" / "BOOT") / EFI_LOADER[medium.arch])
     else:
-        raise MediaError(f"unknown boot loader {bootloader!r}; expected grub or u-boot")
+        efi_loader(medium, work, directory(tree / "EFI" / "BOOT") / EFI_LOADER[medium.arch])
     for asset in assets:
         if asset.to.startswith("efi/"):
             put(tree / asset.to.removeprefix("efi/"), source=asset.source)
@@ -355,7 +461,7 @@ def write_meta(disk: Path, copy: bytes, start: int, size: int) -> None:
             f.write(copy)
 
 
-def vhd_footer(path: Path, epoch: int, unique: uuid.UUID) -> None:
+def vhd_footer(path: Path, epoch: int, unique: bytes) -> None:
     """qemu-img stamps a VHD's footer with the time and a random unique ID: the time becomes
     SOURCE_DATE_EPOCH, the ID one derived from the medium, and the checksum is redone. The footer is a format
     of 512 bytes no maintained Python library writes; it is patched by hand, at the offsets of the VHD
@@ -366,7 +472,7 @@ def vhd_footer(path: Path, epoch: int, unique: uuid.UUID) -> None:
         if footer[:8] != b"conectix":
             raise MediaError(f"{path.name}: no VHD footer")
         struct.pack_into(">I", footer, 24, max(epoch - VHD_EPOCH, 0))
-        footer[68:84] = unique.bytes
+        footer[68:84] = unique
         struct.pack_into(">I", footer, 64, 0)
         struct.pack_into(">I", footer, 64, ~sum(footer) & 0xFFFFFFFF)
         f.seek(-SECTOR, os.SEEK_END)
@@ -384,7 +490,7 @@ def convert(medium: Medium, raw: Path, fmt: str) -> Path:
     elif fmt == "vhd":
         run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on", raw, made],
             made.name)
-        vhd_footer(made, medium.epoch, uuid.UUID(medium.uuid("vhd")))
+        vhd_footer(made, medium.epoch, bytes.fromhex(medium.uuid("vhd").replace("-", "")))
     else:
         raise MediaError(f"unknown disk format {fmt!r}; expected raw, qcow2 or vhd")
     raw.unlink()
@@ -397,7 +503,7 @@ def publish(made: Path, out: Path, compression: str) -> None:
     directory(out.parent)
     part = out.with_name(f".{out.name}.part")
     if compression == "none":
-        shutil.copyfile(made, part)
+        copy(made, part)
     elif compression in COMPRESSORS:
         with open(made, "rb") as src, open(part, "wb") as dst:
             run(COMPRESSORS[compression], out.name, stdin=src, stdout=dst)
@@ -420,6 +526,8 @@ def place_assets(assets: Sequence[Asset]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="media.py", description=__doc__.split("\n\n")[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
     for kind in ("iso", "disk"):
@@ -460,6 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         epoch = _epoch()
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="media-") as scratch:
             work = Path(scratch)
             if args.kind == "file":
@@ -486,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          base64.b64decode(args.meta_base64, validate=True))
                     made = convert(medium, made, args.format)
                 publish(made, args.out, args.compression)
-    except (MediaError, OSError, binascii.Error) as exc:
+    except (MediaError, OSError, ValueError) as exc:  # ValueError: --meta-base64 that is not base64
         sys.stderr.write(f"{ERROR_MARK}{exc}\n")
         return 1
     return 0

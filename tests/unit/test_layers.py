@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "builder"
-LAYERS = ["core", "model", "host", "resolve", "build", "schedule", "cli"]  # bottom first: the contract
+LAYERS = ["scripts", "core", "model", "host", "resolve", "build", "schedule", "cli"]  # bottom first: the contract
 TOP_LEVEL = {"__init__", "__main__"}  # builder/__main__.py starts the cli
 
 

@@ -145,13 +145,13 @@ def _vhd(path: Path, stamp: int = 12345) -> None:
 def test_the_vhd_footer_carries_source_date_epoch_a_derived_id_and_a_valid_checksum(tmp_path: Path) -> None:
     path = tmp_path / "disk.vhd"
     _vhd(path)
-    unique = uuid.UUID(_medium().uuid("vhd"))
+    unique = uuid.UUID(_medium().uuid("vhd")).bytes
     media.vhd_footer(path, 1700000000, unique)
     data = path.read_bytes()
     footer = bytearray(data[-512:])
     assert data[:4096] == b"\x01" * 4096
     assert struct.unpack_from(">I", footer, 24)[0] == 1700000000 - 946684800
-    assert bytes(footer[68:84]) == unique.bytes
+    assert bytes(footer[68:84]) == unique
     checksum = struct.unpack_from(">I", footer, 64)[0]
     struct.pack_into(">I", footer, 64, 0)
     assert checksum == ~sum(footer) & 0xFFFFFFFF
