@@ -3,17 +3,18 @@ other: in BuildKit, in the IMAGER image, --network=none, unprivileged, its outpu
 SHA256SUMS and the manifest. It takes the kernel and the initramfs as *artifacts* (the bytes in out/),
 so an ISO holds exactly out/vmlinuz-ARCH.
 
-One builder per output kind (KIWI's shape), all in one module, builder/scripts/media.py, which runs inside
-the IMAGER image: ``command(job)`` is its command line for one job, and the step carries the module in full
-(so the module is a build input like the rest of the script) and runs it.
+Every medium is made by one module, builder/scripts/media.py, through the imager's interface: a profile
+table (``table``: the profiles as plain data) and a command line (``imager PROFILE --arch ...
+--extra-kernel-arg ... --meta ...``). An image step carries the module and its profile's table entry in
+full (both are build inputs like the rest of the script) and runs that command line; the imager image
+carries the same module and the table of every profile, so it makes the same bytes.
 """
 
 from __future__ import annotations
 
-import base64
+import json
 import shlex
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -26,24 +27,13 @@ from builder.scripts import media
 
 RECIPE_PREFIX = "image-"  # profile metal -> recipe and doit task image-metal (Talos: make image-metal)
 KERNEL_RECIPE, INITRAMFS_RECIPE = "kernel", "initramfs"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One profile on one platform: what a kind's builder needs."""
-
-    profile: Profile
-    platform: Platform
-    output: str  # the file in out/
-    cmdline: str
-    meta: dict[int, bytes]
-    flavor_suffix: str
-    kernel: str  # the kernel recipe's output the medium boots (vmlinuz-ARCH[-FLAVOR])
-    initramfs: str  # the initramfs recipe's (initramfs-ARCH[-FLAVOR].xz)
-
-    @property
-    def arch(self) -> str:
-        return self.platform.arch
+NEEDS = {  # the artifacts each kind takes: kernel, initramfs
+    "iso": ("kernel", "initramfs"), "disk": ("kernel", "initramfs"), "kernel": ("kernel",),
+    "initramfs": ("initramfs",), "cmdline": (),
+}
+MODULE, TABLE = "/tmp/media.py", "/tmp/media.json"  # where an image step writes the module and its table
+FILES = "/pkg"  # where an image step's project files are (overlays/NAME/FILE)
+END = "BUILDER_MEDIA"
 
 
 def _taken(recipe: str, prefix: str, outputs: Mapping[str, list[str]], profile: Profile) -> str:
@@ -55,69 +45,48 @@ def _taken(recipe: str, prefix: str, outputs: Mapping[str, list[str]], profile: 
     return found[0]
 
 
-MODULE = "/tmp/media.py"  # where the step writes the media module before running it
-OVERLAY_FILES = "overlay"  # where an overlay's project files are under /pkg
+def overlay_file(profile: Profile, file: str) -> str:
+    """Where an overlay's project file is among the media module's files (an image step's /pkg, the imager
+    image's /usr/lib/builder)."""
+    return f"overlays/{profile.overlay}/{file}"
 
 
-def _medium(job: Job) -> list[str]:
-    """The arguments every medium takes: its name, arch, command line and the files it boots."""
-    return ["--name", job.output.split(".", 1)[0], "--arch", job.arch, "--cmdline", job.cmdline,
-            "--kernel", f"/artifacts/{job.kernel}", "--initramfs", f"/artifacts/{job.initramfs}"]
+def table_entry(profile: Profile, flavor_suffix: str = "") -> dict[str, object]:
+    """``profile`` as the media module's table holds it (media.Entry): plain data, every name decided."""
+    kind = profile.output.kind
+    entry: dict[str, object] = {
+        "name": profile.name, "platform": profile.platform, "kind": kind, "arch": list(profile.arch),
+        "outputs": {arch: profile.output_name(arch, flavor_suffix) for arch in profile.arch},
+        "compression": profile.output.compression,
+    }
+    if kind == "disk":
+        entry.update(format=profile.output.format or "raw", size_mib=profile.disk_mib, bootloader=profile.bootloader)
+    extra = [*(profile.applied.extra_kernel_args if profile.applied else []), *profile.customization.extra_kernel_args]
+    if extra:
+        entry["extra_kernel_args"] = extra
+    if profile.customization.meta:
+        entry["meta"] = {meta.key_name(k): v for k, v in sorted(profile.customization.meta.items())}
+    if profile.applied is not None:
+        entry["overlay"] = profile.overlay
+        assets: list[dict[str, object]] = []
+        for index, asset in enumerate(profile.applied.assets):
+            item: dict[str, object] = {
+                "source": overlay_file(profile, asset.file) if asset.file else str(asset.imager),
+                "what": f"{profile.applied.path}: assets.{index}"
+                        + (" (imager: a file of the IMAGER image)" if asset.imager else "")}
+            where, _, rest = asset.to.partition("/")
+            if where == "efi":
+                item["efi"] = rest
+            else:
+                item["out"] = {arch: profile.firmware_name(asset, arch, flavor_suffix) for arch in profile.arch}
+            assets.append(item)
+        entry["assets"] = assets
+    return entry
 
 
-def _iso(job: Job) -> list[str]:
-    return ["iso", *_medium(job)]
-
-
-def _disk(job: Job) -> list[str]:
-    args = ["disk", *_medium(job), "--size-mib", str(job.profile.disk_mib), "--bootloader", job.profile.bootloader,
-            "--format", job.profile.output.format or "raw", *_assets(job)]
-    if job.meta:
-        args += ["--meta-base64", base64.b64encode(meta.encode(job.meta)).decode()]
-    return args
-
-
-def _assets(job: Job) -> list[str]:
-    """An overlay's assets: efi/ ones into the EFI partition, firmware/ ones published into /out."""
-    overlay = job.profile.applied
-    if overlay is None:
-        return []
-    firmware = {asset.to: name for asset, name in job.profile.firmware(job.arch, job.flavor_suffix)}
-    args = []
-    for index, asset in enumerate(overlay.assets):
-        source = f"/pkg/{OVERLAY_FILES}/{asset.file}" if asset.file else str(asset.imager)
-        what = f"{overlay.path}: assets.{index}" + (" (imager: a file of the IMAGER image)" if asset.imager else "")
-        to = asset.to if asset.to.startswith("efi/") else f"/out/{firmware[asset.to]}"
-        args += ["--asset", source, to, what]
-    return args
-
-
-def _kernel(job: Job) -> list[str]:
-    return ["file", "--source", f"/artifacts/{job.kernel}"]
-
-
-def _initramfs(job: Job) -> list[str]:
-    return ["file", "--source", f"/artifacts/{job.initramfs}"]
-
-
-def _cmdline(job: Job) -> list[str]:
-    return ["cmdline", "--cmdline", job.cmdline]
-
-
-def command(job: Job) -> list[str]:
-    """The media module's command line that makes ``job``'s output at /out/NAME."""
-    compression = "none" if job.profile.output.kind == "initramfs" else job.profile.output.compression  # xz already
-    return [*ASSEMBLY[job.profile.output.kind](job), "--compression", compression, "--out", f"/out/{job.output}"]
-
-
-ASSEMBLY: dict[str, Callable[[Job], list[str]]] = {
-    "iso": _iso, "disk": _disk, "kernel": _kernel, "initramfs": _initramfs, "cmdline": _cmdline,
-}
-NEEDS = {  # the artifacts each kind takes: kernel, initramfs
-    "iso": ("kernel", "initramfs"), "disk": ("kernel", "initramfs"), "kernel": ("kernel",),
-    "initramfs": ("initramfs",), "cmdline": (),
-}
-END = "BUILDER_MEDIA_PY"
+def table(profiles: Iterable[Profile], flavor_suffix: str = "") -> dict[str, object]:
+    """The media module's profile table: what the imager image carries for every profile."""
+    return {"profiles": [table_entry(profile, flavor_suffix) for profile in profiles]}
 
 
 def module() -> str:
@@ -125,12 +94,32 @@ def module() -> str:
     return resources.files("builder").joinpath("scripts/media.py").read_text()
 
 
-def script(job: Job) -> str:
-    """The step: write the media module, run it with the imager's python3 (isolated from PYTHON* settings)."""
+def command(profile: Profile, arch: str, kernel: str, initramfs: str, extra: Iterable[str],
+            command_line_meta: Mapping[int, str]) -> list[str]:
+    """The imager command line that makes ``profile``'s output for ``arch`` in an image step."""
+    args = [profile.name, "--arch", arch, "--table", TABLE, "--files", FILES, "--output", "/out"]
+    if kernel:
+        args += ["--kernel", f"/artifacts/{kernel}"]
+    if initramfs:
+        args += ["--initramfs", f"/artifacts/{initramfs}"]
+    for word in extra:
+        args += ["--extra-kernel-arg", word]
+    for key, value in sorted(command_line_meta.items()):
+        args += ["--meta", f"{meta.key_name(key)}={value}"]
+    return args
+
+
+def script(entry: Mapping[str, object], args: list[str]) -> str:
+    """The step: write the module and the table entry, run the module with the imager's python3 (isolated
+    from PYTHON* settings)."""
     text = module()
-    assert f"\n{END}\n" not in f"\n{text}\n", "the media module contains its own here-document end"
+    document = json.dumps({"profiles": [entry]}, indent=1, sort_keys=True)
+    for part in (text, document):
+        if f"\n{END}\n" in f"\n{part}\n":
+            raise RecipeError(f"the media module or its table holds a line {END}, which ends the step's here-document")
     return (f"cat >{MODULE} <<'{END}'\n{text.rstrip()}\n{END}\n"
-            f"python3 -I {MODULE} {shlex.join(command(job))}\n")
+            f"cat >{TABLE} <<'{END}'\n{document}\n{END}\n"
+            f"python3 -I {MODULE} {shlex.join(args)}\n")
 
 
 def meta_values(profile: Profile, command_line: Mapping[int, str]) -> dict[int, bytes]:
@@ -158,26 +147,27 @@ def kernel_cmdline(profile: Profile, platform: Platform, extra: str, values: Map
 def image_recipe(profile: Profile, platform: Platform, variables: Mapping[str, str],
                  command_line_meta: Mapping[int, str], outputs: Mapping[str, list[str]]) -> Recipe:
     """The recipe that makes ``profile``'s output for ``platform``; ``outputs``: the project's recipes'
-    outputs (the kernel's vmlinuz-* and the initramfs's initramfs-* are what a medium boots)."""
+    outputs (the kernel's vmlinuz-* and the initramfs's initramfs-* are what a medium boots). The command
+    line is checked here, on the host, with the rules the module applies."""
     suffix = variables.get("FLAVOR_SUFFIX", "")
-    values = meta_values(profile, command_line_meta)
+    extra = variables.get("EXTRA_KERNEL_ARGS", "")
+    kernel_cmdline(profile, platform, extra, meta_values(profile, command_line_meta))  # a RecipeError now
     kind = profile.output.kind
     needs = NEEDS[kind]
-    job = Job(profile, platform, profile.output_name(platform.arch, suffix),
-              kernel_cmdline(profile, platform, variables.get("EXTRA_KERNEL_ARGS", ""), values), values, suffix,
-              _taken(KERNEL_RECIPE, "vmlinuz-", outputs, profile) if "kernel" in needs else "",
-              _taken(INITRAMFS_RECIPE, "initramfs-", outputs, profile) if "initramfs" in needs else "")
+    kernel = _taken(KERNEL_RECIPE, "vmlinuz-", outputs, profile) if "kernel" in needs else ""
+    initramfs = _taken(INITRAMFS_RECIPE, "initramfs-", outputs, profile) if "initramfs" in needs else ""
     dependencies = []
-    if "kernel" in needs:
-        dependencies.append({"artifact": KERNEL_RECIPE, "outputs": [job.kernel], "to": "/artifacts/"})
-    if "initramfs" in needs:
-        dependencies.append({"artifact": INITRAMFS_RECIPE, "outputs": [job.initramfs], "to": "/artifacts/"})
+    if kernel:
+        dependencies.append({"artifact": KERNEL_RECIPE, "outputs": [kernel], "to": "/artifacts/"})
+    if initramfs:
+        dependencies.append({"artifact": INITRAMFS_RECIPE, "outputs": [initramfs], "to": "/artifacts/"})
     files = [{"src": profile.path, "dest": "profile.yaml"}]
     if profile.applied is not None:  # the overlay and its files are inputs of this image
         overlay = profile.applied
-        files.append({"src": overlay.path, "dest": f"{OVERLAY_FILES}.yaml"})
-        files += [{"src": f"{overlay.directory}/{a.file}", "dest": f"{OVERLAY_FILES}/{a.file}"}
+        files.append({"src": overlay.path, "dest": overlay_file(profile, "overlay.yaml")})
+        files += [{"src": f"{overlay.directory}/{a.file}", "dest": overlay_file(profile, a.file)}
                   for a in overlay.assets if a.file]
+    args = command(profile, platform.arch, kernel, initramfs, extra.split(), command_line_meta)
     recipe = Recipe.model_validate({
         "name": RECIPE_PREFIX + profile.name,
         "description": f"{profile.path}: {profile.output_name('ARCH')} ({kind}"
@@ -187,9 +177,10 @@ def image_recipe(profile: Profile, platform: Platform, variables: Mapping[str, s
         "platforms": [f"linux/{arch}" for arch in profile.arch],
         "dependencies": dependencies,
         "files": files,
-        "steps": [{"install": script(job)}],
+        "steps": [{"install": script(table_entry(profile, suffix), args)}],
         "finalize": [{"from": "/out/", "to": "/"}],
-        "outputs": [job.output, *(name for _, name in profile.firmware(platform.arch, suffix))],
+        "outputs": [profile.output_name(platform.arch, suffix),
+                    *(name for _, name in profile.firmware(platform.arch, suffix))],
     })
     recipe._path = Path(profile.path)
     return recipe

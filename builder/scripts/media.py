@@ -25,7 +25,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -525,35 +525,185 @@ def place_assets(assets: Sequence[Asset]) -> None:
             publish(asset.source, Path(asset.to), "none")
 
 
+# --- The imager's interface: a profile from the table, the command line's arguments and META over it --------
+
+TABLE = Path("/usr/lib/builder/media.json")  # the profile table the imager image carries
+FILES = Path("/usr/lib/builder")  # the project files the table names (overlays/NAME/FILE)
+ASSETS = Path("/usr/install")  # the boot assets: ARCH/vmlinuz, ARCH/initramfs.xz (Talos's layout)
+KINDS = ("iso", "disk", "kernel", "initramfs", "cmdline")
+MACHINES = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "amd64": "amd64"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One medium asked for: a profile of the table and what the command line adds."""
+
+    profile: str
+    arch: str | None = None
+    platform: str | None = None
+    extra_kernel_args: tuple[str, ...] = ()
+    meta: tuple[str, ...] = ()  # KEY=VALUE
+    kernel: Path | None = None  # default: ASSETS/ARCH/vmlinuz
+    initramfs: Path | None = None
+    files: Path = FILES
+    output: Path = Path("/out")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One profile of the table (made by the framework from profiles/NAME.yaml: builder/resolve/images.py)."""
+
+    name: str
+    platform: str
+    kind: str
+    arch: tuple[str, ...]
+    outputs: Mapping[str, str]  # arch -> the file it makes
+    compression: str = "none"
+    overlay: str | None = None
+    format: str = "raw"
+    size_mib: int = 1024
+    bootloader: str = "grub"
+    extra_kernel_args: tuple[str, ...] = ()
+    meta: Mapping[str, str] = field(default_factory=dict)  # "0x0a" -> the value
+    assets: tuple[TableAsset, ...] = ()
+
+    @classmethod
+    def parse(cls, data: object, where: str) -> Entry:
+        if not isinstance(data, dict):
+            raise MediaError(f"{where}: expected an object")
+        try:
+            assets = tuple(TableAsset(str(a["source"]), str(a.get("what") or a["source"]), a.get("efi"),
+                                      dict(a.get("out") or {})) for a in data.get("assets") or [])
+            entry = cls(str(data["name"]), str(data["platform"]), str(data["kind"]), tuple(data["arch"]),
+                        dict(data["outputs"]), str(data.get("compression") or "none"), data.get("overlay"),
+                        str(data.get("format") or "raw"), int(data.get("size_mib") or 1024),
+                        str(data.get("bootloader") or "grub"), tuple(map(str, data.get("extra_kernel_args") or [])),
+                        {str(k): str(v) for k, v in dict(data.get("meta") or {}).items()}, assets)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MediaError(f"{where}: not a profile entry ({type(exc).__name__}: {exc})") from None
+        if entry.kind not in KINDS:
+            raise MediaError(f"{where}: kind {entry.kind!r}; expected one of {', '.join(KINDS)}")
+        return entry
+
+
+@dataclass(frozen=True)
+class TableAsset:
+    """An overlay's file: ``source`` absolute (a file of the imager image) or relative to the project files;
+    ``efi`` a path in the EFI partition, or ``out`` the file per arch it is published as."""
+
+    source: str
+    what: str
+    efi: str | None
+    out: Mapping[str, str]
+
+    def placed(self, arch: str, request: Request) -> Asset:
+        source = Path(self.source) if self.source.startswith("/") else request.files / self.source
+        if self.efi:
+            return Asset(source, f"efi/{self.efi}", self.what)
+        if arch not in self.out:
+            raise MediaError(f"{self.what}: no file named for {arch}")
+        return Asset(source, str(request.output / self.out[arch]), self.what)
+
+
+def parse_table(data: object, where: str) -> list[Entry]:
+    if not isinstance(data, dict) or not isinstance(data.get("profiles"), list):
+        raise MediaError(f"{where}: not a profile table (expected an object with a profiles list)")
+    return [Entry.parse(item, f"{where}: profiles.{index}") for index, item in enumerate(data["profiles"])]
+
+
+def choose(entries: Sequence[Entry], request: Request) -> Entry:
+    """The table's profile for ``request``: one named PROFILE, or for a kind (iso, disk, ...) the one of that
+    kind for --platform (default metal) with no overlay."""
+    named = [e for e in entries if e.name == request.profile]
+    platform = request.platform or "metal"
+    if not named and request.profile in KINDS:
+        named = [e for e in entries if e.kind == request.profile and e.platform == platform and not e.overlay]
+        if len(named) > 1:
+            raise MediaError(f"several {request.profile} profiles for platform {platform}: "
+                             f"{', '.join(e.name for e in named)}; name one")
+    if not named:
+        have = ", ".join(sorted(e.name for e in entries)) or "none"
+        what = (f"no {request.profile} profile for platform {platform}" if request.profile in KINDS
+                else f"no profile {request.profile!r}")
+        raise MediaError(f"{what}; the profiles are: {have}")
+    if request.platform and named[0].platform != request.platform:
+        raise MediaError(f"profile {request.profile} is for platform {named[0].platform}, not {request.platform}")
+    return named[0]
+
+
+def merged_meta(entry: Entry, pairs: Sequence[str]) -> dict[int, bytes]:
+    """The profile's META with the command line's KEY=VALUE pairs over it, per key."""
+    values = {meta_key(k): v for k, v in entry.meta.items()}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise MediaError(f"--meta {pair!r}: expected KEY=VALUE, e.g. 0x0a=VALUE")
+        values[meta_key(key)] = value
+    return {key: value.encode() for key, value in sorted(values.items())}
+
+
+def machine_arch() -> str:
+    machine = os.uname().machine
+    if machine not in MACHINES:
+        raise MediaError(f"this machine is {machine}; give --arch amd64 or --arch arm64")
+    return MACHINES[machine]
+
+
+def make(entries: Sequence[Entry], request: Request, epoch: int, work: Path) -> Path:
+    """Make the medium ``request`` asks for into its output directory; the path it was published at."""
+    entry = choose(entries, request)
+    arch = request.arch or machine_arch()
+    if arch not in entry.arch or arch not in entry.outputs:
+        raise MediaError(f"profile {entry.name} is for {', '.join(entry.arch)}, not {arch}")
+    values = merged_meta(entry, request.meta)
+    extra = [*entry.extra_kernel_args, *check_kernel_args(request.extra_kernel_args)]
+    cmdline = kernel_cmdline(arch, entry.platform, extra, values if entry.kind == "iso" else None)
+    out = request.output / entry.outputs[arch]
+    if entry.kind == "cmdline":
+        made = work / "cmdline"
+        made.write_text(f"{cmdline}\n")
+        publish(made, out, entry.compression)
+        return out
+    kernel = request.kernel or ASSETS / arch / "vmlinuz"
+    initramfs = request.initramfs or ASSETS / arch / "initramfs.xz"
+    needs = {"kernel": [kernel], "initramfs": [initramfs]}.get(entry.kind, [kernel, initramfs])
+    for path in needs:
+        if not path.is_file():
+            raise MediaError(f"{path} does not exist")
+    if entry.kind in ("kernel", "initramfs"):
+        publish(needs[0], out, "none" if entry.kind == "initramfs" else entry.compression)  # initramfs: xz already
+        return out
+    medium = Medium(entry.outputs[arch].split(".", 1)[0], arch, cmdline, kernel, initramfs, epoch)
+    if entry.kind == "iso":
+        made = work / "image.iso"
+        iso(medium, work, made)
+    else:
+        assets = [asset.placed(arch, request) for asset in entry.assets]
+        place_assets(assets)
+        made = work / "image.raw"
+        disk(medium, work, made, entry.size_mib, entry.bootloader, assets, meta_encode(values) if values else b"")
+        made = convert(medium, made, entry.format)
+    publish(made, out, entry.compression)
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="media.py", description=__doc__.split("\n\n")[0])
-    kinds = parser.add_subparsers(dest="kind", required=True)
-    for kind in ("iso", "disk"):
-        sub = kinds.add_parser(kind)
-        sub.add_argument("--name", required=True, help="the medium's name, e.g. metal-amd64")
-        sub.add_argument("--arch", required=True, choices=sorted(EFI_LOADER))
-        sub.add_argument("--cmdline", required=True, help="the kernel command line, one line")
-        sub.add_argument("--kernel", required=True, type=Path)
-        sub.add_argument("--initramfs", required=True, type=Path)
-        sub.add_argument("--compression", default="none", choices=["none", *COMPRESSORS])
-        sub.add_argument("--out", required=True, type=Path)
-    disk_args = kinds.choices["disk"]
-    disk_args.add_argument("--size-mib", required=True, type=int)
-    disk_args.add_argument("--bootloader", default="grub", choices=["grub", "u-boot"])
-    disk_args.add_argument("--format", default="raw", choices=["raw", "qcow2", "vhd"])
-    disk_args.add_argument("--meta-base64", default="", help="one copy of META (builder/model/meta.py), base64")
-    disk_args.add_argument("--asset", nargs=3, action="append", default=[], metavar=("SOURCE", "TO", "WHAT"),
-                           help="an overlay's file: TO is efi/PATH or the absolute path to publish it at")
-    copy = kinds.add_parser("file", help="a file (the kernel, the initramfs) published as it is or compressed")
-    copy.add_argument("--source", required=True, type=Path)
-    copy.add_argument("--compression", default="none", choices=["none", *COMPRESSORS])
-    copy.add_argument("--out", required=True, type=Path)
-    line = kinds.add_parser("cmdline", help="the kernel command line, as a file of one line")
-    line.add_argument("--cmdline", required=True)
-    line.add_argument("--compression", default="none", choices=["none", *COMPRESSORS])
-    line.add_argument("--out", required=True, type=Path)
+    parser = argparse.ArgumentParser(
+        prog="imager", description="Make a boot medium from a profile: imager iso|disk|PROFILE --arch ARCH ...")
+    parser.add_argument("profile", metavar="iso|disk|PROFILE",
+                        help="a kind (the profile of that kind for --platform) or a profile's name")
+    parser.add_argument("--arch", choices=sorted(EFI_LOADER), help="default: this machine's")
+    parser.add_argument("--platform", help="the platform whose profile a kind means (default metal)")
+    parser.add_argument("--extra-kernel-arg", action="append", default=[], dest="extra_kernel_args",
+                        help="one more kernel argument, after the profile's (repeatable)")
+    parser.add_argument("--meta", action="append", default=[], help="KEY=VALUE, over the profile's (repeatable)")
+    parser.add_argument("--table", type=Path, default=TABLE, help=f"the profile table (default {TABLE})")
+    parser.add_argument("--files", type=Path, default=FILES, help="where the table's project files are")
+    parser.add_argument("--kernel", type=Path, help=f"default {ASSETS}/ARCH/vmlinuz")
+    parser.add_argument("--initramfs", type=Path, help=f"default {ASSETS}/ARCH/initramfs.xz")
+    parser.add_argument("--output", type=Path, default=Path("/out"), help="the directory to write to")
     return parser
 
 
@@ -564,39 +714,30 @@ def _epoch() -> int:
     return int(value)
 
 
+def _table(path: Path) -> list[Entry]:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MediaError(f"{path}: no profile table (give --table FILE)") from None
+    except ValueError as exc:
+        raise MediaError(f"{path}: not a profile table ({exc})") from None
+    return parse_table(data, str(path))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    request = Request(args.profile, args.arch, args.platform, tuple(args.extra_kernel_args), tuple(args.meta),
+                      args.kernel, args.initramfs, args.files, args.output)
     try:
         epoch = _epoch()
+        table = _table(args.table)
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="media-") as scratch:
-            work = Path(scratch)
-            if args.kind == "file":
-                if not args.source.is_file():
-                    raise MediaError(f"{args.source} does not exist")
-                publish(args.source, args.out, args.compression)
-            elif args.kind == "cmdline":
-                made = work / "cmdline"
-                made.write_text(f"{args.cmdline}\n")
-                publish(made, args.out, args.compression)
-            else:
-                for path in (args.kernel, args.initramfs):
-                    if not path.is_file():
-                        raise MediaError(f"{path} does not exist")
-                medium = Medium(args.name, args.arch, args.cmdline, args.kernel, args.initramfs, epoch)
-                if args.kind == "iso":
-                    made = work / "image.iso"
-                    iso(medium, work, made)
-                else:
-                    assets = [Asset(Path(source), to, what) for source, to, what in args.asset]
-                    place_assets(assets)
-                    made = work / "image.raw"
-                    disk(medium, work, made, args.size_mib, args.bootloader, assets,
-                         base64.b64decode(args.meta_base64, validate=True))
-                    made = convert(medium, made, args.format)
-                publish(made, args.out, args.compression)
-    except (MediaError, OSError, ValueError) as exc:  # ValueError: --meta-base64 that is not base64
+            make(table, request, epoch, Path(scratch))
+    except (MediaError, OSError) as exc:
         sys.stderr.write(f"{ERROR_MARK}{exc}\n")
         return 1
     return 0

@@ -181,43 +181,100 @@ def test_writing_the_efi_partition_leaves_its_zero_mebibytes_as_holes(tmp_path: 
     assert disk.stat().st_blocks * 512 <= (1 << 20) + 8192  # the first MiB and the last byte: the zeros are holes
 
 
-def test_a_file_is_published_whole_compressed_with_pinned_settings_and_nothing_else_is_left(tmp_path: Path) -> None:
-    source = tmp_path / "vmlinuz"
-    source.write_bytes(b"kernel" * 1000)
+TABLE = {"profiles": [
+    {"name": "kernel", "platform": "metal", "kind": "kernel", "arch": ["amd64"], "outputs": {"amd64": "vmlinuz-amd64"}},
+    {"name": "kernel-xz", "platform": "metal", "kind": "kernel", "arch": ["amd64"], "compression": "xz",
+     "outputs": {"amd64": "vmlinuz-amd64.xz"}},
+    {"name": "cmdline", "platform": "metal", "kind": "cmdline", "arch": ["amd64", "arm64"],
+     "outputs": {"amd64": "cmdline-metal-amd64", "arm64": "cmdline-metal-arm64"}, "extra_kernel_args": ["p=1"]},
+    {"name": "iso", "platform": "metal", "kind": "iso", "arch": ["amd64", "arm64"],
+     "outputs": {"amd64": "metal-amd64.iso", "arm64": "metal-arm64.iso"}, "meta": {"0x0a": "net"}},
+    {"name": "metal", "platform": "metal", "kind": "disk", "arch": ["amd64"], "outputs": {"amd64": "metal-amd64.raw"}},
+    {"name": "uboot", "platform": "metal", "kind": "disk", "arch": ["arm64"], "overlay": "b",
+     "outputs": {"arm64": "metal-arm64-b.raw"},
+     "assets": [{"source": "/nonexistent/u-boot.bin", "what": "overlays/b/overlay.yaml: assets.0",
+                 "out": {"arm64": "metal-arm64-b-u-boot.bin"}}]},
+]}
+
+
+def _imager(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    table = tmp_path / "media.json"
+    if not table.exists():
+        table.write_text(json.dumps(TABLE))
+    return _run(*args, "--table", str(table), "--output", str(tmp_path / "out"), env=env)
+
+
+def test_a_kernel_profile_publishes_the_file_whole_or_compressed_with_pinned_settings(tmp_path: Path) -> None:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel" * 1000)
     out = tmp_path / "out"
-    done = _run("file", "--source", str(source), "--out", str(out / "vmlinuz-amd64"))
-    assert done.returncode == 0, done.stderr
-    assert (out / "vmlinuz-amd64").read_bytes() == source.read_bytes()
-    done = _run("file", "--source", str(source), "--compression", "xz", "--out", str(out / "vmlinuz-amd64.xz"))
-    assert done.returncode == 0, done.stderr
-    assert lzma.decompress((out / "vmlinuz-amd64.xz").read_bytes()) == source.read_bytes()
-    assert sorted(p.name for p in out.iterdir()) == ["vmlinuz-amd64", "vmlinuz-amd64.xz"]
+    for profile in ("kernel", "kernel-xz"):
+        done = _imager(tmp_path, profile, "--arch", "amd64", "--kernel", str(kernel))
+        assert done.returncode == 0, done.stderr
+    assert (out / "vmlinuz-amd64").read_bytes() == kernel.read_bytes()
+    assert lzma.decompress((out / "vmlinuz-amd64.xz").read_bytes()) == kernel.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["vmlinuz-amd64", "vmlinuz-amd64.xz"]  # no temporary left
     assert (out / "vmlinuz-amd64").stat().st_mode & 0o777 == 0o644
-    done = _run("cmdline", "--cmdline", "console=ttyS0 a=b", "--out", str(out / "cmdline-metal-amd64"))
-    assert done.returncode == 0 and (out / "cmdline-metal-amd64").read_text() == "console=ttyS0 a=b\n"
+
+
+def test_the_command_line_is_composed_by_the_module_from_the_profile_and_the_arguments(tmp_path: Path) -> None:
+    done = _imager(tmp_path, "cmdline", "--arch", "arm64", "--extra-kernel-arg", "q=2", "--extra-kernel-arg", "r")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "cmdline-metal-arm64").read_text() == (
+        "console=tty0 console=ttyAMA0 module.sig_enforce=1 builder.platform=metal p=1 q=2 r\n")
+
+
+def test_a_kind_means_the_profile_of_that_kind_for_the_platform_without_an_overlay() -> None:
+    entries = media.parse_table(TABLE, "t")
+    assert media.choose(entries, media.Request("disk", platform="metal")).name == "metal"
+    assert media.choose(entries, media.Request("uboot")).name == "uboot"
+    with pytest.raises(media.MediaError, match="^no disk profile for platform aws; the profiles are: cmdline, iso, "):
+        media.choose(entries, media.Request("disk", platform="aws"))
+    with pytest.raises(media.MediaError, match="^profile uboot is for platform metal, not aws$"):
+        media.choose(entries, media.Request("uboot", platform="aws"))
+
+
+def test_the_command_lines_meta_goes_over_the_profiles_per_key() -> None:
+    (iso,) = [e for e in media.parse_table(TABLE, "t") if e.name == "iso"]
+    assert media.merged_meta(iso, ["0x0b=x", "0xa=mine"]) == {0x0A: b"mine", 0x0B: b"x"}
+    assert media.merged_meta(iso, []) == {0x0A: b"net"}
 
 
 @pytest.mark.parametrize("args, env, message", [
-    (["file", "--source", "/nonexistent/vmlinuz", "--out", "OUT"], {"SOURCE_DATE_EPOCH": "1"},
-     "/nonexistent/vmlinuz does not exist"),
-    (["iso", "--name", "m", "--arch", "amd64", "--cmdline", "c", "--kernel", "/nonexistent/k", "--initramfs", "i",
-      "--out", "OUT"], {"SOURCE_DATE_EPOCH": "1"}, "/nonexistent/k does not exist"),
-    (["cmdline", "--cmdline", "c", "--out", "OUT"], {}, "SOURCE_DATE_EPOCH is ''; expected a whole number of seconds"),
-    (["disk", "--name", "m", "--arch", "arm64", "--cmdline", "c", "--kernel", "K", "--initramfs", "K",
-      "--size-mib", "8", "--asset", "/nonexistent/u-boot.bin", "/out/x", "overlays/b/overlay.yaml: assets.0",
-      "--out", "OUT"], {"SOURCE_DATE_EPOCH": "1"},
+    (["kernel", "--arch", "amd64", "--kernel", "/nonexistent/vmlinuz"], None, "/nonexistent/vmlinuz does not exist"),
+    (["iso", "--arch", "amd64", "--kernel", "/nonexistent/k", "--initramfs", "K"], None,
+     "/nonexistent/k does not exist"),
+    (["cmdline", "--arch", "amd64"], {}, "SOURCE_DATE_EPOCH is ''; expected a whole number of seconds"),
+    (["uboot", "--arch", "arm64", "--kernel", "K", "--initramfs", "K"], None,
      "overlays/b/overlay.yaml: assets.0: /nonexistent/u-boot.bin does not exist"),
-    (["disk", "--name", "m", "--arch", "arm64", "--cmdline", "c", "--kernel", "K", "--initramfs", "K",
-      "--size-mib", "8", "--meta-base64", "not base64!", "--out", "OUT"], {"SOURCE_DATE_EPOCH": "1"}, None),
+    (["kernel", "--arch", "arm64"], None, "profile kernel is for amd64, not arm64"),
+    (["nosuch", "--arch", "amd64"], None,
+     "no profile 'nosuch'; the profiles are: cmdline, iso, kernel, kernel-xz, metal, uboot"),
+    (["iso", "--arch", "amd64", "--meta", "0x100=x"], None, "META key 0x100 is outside 0x00-0xff"),
+    (["iso", "--arch", "amd64", "--meta", "novalue"], None, "--meta 'novalue': expected KEY=VALUE, e.g. 0x0a=VALUE"),
+    (["cmdline", "--arch", "amd64", "--extra-kernel-arg", 'a="b c"'], None,
+     "'a=\"b c\"' is not one word; give each argument on its own"),
+    (["cmdline", "--arch", "amd64", "--extra-kernel-arg", "x" * 2100], None,
+     "the kernel command line would be 2175 bytes; the kernel takes at most 2047"),
 ])
 def test_bad_input_is_one_error_line_the_framework_shows_and_nothing_is_published(
-        tmp_path: Path, args: list[str], env: dict[str, str], message: str | None) -> None:
+        tmp_path: Path, args: list[str], env: dict[str, str] | None, message: str) -> None:
     (tmp_path / "K").write_bytes(b"k")
-    args = [str(tmp_path / a) if a in ("OUT", "K") else a for a in args]
-    done = _run(*args, env=env)
+    args = [str(tmp_path / a) if a == "K" else a for a in args]
+    done = _imager(tmp_path, *args, env=env)
     assert done.returncode == 1
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("##builder-error## ")
-    if message is not None:
-        assert lines[0] == f"##builder-error## {message}"
-    assert not (tmp_path / "OUT").exists()
+    assert done.stderr.splitlines() == [f"##builder-error## {message}"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("table, message", [
+    ("{", "not a profile table (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+    ('{"profiles": [{"name": "x"}]}', "profiles.0: not a profile entry (KeyError: 'platform')"),
+    ('{"profiles": [{"name": "x", "platform": "p", "kind": "tar", "arch": [], "outputs": {}}]}',
+     "profiles.0: kind 'tar'; expected one of iso, disk, kernel, initramfs, cmdline"),
+])
+def test_a_table_that_is_not_one_is_named(tmp_path: Path, table: str, message: str) -> None:
+    (tmp_path / "media.json").write_text(table)
+    done = _imager(tmp_path, "iso", "--arch", "amd64")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"##builder-error## {tmp_path / 'media.json'}: {message}"]

@@ -4,9 +4,11 @@ mistake is one line naming the file and line (or the command-line word)."""
 from __future__ import annotations
 
 import base64
+import json
 import shlex
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,11 +107,15 @@ def test_two_profiles_making_one_file_is_an_error(tmp_path: Path) -> None:
         load_profiles(tmp_path)
 
 
-def _media_command(recipe: Recipe) -> list[str]:
-    """The media module's arguments in an image recipe's step (its last line: python3 -I MODULE ARGS...)."""
-    words = shlex.split(recipe.steps[0].install[0].rstrip().splitlines()[-1])
+def _media_command(recipe: Recipe) -> tuple[list[str], dict[str, Any]]:
+    """The media module's arguments in an image recipe's step (its last line: python3 -I MODULE ARGS...)
+    and the one profile of the table the step writes."""
+    script = recipe.steps[0].install[0].rstrip()
+    words = shlex.split(script.splitlines()[-1])
     assert words[:3] == ["python3", "-I", "/tmp/media.py"]
-    return words[3:]
+    document = script.split("cat >/tmp/media.json <<'BUILDER_MEDIA'\n", 1)[1].split("\nBUILDER_MEDIA\n", 1)[0]
+    (entry,) = json.loads(document)["profiles"]
+    return words[3:], entry
 
 
 def _option(args: list[str], name: str) -> str:
@@ -124,12 +130,15 @@ def test_a_profile_becomes_an_imager_recipe_taking_the_kernel_and_initramfs_as_a
     assert [(d.artifact, d.outputs) for d in recipe.dependencies] == [
         ("kernel", ["vmlinuz-arm64"]), ("initramfs", ["initramfs-arm64.xz"])]
     assert [f.src for f in recipe.files] == ["profiles/metal.yaml"]  # a profile edit rebuilds this image alone
-    args = _media_command(recipe)
-    assert _option(args, "--cmdline") == ("console=tty0 console=ttyAMA0 module.sig_enforce=1 builder.platform=metal "
-                                          "extra.arg=hello more=1")
-    assert args[0] == "disk" and _option(args, "--arch") == "arm64" and _option(args, "--size-mib") == "1024"
-    assert _option(args, "--out") == "/out/metal-arm64.raw.zst" and _option(args, "--compression") == "zstd"
-    assert "--meta-base64" in args
+    args, entry = _media_command(recipe)
+    assert args[0] == "metal" and _option(args, "--arch") == "arm64" and _option(args, "--output") == "/out"
+    assert _option(args, "--kernel") == "/artifacts/vmlinuz-arm64"
+    assert _option(args, "--extra-kernel-arg") == "more=1"  # EXTRA_KERNEL_ARGS, after the profile's
+    assert entry["extra_kernel_args"] == ["extra.arg=hello"] and entry["meta"] == {"0x0a": "net: config"}
+    assert entry["outputs"] == {"amd64": "metal-amd64.raw.zst", "arm64": "metal-arm64.raw.zst"}
+    assert (entry["kind"], entry["format"], entry["size_mib"], entry["compression"]) == ("disk", "raw", 1024, "zstd")
+    assert kernel_cmdline(profile, ARM64, "more=1", {}) == (
+        "console=tty0 console=ttyAMA0 module.sig_enforce=1 builder.platform=metal extra.arg=hello more=1")
     script = recipe.steps[0].install[0]
     assert resources.files("builder").joinpath("scripts/media.py").read_text().rstrip() in script  # carried in full
     for forbidden in ("losetup", "mount ", "--privileged", "/dev/loop"):
@@ -236,12 +245,12 @@ def test_an_overlay_brings_its_boot_loader_files_arguments_and_profile_defaults(
     assert recipe.outputs == ["metal-arm64-board.raw.zst", "metal-arm64-board-u-boot.bin"]
     assert [f.src for f in recipe.files] == ["profiles/board.yaml", "overlays/board/overlay.yaml",
                                              "overlays/board/board.dtb"]  # the overlay is an input
-    args = _media_command(recipe)
-    assert " earlycon" in _option(args, "--cmdline")
-    assert _option(args, "--size-mib") == "256" and _option(args, "--bootloader") == "u-boot"
-    assets = [args[i + 1:i + 3] for i, word in enumerate(args) if word == "--asset"]
-    assert assets == [["/usr/lib/u-boot/qemu_arm64/u-boot.bin", "/out/metal-arm64-board-u-boot.bin"],
-                      ["/pkg/overlay/board.dtb", "efi/dtb/board.dtb"]]
+    args, entry = _media_command(recipe)
+    assert args[0] == "board" and "earlycon" in entry["extra_kernel_args"]
+    assert entry["size_mib"] == 256 and entry["bootloader"] == "u-boot" and entry["overlay"] == "board"
+    assert [(a["source"], a.get("efi"), a.get("out")) for a in entry["assets"]] == [
+        ("/usr/lib/u-boot/qemu_arm64/u-boot.bin", None, {"arm64": "metal-arm64-board-u-boot.bin"}),
+        ("overlays/board/board.dtb", "dtb/board.dtb", None)]
 
 
 @pytest.mark.parametrize("overlay, profile, files, message", [
