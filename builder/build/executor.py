@@ -5,6 +5,7 @@ and record them (SHA256SUMS, manifest.json, the input signature). Below the task
 from __future__ import annotations
 
 import difflib
+import json
 import shlex
 import shutil
 import sys
@@ -79,6 +80,12 @@ def _build(plan: Plan, workspace: Workspace, inputs: dict[str, str], host_files:
     say(f"    {plan.label}: building with {kit.kind}; log: {project.locations.shown(log)}")
     backend.build(kit, plan.request(work / "context", export), log_path=log, label=plan.label,
                   report_dir=project.locations.reports / plan.slug)
+    if plan.recipe.image is not None:  # the exported tree becomes the OCI archive, the one output
+        from builder.build import ociimage
+
+        (export / IMAGE_DETAILS).write_text(json.dumps(ociimage.assemble(plan, workspace, inputs, export)))
+        outputs.check_export(export, [*plan.outputs, IMAGE_DETAILS], label=plan.label)
+        return export
     outputs.check_export(export, plan.outputs, label=plan.label)
     if settings.push:
         _push(plan, workspace, kit, work / "context")
@@ -137,6 +144,9 @@ def default_tag(root: Path) -> str:
     return text if found.returncode == 0 and text else "latest"
 
 
+IMAGE_DETAILS = ".image.json"  # what an image recipe's export says of its archive, for the manifest
+
+
 def _work_dir(plan: Plan) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{plan.slug}-", dir=_tmp_root(plan.locations)))
 
@@ -144,6 +154,7 @@ def _work_dir(plan: Plan) -> Path:
 def execute(plan: Plan, workspace: Workspace) -> dict[str, object]:
     """Build, install the outputs into out/ atomically, and return what doit stores as values."""
     project = workspace
+    _check_image_platform(plan)
     outputs.check(project.out_dir, plan.outputs)  # out/ unusable or its checksum files damaged: say so first
     inputs = plan.inputs(project.identities)  # engine and toolchain checked before any work
     digest = plan.digest(inputs)
@@ -175,6 +186,19 @@ def execute(plan: Plan, workspace: Workspace) -> dict[str, object]:
     return {"digest": digest, "outputs": digests, "inputs": inputs}
 
 
+def _check_image_platform(plan: Plan) -> None:
+    """An image on IMAGER or TOOLCHAIN holds that build image's programs, which are the build machine's: for
+    another architecture it is refused, before its build."""
+    from builder.core.platforms import host_platform
+
+    spec, host = plan.recipe.image, host_platform()
+    if spec is not None and spec.base != "scratch" and plan.platform.arch != host.arch:
+        raise BuildError(f"{plan.label}: an image on {spec.base} for {plan.platform.docker} would hold {host.arch} "
+                         f"programs: {spec.base} is bootstrapped for the build machine only (not yet for "
+                         f"{plan.platform.arch})", where=plan.recipe.where("image"),
+                         hint=f"build it with PLATFORM={host.docker}")
+
+
 def _reproducibility(plan: Plan) -> dict[str, object]:
     """Whether a rebuild gives the same bytes: not when a recipe it takes, by any edge, says why not."""
     reasons = [f"{r.name}: {r.unreproducible}" for r in plan.graph.order(plan.recipe.name) if r.unreproducible]
@@ -186,6 +210,9 @@ def _per_artifact(plan: Plan, export: Path) -> dict[str, dict[str, object]]:
     from builder.build import kmodules
 
     found: dict[str, dict[str, object]] = {}
+    if (export / IMAGE_DETAILS).is_file():  # an image recipe's archive: its manifest, config and layers
+        (name,) = plan.outputs
+        return {name: json.loads((export / IMAGE_DETAILS).read_text())}
     for name in plan.outputs:
         if name.endswith(".tar"):
             modules = kmodules.inventory(plan, export / name)

@@ -285,6 +285,49 @@ class Engine:
             raise BuildError(f"cannot import {ref}: {_short(exc)}") from None
         return self.require_image(ref)
 
+    def save_layer(self, ref: str, diff_id: str, dest: Path) -> None:
+        """The layer of image ``ref`` whose uncompressed digest is ``diff_id``, exactly (docker save gives a
+        layer's original bytes back), into the file ``dest``; BuildError when the image has no such layer."""
+        import hashlib
+        import tarfile
+
+        import docker.errors
+
+        class Stream:  # the engine's chunks as a file tarfile reads in stream mode
+            def __init__(self, chunks: Iterator[bytes]) -> None:
+                self.chunks, self.buffer = chunks, b""
+
+            def read(self, size: int = -1) -> bytes:
+                while size < 0 or len(self.buffer) < size:
+                    chunk = next(self.chunks, b"")
+                    if not chunk:
+                        break
+                    self.buffer += chunk
+                data, self.buffer = (self.buffer, b"") if size < 0 else (self.buffer[:size], self.buffer[size:])
+                return data
+
+        try:
+            chunks = iter(self.client().api.get_image(ref, chunk_size=1 << 20))
+            with tarfile.open(fileobj=Stream(chunks), mode="r|") as saved:  # type: ignore[call-overload]
+                for member in saved:
+                    if not (member.isfile() and member.name.endswith("layer.tar")):
+                        continue
+                    digest = hashlib.sha256()
+                    source = saved.extractfile(member)
+                    with open(dest, "wb") as out:
+                        while block := source.read(1 << 20):
+                            digest.update(block)
+                            out.write(block)
+                    if f"sha256:{digest.hexdigest()}" == diff_id:
+                        return
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"cannot export image {ref} from the Docker engine: {_short(exc)}") from None
+        except (tarfile.TarError, OSError) as exc:
+            raise BuildError(f"cannot read image {ref} as the Docker engine exported it: {exc}") from None
+        dest.unlink(missing_ok=True)
+        raise BuildError(f"image {ref} has no layer {diff_id} (its rootfs label names one it does not hold)",
+                         hint="make it again: builder toolchain ensure --force")
+
     def run_once(self, ref: str, argv: list[str]) -> bytes:
         """Run ``argv`` in a throw-away container of ``ref`` without network; its stdout."""
         import docker.errors

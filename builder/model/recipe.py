@@ -297,6 +297,33 @@ class Finalize(_Model):
         return _absolute(v)
 
 
+IMAGE_BASES = ("IMAGER", "TOOLCHAIN", "scratch")
+
+
+class ImageSpec(_Model):
+    """This recipe's output is one OCI image, written to out/ as an OCI archive (its one output, NAME.tar):
+    the build images' canonical rootfs as the first layer (``base``: IMAGER or TOOLCHAIN; none for scratch),
+    then the recipe's finalized tree as the second. Every date in it is SOURCE_DATE_EPOCH, which the image's
+    environment carries too; ``name`` is the reference the archive tags it with (docker load)."""
+
+    base: Literal["IMAGER", "TOOLCHAIN", "scratch"] = "scratch"
+    name: str | None = None
+    entrypoint: list[str] = []
+    cmd: list[str] = []
+    env: dict[Annotated[str, AfterValidator(_env_name)], str] = {}
+    workdir: str = "/"
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str) -> str:
+        return _absolute(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return v if v is None else check_image_reference(v)
+
+
 class FileSpec(_Model):
     """Project files (a glob relative to the project root) given to the build under /pkg. ``check`` names a
     host-side check every matched file must pass before any build (files.CHECKS: e.g. kconfig)."""
@@ -343,6 +370,7 @@ class Recipe(_Model):
     commands: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")], Command] = {}
     secrets: list[Secret] = []
     unreproducible: str = ""  # why this recipe's tree differs from build to build (the manifest says it)
+    image: ImageSpec | None = None
 
     _path: Path = PrivateAttr()
     _lines: dict[Any, int] = PrivateAttr(default_factory=dict)
@@ -411,6 +439,11 @@ class Recipe(_Model):
             raise ValueError("variant 'scratch' has no shell, so it cannot have steps")
         if self.outputs and not self.finalize:
             raise ValueError("a recipe with outputs needs 'finalize' to say where they come from")
+        if self.image is not None and (len(self.outputs) != 1 or not self.outputs[0].endswith(".tar")):
+            raise ValueError("an image recipe has one output, the OCI archive it writes (outputs: [NAME.tar]), "
+                             f"not {self.outputs}")
+        if self.image is not None and not self.finalize:
+            raise ValueError("an image recipe needs 'finalize' to say what its tree (the image's layer) holds")
         names = [step.name for step in self.steps if step.name]
         for name, command in self.commands.items():
             if command.after not in names:

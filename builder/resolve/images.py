@@ -184,3 +184,65 @@ def image_recipe(profile: Profile, platform: Platform, variables: Mapping[str, s
     })
     recipe._path = Path(profile.path)
     return recipe
+
+
+IMAGER_RECIPE = "imager"
+IMAGER_ROOT = "/usr/lib/builder"  # the module, its table and the overlays' files, in the imager image
+ASSETS_ROOT = "/usr/install"  # the boot assets: ARCH/vmlinuz, ARCH/initramfs.xz (Talos's layout)
+
+
+def imager_recipe(profiles: list[Profile], platform: Platform, variables: Mapping[str, str],
+                  outputs: Mapping[str, list[str]], reference: str) -> Recipe:
+    """The imager image for ``platform`` (Talos's make imager): the IMAGER image with the media module, the
+    table of every profile and this platform's kernel and initramfs, run as ``docker run --rm -v DIR:/out
+    IMAGE iso|disk|PROFILE --arch ... --extra-kernel-arg ... --meta ...``. Its media are doit's, byte for byte:
+    the same module, the same table entries, the same assets."""
+    suffix = variables.get("FLAVOR_SUFFIX", "")
+    arch = platform.arch
+    kernel = _taken(KERNEL_RECIPE, "vmlinuz-", outputs, profiles[0]) if profiles else ""
+    initramfs = _taken(INITRAMFS_RECIPE, "initramfs-", outputs, profiles[0]) if profiles else ""
+    mine = [p for p in profiles if arch in p.arch]
+    entries = []
+    for profile in mine:  # the arches the image has assets for: another arch is one clear error in the imager
+        entry = table_entry(profile, suffix)
+        entry["arch"] = [arch]
+        entry["outputs"] = {arch: entry["outputs"][arch]}  # type: ignore[index]
+        for asset in entry.get("assets", []):  # type: ignore[attr-defined]
+            if "out" in asset:
+                asset["out"] = {arch: asset["out"][arch]}
+        entries.append(entry)
+    document = json.dumps({"profiles": entries}, indent=1, sort_keys=True)
+    files, overlays = [], sorted({p.overlay for p in mine if p.applied is not None and p.overlay})
+    for profile in mine:
+        if profile.applied is not None and profile.overlay in overlays:
+            overlays.remove(profile.overlay)
+            files += [{"src": f"{profile.applied.directory}/{a.file}", "dest": overlay_file(profile, a.file)}
+                      for a in profile.applied.assets if a.file]
+    text = module()
+    for part in (text, document):
+        if f"\n{END}\n" in f"\n{part}\n":
+            raise RecipeError(f"the media module or its table holds a line {END}, which ends the step's here-document")
+    lib, assets = f"/out{IMAGER_ROOT}", f"/out{ASSETS_ROOT}/{arch}"
+    script = (f"install -d -m 0755 {lib} {assets}\n"
+              f"cat >{lib}/media.py <<'{END}'\n{text.rstrip()}\n{END}\n"
+              f"cat >{lib}/media.json <<'{END}'\n{document}\n{END}\n"
+              f"install -m 0644 /artifacts/{kernel} {assets}/vmlinuz\n"
+              f"install -m 0644 /artifacts/{initramfs} {assets}/initramfs.xz\n"
+              f"if [ -d /pkg/overlays ]; then cp -R /pkg/overlays {lib}/; fi\n"
+              f"chmod -R u=rwX,go=rX /out\n")
+    recipe = Recipe.model_validate({
+        "name": IMAGER_RECIPE,
+        "description": f"the imager image: IMAGER, the media module, {len(mine)} profiles and the boot assets",
+        "variant": "imager",
+        "shell": "/bin/bash",
+        "dependencies": [{"artifact": KERNEL_RECIPE, "outputs": [kernel], "to": "/artifacts/"},
+                         {"artifact": INITRAMFS_RECIPE, "outputs": [initramfs], "to": "/artifacts/"}],
+        "files": files,
+        "steps": [{"install": script}],
+        "finalize": [{"from": "/out/", "to": "/"}],
+        "outputs": [f"{IMAGER_RECIPE}-{arch}{suffix}.tar"],
+        "image": {"base": "IMAGER", "name": reference, "entrypoint": ["python3", "-I", f"{IMAGER_ROOT}/media.py"],
+                  "workdir": "/"},
+    })
+    recipe._path = Path(profiles[0].path if profiles else "profiles")
+    return recipe

@@ -57,6 +57,7 @@ class Workspace(Protocol):
 TOOLCHAIN_INPUT = "toolchain"
 BUILD_IMAGES = ("TOOLCHAIN", "IMAGER")  # the images this project bootstraps (toolchain.py), by variable
 IMAGE_INPUT = "image"
+IMAGE_TREE = ".image-tree.tar"  # an image recipe's export: its tree, which becomes the archive
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,13 +158,16 @@ class Plan:
         return item.origin if item else input_name
 
     def request(self, context_dir: Path, export_dir: Path) -> BuildRequest:
-        """The BuildKit request: the export stage, for this platform, to a local directory."""
+        """The BuildKit request: the export stage, for this platform, to a local directory (an image recipe's:
+        to a tar in it, the layer its archive is made from)."""
         settings = self.settings
+        output = BuildOutput("local", dest=export_dir) if self.recipe.image is None else \
+            BuildOutput("tar", dest=export_dir / IMAGE_TREE)  # the image's layer: kept whole, owners and modes
         return BuildRequest(
             context=context_dir,
             target=self.context.target,
             platform=self.platform.docker,
-            output=BuildOutput("local", dest=export_dir),
+            output=output,
             no_cache=settings.no_cache,
             cache_from=settings.cache_from,
             cache_to=settings.cache_to,

@@ -125,11 +125,19 @@ class Project:
     def _image_recipes(self, platform: Platform, outputs: dict[str, list[str]]) -> list[Recipe]:
         """A recipe per profile built for ``platform`` (image-NAME: images.py); ``outputs``: each project
         recipe's outputs, where the images find the kernel and initramfs they take."""
-        from builder.resolve.images import image_recipe
+        from builder.resolve.images import IMAGER_RECIPE, INITRAMFS_RECIPE, KERNEL_RECIPE, image_recipe, imager_recipe
 
         variables = self.variables(self.recipes_root, platform)
-        return [image_recipe(p, platform, variables, self.settings.meta, outputs) for p in self.profiles
+        made = [image_recipe(p, platform, variables, self.settings.meta, outputs) for p in self.profiles
                 if platform.arch in p.arch]
+        boots = all(any(n.startswith(prefix) for n in outputs.get(name, []))
+                    for name, prefix in ((KERNEL_RECIPE, "vmlinuz-"), (INITRAMFS_RECIPE, "initramfs-")))
+        if self.profiles and boots and IMAGER_RECIPE not in outputs:  # the imager image, when there is a kernel
+            settings = self.settings
+            reference = (f"{settings.registry}/" if settings.registry else "") + \
+                f"{settings.username}/{IMAGER_RECIPE}:{settings.tag or 'latest'}"
+            made.append(imager_recipe(self.profiles, platform, variables, outputs, reference))
+        return made
 
     def prebuilt(self, platform: Platform) -> dict[str, tuple[str, str]]:
         """Recipes taken prebuilt from a registry (PKG_NAME=ref, PKGS_PREFIX + PKGS): name -> (ref, word)."""
@@ -223,6 +231,9 @@ class Project:
         flavor = asked if asked and not command and graph.flavored(recipe.name) else ""
         images: dict[str, str] = {}
         prebuilt = self.prebuilt(platform)
+        spec = recipe.image
+        if spec is not None and spec.base != "scratch":  # the image's first layer is that build image's rootfs
+            images.setdefault(self.recipe_variables(recipe, platform)[spec.base], spec.base)
         for member in closure:
             if member.variant in ("toolchain", "imager"):
                 variable = member.variant.upper()

@@ -107,6 +107,9 @@ def stage_name(recipe: Recipe) -> str:
     return "r-" + recipe.name
 
 
+IMAGE_SPEC = "_image.json"  # an image recipe's config, in its context (no recipe name starts with _)
+
+
 def export_stage_name(recipe: Recipe) -> str:
     """The stage exported to the host: only the recipe's ``outputs``."""
     return stage_name(recipe) + "_export"
@@ -144,8 +147,11 @@ def render(
                      command if r.name == target else None) for r in graph.closure(target)]
     if command is not None and not recipe.commands[command].interactive:
         context.target = command_stage_name(recipe, command) + "_export"
+    if recipe.image is not None:  # what the image's config says is an input too (the Dockerfile does not hold it)
+        spec = json.dumps(recipe.image.model_dump(mode="json"), sort_keys=True).encode()
+        context.add(IMAGE_SPEC, spec, f"{recipe.path}: image")
     export = {"name": export_stage_name(recipe), "source": stage_name(recipe),
-              "outputs": [f"/{name}" for name in recipe.outputs]}
+              "outputs": [f"/{name}" for name in recipe.outputs] if recipe.image is None else ["/"]}
     context.dockerfile = _template().render(stages=stages, export=export, lib=LIB)
     return context
 

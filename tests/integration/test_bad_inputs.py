@@ -65,7 +65,7 @@ from .conftest import Result, copy_project
 TABLE = Path(__file__).resolve().parent / "bad_inputs.yaml"
 CATEGORIES = ("yaml", "template", "variables", "graph", "sources", "files", "kconfig", "platforms", "cli", "state",
               "flavors", "registry", "signing", "profiles", "overlays", "meta", "keys", "module-lists",
-              "push", "setup")
+              "push", "setup", "images")
 CASE_KEYS = {"name", "category", "why", "change", "before", "run", "cwd", "env", "exit", "message", "never",
              "unchanged", "xfail"}
 REQUIRED = {"name", "category", "why", "run", "exit", "message"}

@@ -18,7 +18,7 @@ from builder.model import meta
 from builder.model.profile import MIN_DISK_MIB, Profile, load_profile, load_profiles
 from builder.model.recipe import Recipe
 from builder.model.settings import Settings, doit_words
-from builder.resolve.images import image_recipe, kernel_cmdline
+from builder.resolve.images import image_recipe, imager_recipe, kernel_cmdline, table_entry
 
 from ..gpt import make_disk
 
@@ -284,3 +284,25 @@ def test_u_boot_needs_an_overlay_and_a_disk(tmp_path: Path) -> None:
         load(tmp_path, "platform: metal\narch: arm64\nbootloader: u-boot\noutput: {kind: disk}\n")
     with pytest.raises(RecipeError, match="u-boot boots disks"):
         load(tmp_path, "platform: metal\narch: arm64\nbootloader: u-boot\noutput: {kind: iso}\n")
+
+
+def test_the_imager_image_carries_the_module_the_table_of_its_arch_and_the_boot_assets(tmp_path: Path) -> None:
+    board = with_overlay(tmp_path)
+    iso = load(tmp_path, "platform: metal\noutput: {kind: iso}\n", "iso")
+    amd64_only = load(tmp_path, "platform: azure\narch: amd64\noutput: {kind: disk, format: vhd}\n", "azure")
+    recipe = imager_recipe([board, iso, amd64_only], ARM64, {"FLAVOR_SUFFIX": ""}, OUTPUTS, "reg/builder/imager:v1")
+    assert recipe.outputs == ["imager-arm64.tar"] and recipe.image is not None
+    assert (recipe.image.base, recipe.image.name) == ("IMAGER", "reg/builder/imager:v1")
+    assert recipe.image.entrypoint == ["python3", "-I", "/usr/lib/builder/media.py"]
+    assert [(d.artifact, d.outputs) for d in recipe.dependencies] == [
+        ("kernel", ["vmlinuz-arm64"]), ("initramfs", ["initramfs-arm64.xz"])]
+    assert [(f.src, f.dest) for f in recipe.files] == [("overlays/board/board.dtb", "overlays/board/board.dtb")]
+    script = recipe.steps[0].install[0]
+    assert resources.files("builder").joinpath("scripts/media.py").read_text().rstrip() in script
+    document = script.split("cat >/out/usr/lib/builder/media.json <<'BUILDER_MEDIA'\n", 1)[1].split(
+        "\nBUILDER_MEDIA\n", 1)[0]
+    entries = json.loads(document)["profiles"]
+    assert [e["name"] for e in entries] == ["board", "iso"]  # azure is amd64 only: not in the arm64 imager
+    assert all(e["arch"] == ["arm64"] and list(e["outputs"]) == ["arm64"] for e in entries)
+    assert entries[1] == {**table_entry(iso), "arch": ["arm64"], "outputs": {"arm64": "metal-arm64.iso"}}
+    assert "install -m 0644 /artifacts/vmlinuz-arm64 /out/usr/install/arm64/vmlinuz" in script

@@ -1,0 +1,99 @@
+"""An image recipe's archive: its BuildKit-exported tree becomes an OCI image, written to out/ as NAME.tar.
+
+The image is two layers: the build image's canonical rootfs (IMAGER or TOOLCHAIN, exactly the bytes the
+bootstrap made: its diff id is the rootfs digest its identity names, so an auditor can tie the image to the
+lock), then the recipe's tree, normalized (builder.host.oci.layer). The config's dates and history are
+SOURCE_DATE_EPOCH, which its environment carries too. Nothing else goes in: no build info, no attestation.
+
+The base layer's gzip (some 100 MB from a 300 MB rootfs) is kept in the state directory by its digests and
+checked on every use, so a rebuild does not compress it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from builder.core.errors import BuildError
+from builder.core.log import say
+from builder.host import oci
+from builder.resolve.plan import IMAGE_TREE, Plan, Workspace
+
+PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def base_ref(plan: Plan) -> str | None:
+    """The image an image recipe's first layer comes from (None: scratch)."""
+    spec = plan.recipe.image
+    if spec is None or spec.base == "scratch":
+        return None
+    found = [ref for ref, where in plan.images.items() if where == spec.base]
+    if not found:
+        raise BuildError(f"{plan.label}: the image builds on {spec.base}, which the plan does not start from")
+    return found[0]
+
+
+def _base_layer(plan: Plan, workspace: Workspace, ref: str, identity: str) -> oci.FileBlob:
+    """The rootfs of ``ref`` as a gzip layer, from the cache when a checked copy is there."""
+    if not identity.startswith("rootfs:sha256:"):
+        raise BuildError(f"{plan.label}: {ref} has no canonical rootfs digest ({identity}); an image builds only "
+                         "on a build image this project bootstrapped", hint="builder toolchain ensure --force")
+    diff_id = identity.removeprefix("rootfs:")
+    cache = workspace.locations.state / "layers"
+    cache.mkdir(parents=True, exist_ok=True)
+    record = cache / f"{diff_id.removeprefix('sha256:')}.json"
+    packed = cache / f"{diff_id.removeprefix('sha256:')}.tar.gz"
+    if record.is_file() and packed.is_file():
+        known = json.loads(record.read_text())
+        digest = hashlib.sha256()
+        with open(packed, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        if f"sha256:{digest.hexdigest()}" == known.get("digest") and packed.stat().st_size == known.get("size"):
+            return oci.FileBlob(oci.LAYER_MEDIA, packed, known["digest"], known["size"])
+    say(f"    {plan.label}: compressing the {ref} rootfs layer (once; kept in {workspace.locations.shown(cache)})")
+    plain = cache / f".{diff_id.removeprefix('sha256:')}.tar"
+    try:
+        workspace.services.engine.save_layer(ref, diff_id, plain)
+        got, digest_text, size = oci.gzip_file(plain, packed.with_suffix(".part"))
+    finally:
+        plain.unlink(missing_ok=True)
+    if got != diff_id:
+        raise BuildError(f"{plan.label}: the layer of {ref} changed while it was read")
+    packed.with_suffix(".part").replace(packed)
+    record.write_text(json.dumps({"diff_id": diff_id, "digest": digest_text, "size": size}))
+    return oci.FileBlob(oci.LAYER_MEDIA, packed, digest_text, size)
+
+
+def assemble(plan: Plan, workspace: Workspace, inputs: dict[str, str], export: Path) -> dict[str, object]:
+    """Make the archive out of ``export``'s tree; what the manifest records of it."""
+    spec = plan.recipe.image
+    assert spec is not None
+    epoch = int(plan.variables["SOURCE_DATE_EPOCH"])
+    tree = export / IMAGE_TREE
+    layer, diff_id = oci.layer(tree, epoch)
+    tree.unlink()
+    layers: list[oci.Blob | oci.FileBlob] = [layer]
+    diff_ids, history = [diff_id], [f"builder: recipe {plan.recipe.name}"]
+    ref = base_ref(plan)
+    if ref is not None:
+        identity = next(v for k, v in inputs.items() if k.endswith(f" {ref}"))
+        base = _base_layer(plan, workspace, ref, identity)
+        layers.insert(0, base)
+        diff_ids.insert(0, identity.removeprefix("rootfs:"))
+        history.insert(0, f"builder: {spec.base} rootfs ({identity})")
+    runtime: dict[str, object] = {
+        "Env": [PATH, f"SOURCE_DATE_EPOCH={epoch}", *(f"{k}={v}" for k, v in sorted(spec.env.items()))],
+        "WorkingDir": spec.workdir,
+    }
+    if spec.entrypoint:
+        runtime["Entrypoint"] = list(spec.entrypoint)
+    if spec.cmd:
+        runtime["Cmd"] = list(spec.cmd)
+    config = oci.config(plan.platform.arch, epoch, diff_ids, history, runtime)
+    manifest = oci.manifest(config, layers)
+    (name,) = plan.outputs
+    oci.archive(export / name, epoch, [(manifest, config, layers, spec.name)])
+    return {"image": {"reference": spec.name, "manifest": manifest.digest, "config": config.digest,
+                      "layers": [blob.digest for blob in layers], "platform": plan.platform.docker}}

@@ -1,0 +1,107 @@
+"""The imager image (Talos's make imager), as a release pipeline and its users take it: `doit imager` writes
+out/imager-amd64.tar, an OCI archive that skopeo and docker load both read; run without the framework, the
+image makes the same media as `doit iso` / `doit disk`, byte for byte, from the suite's kernels; and a clean
+rebuild at another path with NO_CACHE=1 is the same archive."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import Built, doit, sums
+
+pytestmark = [pytest.mark.build]
+
+AMD64 = "PLATFORM=linux/amd64"
+REFERENCE = "127.0.0.1:5005/builder/imager:suite"  # a name only: nothing is pushed or pulled here
+WORDS = (AMD64, "REGISTRY=127.0.0.1:5005", "TAG=suite")
+
+
+def _run(argv: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def imager(media: Built, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """`doit imager` in a copy of the media project (its kernels and media up to date there)."""
+    root = tmp_path_factory.mktemp("imager") / "project"
+    shutil.copytree(media.root, root, symlinks=True, ignore=shutil.ignore_patterns(".builder"))
+    result = doit(root, "imager", *WORDS)
+    assert result.code == 0, result.text[-3000:]
+    assert result.skipped("kernel:amd64") and result.skipped("initramfs:amd64"), result.stdout
+    return Built(root, result)
+
+
+@pytest.fixture(scope="session")
+def loaded(imager: Built) -> str:
+    done = _run(["docker", "load", "-i", str(imager.out / "imager-amd64.tar")])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert REFERENCE in done.stdout, done.stdout
+    return REFERENCE
+
+
+def test_the_archive_is_an_oci_image_skopeo_reads_and_the_manifest_records(imager: Built, tmp_path: Path) -> None:
+    archive = imager.out / "imager-amd64.tar"
+    assert sums(imager.out)["imager-amd64.tar"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    inspect = _run(["skopeo", "inspect", f"oci-archive:{archive}"])
+    assert inspect.returncode == 0, inspect.stderr
+    info = json.loads(inspect.stdout)
+    assert info["Architecture"] == "amd64" and info["Os"] == "linux" and len(info["Layers"]) == 2
+    copied = _run(["skopeo", "copy", "--quiet", f"oci-archive:{archive}", f"dir:{tmp_path / 'copy'}"])
+    assert copied.returncode == 0, copied.stderr
+    config = json.loads(_run(["skopeo", "inspect", "--config", f"oci-archive:{archive}"]).stdout)
+    assert config["created"] == config["history"][0]["created"]  # SOURCE_DATE_EPOCH, not the build time
+    assert config["config"]["Entrypoint"] == ["python3", "-I", "/usr/lib/builder/media.py"]
+    epoch = next(e for e in config["config"]["Env"] if e.startswith("SOURCE_DATE_EPOCH="))
+    manifest = json.loads((imager.out / "manifest.json").read_text())
+    recorded = manifest["artifacts"]["imager-amd64.tar"]["image"]
+    assert recorded["reference"] == REFERENCE and recorded["platform"] == "linux/amd64"
+    raw = json.loads(_run(["skopeo", "inspect", "--raw", f"oci-archive:{archive}"]).stdout)
+    assert "sha256:" + hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
+                                      ).hexdigest() == recorded["manifest"]
+    assert epoch.split("=")[1].isdigit()
+    # the base layer is the IMAGER rootfs the manifest names: its diff id is that rootfs digest
+    (identity,) = manifest["artifacts"]["imager-amd64.tar"]["toolchain"].values()
+    assert config["rootfs"]["diff_ids"][0] == identity.removeprefix("rootfs:")
+
+
+@pytest.mark.parametrize("args, name", [
+    (["iso", "--arch", "amd64"], "metal-amd64.iso"),
+    (["disk", "--platform", "metal", "--arch", "amd64"], "metal-amd64.raw.zst"),
+    (["azure", "--arch", "amd64"], "azure-amd64.vhd.xz"),
+])
+def test_the_imager_image_makes_doits_media_byte_for_byte(media: Built, loaded: str, tmp_path: Path,
+                                                          args: list[str], name: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    done = _run(["docker", "run", "--rm", "--network=none", "-v", f"{out}:/out", loaded, *args,
+                 "--extra-kernel-arg", "builder.test=extra-arg", "--meta", "0x0a=network: test/1"], timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [name]
+    assert hashlib.sha256((out / name).read_bytes()).hexdigest() == sums(media.out)[name]
+
+
+def test_what_the_imager_image_does_not_have_is_one_line(loaded: str, tmp_path: Path) -> None:
+    done = _run(["docker", "run", "--rm", "--network=none", "-v", f"{tmp_path}:/out", loaded, "iso", "--arch", "arm64"])
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["##builder-error## profile iso is for amd64, not arm64"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_clean_rebuild_at_another_path_is_the_same_archive(media: Built, imager: Built, tmp_path: Path) -> None:
+    root = tmp_path / "elsewhere"
+    shutil.copytree(media.root, root, symlinks=True, ignore=shutil.ignore_patterns(".builder"))
+    result = doit(root, "imager", *WORDS, "NO_CACHE=1")
+    assert result.code == 0, result.text[-3000:]
+    assert sums(root / "out")["imager-amd64.tar"] == sums(imager.out)["imager-amd64.tar"]
+
+
+def test_an_imager_for_another_arch_than_the_build_machines_is_one_line(imager: Built) -> None:
+    result = doit(imager.root, "imager", "PLATFORM=linux/arm64")
+    assert result.code == 1
+    assert "an image on IMAGER for linux/arm64 would hold amd64 programs" in result.last_line(), result.text[-2000:]
