@@ -191,12 +191,21 @@ IMAGER_ROOT = "/usr/lib/builder"  # the module, its table and the overlays' file
 ASSETS_ROOT = "/usr/install"  # the boot assets: ARCH/vmlinuz, ARCH/initramfs.xz (Talos's layout)
 
 
+INSTALLER_RECIPE = "installer"
+
+
+def installer_profiles(profiles: list[Profile]) -> list[Profile]:
+    """What the installer image carries: the raw disk profiles (it writes the disk layout onto a file)."""
+    return [p for p in profiles if p.output.kind == "disk" and (p.output.format or "raw") == "raw"]
+
+
 def imager_recipe(profiles: list[Profile], platform: Platform, variables: Mapping[str, str],
-                  outputs: Mapping[str, list[str]], reference: str) -> Recipe:
+                  outputs: Mapping[str, list[str]], reference: str, name: str = IMAGER_RECIPE) -> Recipe:
     """The imager image for ``platform`` (Talos's make imager): the IMAGER image with the media module, the
     table of every profile and this platform's kernel and initramfs, run as ``docker run --rm -v DIR:/out
     IMAGE iso|disk|PROFILE --arch ... --extra-kernel-arg ... --meta ...``. Its media are doit's, byte for byte:
-    the same module, the same table entries, the same assets."""
+    the same module, the same table entries, the same assets. The installer image (``name`` installer) is the
+    same with the raw disk profiles only, run as ``IMAGE install --disk FILE --size ...``."""
     suffix = variables.get("FLAVOR_SUFFIX", "")
     arch = platform.arch
     kernel = _taken(KERNEL_RECIPE, "vmlinuz-", outputs, profiles[0]) if profiles else ""
@@ -230,9 +239,11 @@ def imager_recipe(profiles: list[Profile], platform: Platform, variables: Mappin
               f"install -m 0644 /artifacts/{initramfs} {assets}/initramfs.xz\n"
               f"if [ -d /pkg/overlays ]; then cp -R /pkg/overlays {lib}/; fi\n"
               f"chmod -R u=rwX,go=rX /out\n")
+    what = "imager" if name == IMAGER_RECIPE else "installer"
     recipe = Recipe.model_validate({
-        "name": IMAGER_RECIPE,
-        "description": f"the imager image: IMAGER, the media module, {len(mine)} profiles and the boot assets",
+        "name": name,
+        "description": f"the {what} image: IMAGER, the media module, {len(mine)} profile{'s' * (len(mine) != 1)} "
+                       "and the boot assets",
         "variant": "imager",
         "shell": "/bin/bash",
         "dependencies": [{"artifact": KERNEL_RECIPE, "outputs": [kernel], "to": "/artifacts/"},
@@ -240,7 +251,7 @@ def imager_recipe(profiles: list[Profile], platform: Platform, variables: Mappin
         "files": files,
         "steps": [{"install": script}],
         "finalize": [{"from": "/out/", "to": "/"}],
-        "outputs": [f"{IMAGER_RECIPE}-{arch}{suffix}.tar"],
+        "outputs": [f"{name}-{arch}{suffix}.tar"],
         "image": {"base": "IMAGER", "name": reference, "entrypoint": ["python3", "-I", f"{IMAGER_ROOT}/media.py"],
                   "workdir": "/"},
     })

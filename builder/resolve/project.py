@@ -125,18 +125,27 @@ class Project:
     def _image_recipes(self, platform: Platform, outputs: dict[str, list[str]]) -> list[Recipe]:
         """A recipe per profile built for ``platform`` (image-NAME: images.py); ``outputs``: each project
         recipe's outputs, where the images find the kernel and initramfs they take."""
-        from builder.resolve.images import IMAGER_RECIPE, INITRAMFS_RECIPE, KERNEL_RECIPE, image_recipe, imager_recipe
+        from builder.resolve.images import (
+            IMAGER_RECIPE,
+            INITRAMFS_RECIPE,
+            INSTALLER_RECIPE,
+            KERNEL_RECIPE,
+            image_recipe,
+            imager_recipe,
+            installer_profiles,
+        )
 
         variables = self.variables(self.recipes_root, platform)
         made = [image_recipe(p, platform, variables, self.settings.meta, outputs) for p in self.profiles
                 if platform.arch in p.arch]
         boots = all(any(n.startswith(prefix) for n in outputs.get(name, []))
                     for name, prefix in ((KERNEL_RECIPE, "vmlinuz-"), (INITRAMFS_RECIPE, "initramfs-")))
-        if self.profiles and boots and IMAGER_RECIPE not in outputs:  # the imager image, when there is a kernel
-            settings = self.settings
-            reference = (f"{settings.registry}/" if settings.registry else "") + \
-                f"{settings.username}/{IMAGER_RECIPE}:{settings.tag or 'latest'}"
-            made.append(imager_recipe(self.profiles, platform, variables, outputs, reference))
+        settings = self.settings
+        for name, profiles in ((IMAGER_RECIPE, self.profiles), (INSTALLER_RECIPE, installer_profiles(self.profiles))):
+            if profiles and boots and name not in outputs:  # the imager and installer images, given a kernel
+                reference = (f"{settings.registry}/" if settings.registry else "") + \
+                    f"{settings.username}/{name}:{settings.tag or 'latest'}"
+                made.append(imager_recipe(profiles, platform, variables, outputs, reference, name))
         return made
 
     def prebuilt(self, platform: Platform) -> dict[str, tuple[str, str]]:

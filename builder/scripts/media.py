@@ -427,8 +427,8 @@ def disk(medium: Medium, work: Path, out: Path, mib: int, bootloader: str, asset
                          "with 10% for FAT)")
     efi = work / "efi.fat"
     fat(medium, efi, EFI_MIB * 1024, "EFI", tree)
-    out.unlink(missing_ok=True)
-    with open(out, "wb") as f:
+    with open(out, "r+b" if out.exists() else "wb") as f:  # an existing file keeps its inode (a bind mount)
+        f.truncate(0)
         f.truncate(mib * MIB)
     sectors = MIB // SECTOR
     table = (f"label: gpt\nlabel-id: {medium.uuid('disk')}\nunit: sectors\nfirst-lba: 34\n"
@@ -687,13 +687,74 @@ def make(entries: Sequence[Entry], request: Request, epoch: int, work: Path) -> 
     return out
 
 
+MIN_DISK_MIB = ALIGN_MIB + EFI_MIB + BIOS_MIB + META_MIB + 1  # the layout and the backup GPT
+SIZE_UNITS = {"": 1, "m": 1, "mib": 1, "g": 1024, "gib": 1024, "t": 1024 * 1024, "tib": 1024 * 1024}
+
+
+def parse_size(text: str) -> int:
+    """A disk size in MiB: 512MiB, 1GiB, 2G, 1024 (MiB)."""
+    match = re.fullmatch(r"\s*([0-9]{1,9})\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in SIZE_UNITS:
+        raise MediaError(f"--size {text!r}: expected MiB, GiB or TiB, e.g. 1GiB")
+    return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+
+
+def install(entries: Sequence[Entry], request: Request, target: Path, size: str | None, epoch: int,
+            work: Path) -> Path:
+    """Write the disk layout of ``doit disk`` (the platform's disk profile, raw) onto ``target``: a file, made
+    when it does not exist (of --size, else the profile's size), or an existing file whose size is the disk's.
+    Nothing needs privileges: the layout is written into the file."""
+    entry = choose(entries, Request("disk", request.arch, request.platform))
+    arch = request.arch or machine_arch()
+    if arch not in entry.arch:
+        raise MediaError(f"profile {entry.name} is for {', '.join(entry.arch)}, not {arch}")
+    if target.is_block_device():
+        raise MediaError(f"{target} is a block device; the installer writes onto a file (not yet onto a device)")
+    if target.exists() and not target.is_file():
+        raise MediaError(f"{target} is not a file")
+    have = target.stat().st_size // MIB if target.is_file() else None
+    mib = parse_size(size) if size else (have if have is not None else entry.size_mib)
+    if have is not None and mib > have:
+        raise MediaError(f"{target} is {have} MiB, smaller than --size {mib} MiB")
+    if mib < MIN_DISK_MIB:
+        raise MediaError(f"{target}: {mib} MiB is too small; the disk layout needs at least {MIN_DISK_MIB} MiB")
+    if entry.format != "raw":
+        raise MediaError(f"profile {entry.name} makes {entry.format} disks; the installer writes raw ones")
+    values = merged_meta(entry, request.meta)
+    extra = [*entry.extra_kernel_args, *check_kernel_args(request.extra_kernel_args)]
+    cmdline = kernel_cmdline(arch, entry.platform, extra, None)
+    kernel = request.kernel or ASSETS / arch / "vmlinuz"
+    initramfs = request.initramfs or ASSETS / arch / "initramfs.xz"
+    for path in (kernel, initramfs):
+        if not path.is_file():
+            raise MediaError(f"{path} does not exist")
+    medium = Medium(entry.outputs[arch].split(".", 1)[0], arch, cmdline, kernel, initramfs, epoch)
+    assets = [asset.placed(arch, request) for asset in entry.assets]
+    place_assets(assets)
+    made = work / "disk.raw"
+    disk(medium, work, made, mib, entry.bootloader, assets, meta_encode(values) if values else b"")
+    with open(made, "rb") as src, open(target, "r+b" if target.exists() else "wb") as dst:
+        dst.truncate(0)
+        dst.truncate(mib * MIB)
+        position = 0
+        while block := src.read(MIB):  # the layout's zeros stay holes in the file
+            if block.count(0) != len(block):
+                dst.seek(position)
+                dst.write(block)
+            position += len(block)
+    return target
+
+
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="imager", description="Make a boot medium from a profile: imager iso|disk|PROFILE --arch ARCH ...")
-    parser.add_argument("profile", metavar="iso|disk|PROFILE",
-                        help="a kind (the profile of that kind for --platform) or a profile's name")
+        prog="imager", description="Make a boot medium from a profile: imager iso|disk|PROFILE --arch ARCH ...; "
+                                   "or install a disk: install --disk FILE [--size 1GiB]")
+    parser.add_argument("profile", metavar="iso|disk|install|PROFILE",
+                        help="a kind (the profile of that kind for --platform), a profile's name, or install")
+    parser.add_argument("--disk", type=Path, help="install: the file to write the disk layout onto")
+    parser.add_argument("--size", help="install: the disk's size (default: the file's, else the profile's)")
     parser.add_argument("--arch", choices=sorted(EFI_LOADER), help="default: this machine's")
     parser.add_argument("--platform", help="the platform whose profile a kind means (default metal)")
     parser.add_argument("--extra-kernel-arg", action="append", default=[], dest="extra_kernel_args",
@@ -736,7 +797,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="media-") as scratch:
-            make(table, request, epoch, Path(scratch))
+            if args.profile == "install":
+                if args.disk is None:
+                    raise MediaError("install: give the disk to write: --disk FILE")
+                install(table, request, args.disk, args.size, epoch, Path(scratch))
+            elif args.disk is not None or args.size is not None:
+                raise MediaError(f"--disk and --size are for install, not {args.profile}")
+            else:
+                make(table, request, epoch, Path(scratch))
     except (MediaError, OSError) as exc:
         sys.stderr.write(f"{ERROR_MARK}{exc}\n")
         return 1

@@ -105,3 +105,58 @@ def test_an_imager_for_another_arch_than_the_build_machines_is_one_line(imager: 
     result = doit(imager.root, "imager", "PLATFORM=linux/arm64")
     assert result.code == 1
     assert "an image on IMAGER for linux/arm64 would hold amd64 programs" in result.last_line(), result.text[-2000:]
+
+
+@pytest.fixture(scope="session")
+def installer(imager: Built) -> str:
+    """`doit installer` beside the imager (the base layer is compressed once), loaded into the engine."""
+    result = doit(imager.root, "installer", *WORDS)
+    assert result.code == 0, result.text[-3000:]
+    assert result.ran("installer:amd64") and result.skipped("imager:amd64"), result.stdout
+    done = _run(["docker", "load", "-i", str(imager.out / "installer-amd64.tar")])
+    assert done.returncode == 0, done.stdout + done.stderr
+    return REFERENCE.replace("/imager:", "/installer:")
+
+
+def _install(installer: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installer run as a user runs it: no --privileged, no device, the disk a file in a bind mount."""
+    return _run(["docker", "run", "--rm", "--network=none", "-v", f"{out}:/out", installer, "install",
+                 "--arch", "amd64", *args], timeout=900)
+
+
+def test_the_installer_writes_doits_disk_layout_onto_a_file(media: Built, installer: str, tmp_path: Path) -> None:
+    done = _install(installer, tmp_path, "--disk", "/out/metal.raw", "--extra-kernel-arg", "builder.test=extra-arg",
+                    "--meta", "0x0a=network: test/1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = hashlib.sha256((tmp_path / "metal.raw").read_bytes()).hexdigest()
+    doits = subprocess.run(["zstd", "-dc", str(media.out / "metal-amd64.raw.zst")], capture_output=True, check=True)
+    assert made == hashlib.sha256(doits.stdout).hexdigest()  # the metal profile's 1 GiB, byte for byte
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_a_disk_the_installer_wrote_boots_with_the_extra_arg_and_meta(installer: str, tmp_path: Path,
+                                                                       firmware: str) -> None:
+    from builder.core.platforms import AMD64
+    from builder.host import qemu
+
+    done = _install(installer, tmp_path, "--disk", "/out/disk.raw", "--size", "512MiB",
+                    "--extra-kernel-arg", "builder.test=installed", "--meta", "0x0a=network: installed/1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "disk.raw").stat().st_size == 512 << 20
+    result = qemu.boot_media(AMD64, tmp_path / "disk.raw", firmware=firmware, cdrom=False, timeout=900,
+                             console=tmp_path / "console.log")
+    assert "builder.test=installed" in result.cmdline and result.fields["platform"] == "metal"
+    assert result.fields["meta.0xa"] == "network: installed/1"
+    assert "BUILDER-BOOT-OK" in result.console
+
+
+def test_an_installer_disk_too_small_is_one_line_and_the_file_is_left_alone(installer: str, tmp_path: Path) -> None:
+    disk = tmp_path / "small.raw"
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+    done = _install(installer, tmp_path, "--disk", "/out/small.raw")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "##builder-error## /out/small.raw: 64 MiB is too small; the disk layout needs at least 104 MiB"]
+    assert disk.stat().st_size == 64 << 20 and disk.read_bytes() == bytes(64 << 20)

@@ -278,3 +278,35 @@ def test_a_table_that_is_not_one_is_named(tmp_path: Path, table: str, message: s
     done = _imager(tmp_path, "iso", "--arch", "amd64")
     assert done.returncode == 1
     assert done.stderr.splitlines() == [f"##builder-error## {tmp_path / 'media.json'}: {message}"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["install", "--arch", "amd64"], "install: give the disk to write: --disk FILE"),
+    (["install", "--arch", "amd64", "--disk", "OUT/d.raw", "--size", "50MiB"],
+     "OUT/d.raw: 50 MiB is too small; the disk layout needs at least 104 MiB"),
+    (["install", "--arch", "amd64", "--disk", "SMALL", "--size", "1GiB"],
+     "SMALL is 200 MiB, smaller than --size 1024 MiB"),
+    (["install", "--arch", "amd64", "--disk", "OUT/d.raw", "--size", "lots"],
+     "--size 'lots': expected MiB, GiB or TiB, e.g. 1GiB"),
+    (["install", "--arch", "amd64", "--disk", "OUT"], "OUT is not a file"),
+    (["install", "--arch", "amd64", "--disk", "/dev/null"], "/dev/null is not a file"),
+    (["install", "--arch", "arm64", "--disk", "OUT/d.raw"], "profile metal is for amd64, not arm64"),
+    (["iso", "--arch", "amd64", "--disk", "OUT/d.raw"], "--disk and --size are for install, not iso"),
+])
+def test_an_install_that_cannot_be_done_is_one_line_before_anything_is_written(
+        tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    small = tmp_path / "small.raw"
+    _blank(small, 200 << 20)
+    names = {"OUT": str(out), "SMALL": str(small)}
+    args = [names.get(a, a.replace("OUT/", f"{out}/")) for a in args]
+    message = message.replace("OUT/", f"{out}/").replace("OUT ", f"{out} ").replace("SMALL", str(small))
+    done = _imager(tmp_path, *args)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"##builder-error## {message}"]
+    assert list(out.iterdir()) == [] and small.stat().st_size == 200 << 20
+
+
+def test_sizes_are_mebibytes_gibibytes_or_tebibytes() -> None:
+    assert [media.parse_size(t) for t in ("512MiB", "1GiB", "2G", "1024", " 3 gib ")] == [512, 1024, 2048, 1024, 3072]
