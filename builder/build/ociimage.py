@@ -95,5 +95,55 @@ def assemble(plan: Plan, workspace: Workspace, inputs: dict[str, str], export: P
     manifest = oci.manifest(config, layers)
     (name,) = plan.outputs
     oci.archive(export / name, epoch, [(manifest, config, layers, spec.name)])
-    return {"image": {"reference": spec.name, "manifest": manifest.digest, "config": config.digest,
-                      "layers": [blob.digest for blob in layers], "platform": plan.platform.docker}}
+    details: dict[str, object] = {"reference": spec.name, "manifest": manifest.digest, "config": config.digest,
+                                  "layers": [blob.digest for blob in layers], "platform": plan.platform.docker}
+    if plan.settings.push:
+        details.update(push(plan, workspace, manifest, config, layers))
+    return {"image": details}
+
+
+def push(plan: Plan, workspace: Workspace, manifest: oci.Blob, config: oci.Blob,
+         layers: list[oci.Blob | oci.FileBlob]) -> dict[str, object]:
+    """PUSH=1, as a transaction: the blobs, this arch's manifest and the index over every arch's manifest are
+    pushed by digest and read back, and only then does the tag move to the index. A failure at any point
+    leaves the tag where it was. The index lists this arch and every other arch of the same reference that
+    out/manifest.json records as pushed and the registry holds."""
+    from builder.host import outputs, registry
+
+    spec, settings = plan.recipe.image, plan.settings
+    assert spec is not None and spec.name is not None
+    seconds, session, where = settings.registry_timeout, workspace.services.registries, "PUSH"
+    tagged = registry.Reference.parse(spec.name, where)
+    repository = spec.name.rpartition(":")[0]
+
+    def by_digest(digest: str) -> registry.Reference:
+        return registry.Reference.parse(f"{repository}@{digest}", where)
+
+    say(f"    {plan.label}: pushing {repository}@{manifest.digest[:19]}…")
+    for blob in (*layers, config):
+        data = blob.data if isinstance(blob, oci.Blob) else blob.path.read_bytes()
+        registry.push_blob(tagged, blob.digest, data, seconds=seconds, where=where, session=session)
+    registry.push_manifest(by_digest(manifest.digest), manifest.media_type, manifest.data, seconds=seconds,
+                           where=where, session=session)
+    entries = {plan.platform.docker: manifest.descriptor(
+        platform={"architecture": plan.platform.arch, "os": "linux"})}
+    for record in outputs.read_manifest(workspace.out_dir).values():  # the other arches' pushed images
+        image = record.get("image") or {}
+        if image.get("reference") == spec.name and image.get("pushed") and image["platform"] not in entries:
+            found = registry.descriptor(by_digest(str(image["manifest"])), seconds=seconds, where=where,
+                                        session=session)
+            if found is not None:
+                arch = str(image["platform"]).split("/")[1]
+                entries[str(image["platform"])] = {**found, "platform": {"architecture": arch, "os": "linux"}}
+    index = oci.index([entries[key] for key in sorted(entries)])
+    registry.push_manifest(by_digest(index.digest), index.media_type, index.data, seconds=seconds, where=where,
+                           session=session)
+    for digest in (manifest.digest, index.digest):  # read back before the tag moves
+        found = registry.descriptor(by_digest(digest), seconds=seconds, where=where, session=session)
+        if found is None or found["digest"] != digest:
+            raise BuildError(f"{plan.label}: the registry {tagged.registry} does not give back {digest} after the "
+                             f"push; the tag {tagged.name} was not moved", where=where)
+    registry.push_manifest(tagged, index.media_type, index.data, seconds=seconds, where=where, session=session)
+    arches = ", ".join(sorted(key.split("/")[1] for key in entries))
+    say(f"    {plan.label}: pushed {spec.name} ({arches}) {index.digest}")
+    return {"pushed": True, "index": index.digest, "index_platforms": sorted(entries)}

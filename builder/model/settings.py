@@ -43,6 +43,7 @@ SETTINGS: dict[str, str] = {
     "WITH_DEBUG": "1: build the debug flavor (the same as FLAVOR=debug)",
     "PUSH": "1: also push each built task's image (its output tree) to REGISTRY/USERNAME/NAME:TAG",
     "REGISTRY": "the registry PUSH=1 pushes to, e.g. 127.0.0.1:5005",
+    "IMAGE_REGISTRY": "the same as REGISTRY (Talos's name for it)",
     "USERNAME": "the registry namespace PUSH=1 pushes into (default builder)",
     "TAG": "the tag PUSH=1 pushes (default: git describe --tags --always --dirty, else latest)",
     "PKGS_PREFIX": "with PKGS: take every recipe another one depends on as PKGS_PREFIX/NAME:PKGS, prebuilt",
@@ -155,7 +156,7 @@ class Settings:
                 stall=seconds(taken.get("FETCH_STALL_TIMEOUT", str(FetchLimits.stall)), "FETCH_STALL_TIMEOUT"),
                 total=seconds(taken.get("FETCH_TIMEOUT", str(FetchLimits.total)), "FETCH_TIMEOUT")),
             push=flag(taken.get("PUSH", "0"), "PUSH"),
-            registry=taken.get("REGISTRY") or None,
+            registry=_registry(taken),
             username=taken.get("USERNAME") or "builder",
             tag=taken.get("TAG") or None,
             packages=packages,
@@ -273,6 +274,15 @@ def pairs(words: Sequence[str]) -> dict[str, str]:
         check_utf8(name, value)
         result[name] = f"{result[name]}\0{value}" if name in REPEATABLE and name in result else value
     return result
+
+
+def _registry(taken: Mapping[str, str]) -> str | None:
+    """REGISTRY, or IMAGE_REGISTRY (Talos's name): both may be given only with one value."""
+    plain, talos = taken.get("REGISTRY") or None, taken.get("IMAGE_REGISTRY") or None
+    if plain and talos and plain != talos:
+        raise BuildError(f"REGISTRY={plain} and IMAGE_REGISTRY={talos} name two registries; give one",
+                         where="IMAGE_REGISTRY")
+    return plain or talos
 
 
 def _location(taken: Mapping[str, str], name: str) -> str | None:

@@ -112,7 +112,7 @@ def installer(imager: Built) -> str:
     """`doit installer` beside the imager (the base layer is compressed once), loaded into the engine."""
     result = doit(imager.root, "installer", *WORDS)
     assert result.code == 0, result.text[-3000:]
-    assert result.ran("installer:amd64") and result.skipped("imager:amd64"), result.stdout
+    assert result.ran("installer:amd64") and result.skipped("kernel:amd64"), result.stdout
     done = _run(["docker", "load", "-i", str(imager.out / "installer-amd64.tar")])
     assert done.returncode == 0, done.stdout + done.stderr
     return REFERENCE.replace("/imager:", "/installer:")
@@ -160,3 +160,133 @@ def test_an_installer_disk_too_small_is_one_line_and_the_file_is_left_alone(inst
     assert done.stderr.splitlines() == [
         "##builder-error## /out/small.raw: 64 MiB is too small; the disk layout needs at least 104 MiB"]
     assert disk.stat().st_size == 64 << 20 and disk.read_bytes() == bytes(64 << 20)
+
+
+class Killer:
+    """docker-registry behind a proxy on 127.0.0.1 that kills it (SIGKILL) when the request it waits for
+    arrives, before answering: the registry dies mid-push at exactly that step. start() brings it back on
+    the same storage, to read what it kept."""
+
+    def __init__(self, root: Path) -> None:
+        from .registries import free_port
+
+        self.root, self.port, self.proxy_port = root, free_port(), free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "config.yml").write_text(
+            f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n")
+        self.kill_on: tuple[str, str] | None = None  # (method, path regex)
+        self.killed = False
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.server = self._serve()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.proxy_port}"
+
+    def start(self) -> None:
+        import time
+        import urllib.request
+
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.root / "config.yml")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("docker-registry did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def _serve(self):  # type: ignore[no-untyped-def]
+        import http.client
+        import re
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        killer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                wanted = killer.kill_on
+                if wanted and not killer.killed and self.command == wanted[0] and re.search(wanted[1], self.path):
+                    killer.killed = True
+                    killer.stop()  # the registry dies with this request unanswered
+                    self.close_connection = True
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", killer.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                try:
+                    upstream.request(self.command, self.path, body=body or None, headers=headers)
+                    answer = upstream.getresponse()
+                    data = answer.read()
+                except OSError:
+                    self.close_connection = True
+                    return
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.proxy_port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+def _tagged(address: str, name: str) -> str | None:
+    done = _run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{address}/builder/{name}"])
+    if done.returncode != 0:
+        return None
+    return "sha256:" + hashlib.sha256(done.stdout.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("method, path", [
+    ("PUT", r"/blobs/uploads/"),  # a layer
+    ("PUT", r"/manifests/sha256:"),  # the arch's manifest, by digest
+    ("PUT", r"/manifests/t1$"),  # the tag itself
+])
+def test_a_push_is_a_transaction_a_registry_killed_at_any_step_leaves_the_old_tag(
+        imager: Built, tmp_path: Path, method: str, path: str) -> None:
+    root = tmp_path / "project"
+    shutil.copytree(imager.root, root, symlinks=True, ignore=shutil.ignore_patterns(".builder"))
+    shutil.copytree(imager.root / ".builder" / "layers", root / ".builder" / "layers")  # the base layer, compressed
+    killer = Killer(tmp_path / "registry")
+    killer.start()
+    try:
+        words = ("imager", AMD64, "PUSH=1", f"REGISTRY={killer.address}", "TAG=t1", "REGISTRY_TIMEOUT=20")
+        first = doit(root, *words)
+        assert first.code == 0, first.text[-3000:]
+        old = _tagged(killer.address, "imager:t1")
+        assert old is not None
+        recorded = json.loads((root / "out" / "manifest.json").read_text())["artifacts"]["imager-amd64.tar"]["image"]
+        assert recorded["pushed"] and recorded["index"] == old  # out/manifest.json names the index the tag holds
+        before = sums(root / "out")
+        with open(root / "profiles" / "iso.yaml", "a") as f:  # another table: another layer, manifest and index
+            f.write("customization:\n  extraKernelArgs: [builder.test=second]\n")
+        killer.kill_on = (method, path)
+        second = doit(root, *words)
+        assert killer.killed
+        assert second.code == 1
+        assert killer.address in second.last_line(), second.last_line()  # the failure names the registry
+        assert sums(root / "out") == before  # out/ as it was
+        killer.start()
+        assert _tagged(killer.address, "imager:t1") == old  # the tag did not move
+    finally:
+        killer.stop()
+        killer.server.shutdown()

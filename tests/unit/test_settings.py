@@ -77,3 +77,10 @@ def test_a_download_deadline_that_is_not_a_sane_number_of_seconds_is_one_line_na
         Settings.parse({name: value}, host=AMD64)
     assert str(info.value) == (f"{name}: {value!r} is not a number of seconds; expected a number greater than 0 "
                                f"and at most 604800 (a week)")
+
+
+def test_image_registry_is_talos_name_for_registry_and_two_values_are_refused() -> None:
+    assert Settings.parse({"IMAGE_REGISTRY": "127.0.0.1:5005"}, host=AMD64).registry == "127.0.0.1:5005"
+    assert Settings.parse({"IMAGE_REGISTRY": "r:1", "REGISTRY": "r:1"}, host=AMD64).registry == "r:1"
+    with pytest.raises(BuildError, match="REGISTRY=b:2 and IMAGE_REGISTRY=a:1 name two registries; give one$"):
+        Settings.parse({"IMAGE_REGISTRY": "a:1", "REGISTRY": "b:2"}, host=AMD64)
