@@ -143,7 +143,36 @@ def push(plan: Plan, workspace: Workspace, manifest: oci.Blob, config: oci.Blob,
         if found is None or found["digest"] != digest:
             raise BuildError(f"{plan.label}: the registry {tagged.registry} does not give back {digest} after the "
                              f"push; the tag {tagged.name} was not moved", where=where)
+    signed = _sign(plan, workspace, repository, [manifest.digest, index.digest]) if settings.image_signing_key else []
     registry.push_manifest(tagged, index.media_type, index.data, seconds=seconds, where=where, session=session)
     arches = ", ".join(sorted(key.split("/")[1] for key in entries))
-    say(f"    {plan.label}: pushed {spec.name} ({arches}) {index.digest}")
-    return {"pushed": True, "index": index.digest, "index_platforms": sorted(entries)}
+    say(f"    {plan.label}: pushed {spec.name} ({arches}) {index.digest}" + (", signed" if signed else ""))
+    return {"pushed": True, "index": index.digest, "index_platforms": sorted(entries), "signatures": signed}
+
+
+def _sign(plan: Plan, workspace: Workspace, repository: str, digests: list[str]) -> list[dict[str, str]]:
+    """IMAGE_SIGNING_KEY: each digest's cosign signature image pushed (tag sha256-HEX.sig), read back and
+    verified with the key's public half before the image's tag moves. The key is read here, on the host."""
+    from builder.host import cosign, registry
+
+    settings = plan.settings
+    assert settings.image_signing_key is not None
+    seconds, session, where = settings.registry_timeout, workspace.services.registries, "PUSH"
+    key = cosign.load_private_key(workspace.root / settings.image_signing_key, root=workspace.root)
+    made = []
+    for digest in digests:
+        signature = cosign.sign(key, repository, digest)
+        ref = registry.Reference.parse(f"{repository}:{signature.tag}", where)
+        for data in (signature.payload, signature.config):
+            registry.push_blob(ref, "sha256:" + hashlib.sha256(data).hexdigest(), data, seconds=seconds, where=where,
+                               session=session)
+        registry.push_manifest(ref, cosign.MANIFEST_MEDIA, signature.manifest, seconds=seconds, where=where,
+                               session=session)
+        found = registry.manifest(ref, seconds=seconds, where=where, session=session)
+        if found is None:
+            raise BuildError(f"{plan.label}: the registry {ref.registry} does not give back the signature {ref} "
+                             "after the push; the tag was not moved", where=where)
+        cosign.check(key.public_key(), repository, digest, found[1],
+                     lambda blob, ref=ref: registry.blob(ref, blob, seconds=seconds, where=where, session=session))
+        made.append({"digest": digest, "signature": "sha256:" + hashlib.sha256(signature.manifest).hexdigest()})
+    return made

@@ -484,3 +484,53 @@ def check_signatures(release: Path, rebuilt: Path, cert: Path) -> None:
         sys.exit(1)
     for verdict in verdicts:
         click.echo(verdict.line())
+
+
+@main.command("verify-image")
+@click.argument("reference")
+@click.option("--key", type=click.Path(path_type=Path), required=True,
+              help="the PEM public key of IMAGE_SIGNING_KEY (what cosign verify --key takes)")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="seconds the registry may take to answer one request")
+@friendly
+def verify_image(reference: str, key: Path, timeout: float) -> None:
+    """Check the cosign signature of REFERENCE (REGISTRY/NAME:TAG, @sha256:DIGEST, or TAG@DIGEST: then the
+    tag must still name that digest), and of every manifest of an index. One line per signed digest; exit
+    status 1 with one line for a missing or wrong signature, or a tag that moved."""
+    from builder.host import cosign, registry
+    from builder.host.services import Services
+
+    public = cosign.load_public_key(key)
+    ref = registry.Reference.parse(reference, "REFERENCE")
+    session, where = Services().registries, "REFERENCE"
+    repository = f"{ref.registry}/{ref.repository}"
+    digest = ref.digest
+    if ref.tag:
+        now = registry.descriptor(registry.Reference.parse(f"{repository}:{ref.tag}", where), seconds=timeout,
+                                  where=where, session=session)
+        if now is None:
+            raise BuildError(f"{repository}:{ref.tag} does not exist", where=where)
+        if digest and now["digest"] != digest:
+            raise cosign.Unverified(f"{repository}:{ref.tag} moved: it names {now['digest']}, not {digest}",
+                                    where=where)
+        digest = str(now["digest"])
+    assert digest is not None
+
+    def verify(digest: str) -> None:
+        signature = registry.Reference.parse(f"{repository}:{cosign.signature_tag(digest)}", where)
+        found = registry.manifest(signature, seconds=timeout, where=where, session=session)
+        if found is None:
+            raise cosign.Unverified(f"{repository}@{digest} is not signed (no {cosign.signature_tag(digest)})",
+                                    where=where)
+        cosign.check(public, repository, digest, found[1],
+                     lambda blob: registry.blob(signature, blob, seconds=timeout, where=where, session=session))
+        click.echo(f"{repository}@{digest}: signed, the key verifies it")
+
+    verify(digest)
+    pinned = registry.manifest(registry.Reference.parse(f"{repository}@{digest}", where), seconds=timeout,
+                               where=where, session=session)
+    if pinned is not None and "index" in pinned[0]:
+        import json
+
+        for entry in json.loads(pinned[1]).get("manifests", []):
+            verify(str(entry["digest"]))

@@ -319,7 +319,7 @@ class Session:
         check_task_words(self.command, self.task_words, tasks,
                          explain=lambda word: explain_target(self.project(), word, self.tool))
         if self.runs_tasks:
-            check_push_target(settings, self.services)
+            check_push_target(settings, self.services, self.locations.root)
         return tasks
 
     def run(self) -> int:
@@ -395,8 +395,13 @@ def explain_target(project: Project, target: str, tool: str) -> None:
     raise BuildError(f"unknown target {target!r}; {known}", hint=hint)
 
 
-def check_push_target(settings: Settings, services: Services) -> None:
-    """PUSH=1: the registry answers as one, within REGISTRY_TIMEOUT, before any build starts."""
+def check_push_target(settings: Settings, services: Services, root: Path) -> None:
+    """PUSH=1: IMAGE_SIGNING_KEY is a key, and the registry answers as one within REGISTRY_TIMEOUT, before any
+    build starts."""
+    if settings.image_signing_key and not settings.dry_run:  # a key that is not one: said before any build
+        from builder.host import cosign
+
+        cosign.load_private_key(root / settings.image_signing_key, root=root)
     if settings.push and not settings.dry_run and settings.registry:
         from builder.host import registry
 

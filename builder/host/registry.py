@@ -433,3 +433,31 @@ def platform_digest(ref_text: str, platform: str, *, seconds: float, where: str,
     if arch and arch != platform.split("/", 1)[1]:
         raise BuildError(f"{ref} is a {arch} image, not {platform}", where=where)
     return "sha256:" + hashlib.sha256(answer.body).hexdigest()  # a manifest's digest is that of its bytes
+
+
+def manifest(ref: Reference, *, seconds: float, where: str, session: Session) -> tuple[str, bytes] | None:
+    """``ref``'s manifest (or index): its media type and its bytes exactly, or None when there is none."""
+    answer = _request(ref, "GET", f"/v2/{ref.repository}/manifests/{ref.name}", seconds, where, f"asking for {ref}",
+                      scope=_scope(ref, "pull"), session=session)
+    if answer.status == 404:
+        return None
+    if answer.status != 200:
+        raise _refused(ref, answer, f"asking for {ref}", where)
+    try:
+        media = json.loads(answer.body).get("mediaType") or answer.kind.split(";")[0]
+    except (ValueError, AttributeError):
+        raise BuildError(f"the registry {ref.registry} sent a manifest that is not JSON for {ref}",
+                         where=where) from None
+    return str(media), answer.body
+
+
+def blob(ref: Reference, blob_digest: str, *, seconds: float, where: str, session: Session) -> bytes:
+    """A small blob of ``ref``'s repository (a signature payload, a config), checked against its digest."""
+    what = f"fetching {blob_digest[:19]}… from {ref.registry}/{ref.repository}"
+    answer = _request(ref, "GET", f"/v2/{ref.repository}/blobs/{blob_digest}", seconds, where, what,
+                      scope=_scope(ref, "pull"), session=session)
+    if answer.status != 200:
+        raise _refused(ref, answer, what, where)
+    if "sha256:" + hashlib.sha256(answer.body).hexdigest() != blob_digest:
+        raise BuildError(f"the registry {ref.registry} sent other bytes than {blob_digest} ({what})", where=where)
+    return answer.body

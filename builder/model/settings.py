@@ -44,6 +44,8 @@ SETTINGS: dict[str, str] = {
     "PUSH": "1: also push each built task's image (its output tree) to REGISTRY/USERNAME/NAME:TAG",
     "REGISTRY": "the registry PUSH=1 pushes to, e.g. 127.0.0.1:5005",
     "IMAGE_REGISTRY": "the same as REGISTRY (Talos's name for it)",
+    "IMAGE_SIGNING_KEY": "a PEM EC P-256 private key on the host: PUSH=1 signs each image manifest and index it "
+                         "pushes (cosign's key-based scheme)",
     "USERNAME": "the registry namespace PUSH=1 pushes into (default builder)",
     "TAG": "the tag PUSH=1 pushes (default: git describe --tags --always --dirty, else latest)",
     "PKGS_PREFIX": "with PKGS: take every recipe another one depends on as PKGS_PREFIX/NAME:PKGS, prebuilt",
@@ -111,6 +113,7 @@ class Settings:
     registry: str | None = None
     username: str = "builder"
     tag: str | None = None
+    image_signing_key: str | None = None  # IMAGE_SIGNING_KEY: a host path, read only by the push
     packages: Mapping[str, str] = field(default_factory=dict)  # PKG_NAME word (NAME part) -> image reference
     packages_prefix: str | None = None
     packages_tag: str | None = None
@@ -159,6 +162,7 @@ class Settings:
             registry=_registry(taken),
             username=taken.get("USERNAME") or "builder",
             tag=taken.get("TAG") or None,
+            image_signing_key=taken.get("IMAGE_SIGNING_KEY") or None,
             packages=packages,
             packages_prefix=taken.get("PKGS_PREFIX") or None,
             packages_tag=taken.get("PKGS") or None,
@@ -198,7 +202,7 @@ class Settings:
         if self.push:
             out["PUSH"] = "1"
         for name, value in (("REGISTRY", self.registry), ("TAG", self.tag), ("PKGS_PREFIX", self.packages_prefix),
-                            ("PKGS", self.packages_tag)):
+                            ("PKGS", self.packages_tag), ("IMAGE_SIGNING_KEY", self.image_signing_key)):
             if value:
                 out[name] = value
         if self.username != "builder":
@@ -212,9 +216,12 @@ class Settings:
         return out
 
 
+PUSH_WORDS = frozenset({"PKGS_PREFIX", "PKGS", "PUSH", "REGISTRY", "IMAGE_REGISTRY", "IMAGE_SIGNING_KEY"})
+
+
 def _packages(packages: Mapping[str, str], taken: Mapping[str, str]) -> None:
     """PKG_NAME=ref, PKGS_PREFIX + PKGS and PUSH=1 + REGISTRY: each checked as a whole before any build."""
-    if not (packages or taken.keys() & {"PKGS_PREFIX", "PKGS", "PUSH", "REGISTRY"}):
+    if not (packages or taken.keys() & PUSH_WORDS):
         return  # the everyday command line: nothing to parse, and the parser is not imported
     from builder.model.reference import Reference
 
@@ -225,10 +232,15 @@ def _packages(packages: Mapping[str, str], taken: Mapping[str, str]) -> None:
         raise BuildError(f"{given} needs {missing} too (prebuilt packages are PKGS_PREFIX/NAME:PKGS)", where=given)
     if taken.get("PKGS_PREFIX"):
         Reference.parse(f"{taken['PKGS_PREFIX']}/name:{taken['PKGS']}", "PKGS_PREFIX")
-    if flag(taken.get("PUSH", "0"), "PUSH") and not taken.get("REGISTRY"):
+    registry = taken.get("REGISTRY") or taken.get("IMAGE_REGISTRY")
+    pushing = flag(taken.get("PUSH", "0"), "PUSH")
+    if pushing and not registry:
         raise BuildError("PUSH=1 needs REGISTRY=HOST[:PORT] to push to", where="PUSH")
-    if taken.get("REGISTRY"):
-        Reference.parse(f"{taken['REGISTRY']}/{taken.get('USERNAME') or 'builder'}/name:{taken.get('TAG') or 'x'}",
+    if taken.get("IMAGE_SIGNING_KEY") and not pushing:
+        raise BuildError("IMAGE_SIGNING_KEY signs what PUSH=1 pushes; without PUSH=1 it would sign nothing",
+                         where="IMAGE_SIGNING_KEY")
+    if registry:
+        Reference.parse(f"{registry}/{taken.get('USERNAME') or 'builder'}/name:{taken.get('TAG') or 'x'}",
                         "REGISTRY")
 
 

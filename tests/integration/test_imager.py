@@ -290,3 +290,83 @@ def test_a_push_is_a_transaction_a_registry_killed_at_any_step_leaves_the_old_ta
     finally:
         killer.stop()
         killer.server.shutdown()
+
+
+def _keypair(directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    key, pub = directory / "image.key", directory / "image.pub"
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)],
+                   check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "ec", "-in", str(key), "-pubout", "-out", str(pub)], check=True, capture_output=True,
+                   timeout=60)
+    return key, pub
+
+
+def _skopeo_blob(reference: str, dest: Path, media_type: str) -> bytes:
+    """The one layer of ``media_type`` of an image, read with skopeo (not our registry client)."""
+    copied = _run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{reference}", f"dir:{dest}"])
+    assert copied.returncode == 0, copied.stderr
+    manifest = json.loads((dest / "manifest.json").read_text())
+    (layer,) = [entry for entry in manifest["layers"] if entry["mediaType"] == media_type]
+    return (dest / layer["digest"].split(":")[1]).read_bytes(), layer  # type: ignore[return-value]
+
+
+def test_signed_pushes_verify_with_builder_and_openssl_and_the_key_is_nowhere(
+        media: Built, imager: Built, tmp_path: Path) -> None:
+    import base64
+
+    from builder.host import cosign
+
+    from .conftest import builder
+    from .registries import docker_registry
+
+    key, pub = _keypair(tmp_path / "keys")  # a host file outside the project, as a pipeline keeps it
+    roots = []
+    with docker_registry(tmp_path / "registry") as served:
+        for index, source in enumerate((imager.root, media.root)):  # the second: no imager yet, another path
+            root = tmp_path / f"project-{index}"
+            shutil.copytree(source, root, symlinks=True, ignore=shutil.ignore_patterns(".builder"))
+            words = ("imager", AMD64, "PUSH=1", f"REGISTRY={served.address}", f"TAG=t{index}",
+                     f"IMAGE_SIGNING_KEY={key}")  # (PUSH=1 runs every task: NO_CACHE=1 would compile a kernel)
+            result = doit(root, *words)
+            assert result.code == 0, result.text[-3000:]
+            roots.append(root)
+        records = [json.loads((r / "out" / "manifest.json").read_text())["artifacts"]["imager-amd64.tar"]["image"]
+                   for r in roots]
+        for field in ("manifest", "index", "signatures"):  # two clean pushes: the same digests, signatures too
+            assert records[0][field] == records[1][field], field
+        repository = f"{served.address}/builder/imager"
+        checked = builder(tmp_path, "verify-image", f"{repository}:t0", "--key", str(pub))
+        assert checked.code == 0, checked.text
+        assert checked.stdout.count("signed, the key verifies it") == 2  # the index and the amd64 manifest
+        for digest in (records[0]["index"], records[0]["manifest"]):  # a second implementation: openssl
+            data, layer = _skopeo_blob(f"{repository}:{cosign.signature_tag(digest)}", tmp_path / digest[7:19],
+                                       cosign.PAYLOAD_MEDIA)
+            assert json.loads(data)["critical"]["image"]["docker-manifest-digest"] == digest
+            (tmp_path / "payload").write_bytes(data)
+            (tmp_path / "sig").write_bytes(base64.b64decode(layer["annotations"][cosign.SIGNATURE_ANNOTATION]))
+            done = _run(["openssl", "dgst", "-sha256", "-verify", str(pub), "-signature", str(tmp_path / "sig"),
+                         str(tmp_path / "payload")])
+            assert done.returncode == 0 and "Verified OK" in done.stdout, done.stdout + done.stderr
+        _, other = _keypair(tmp_path / "other")
+        wrong = builder(tmp_path, "verify-image", f"{repository}:t0", "--key", str(other))
+        assert wrong.code == 1 and wrong.last_line().endswith("no valid signature (a signature the key does not "
+                                                              "verify)"), wrong.text
+        with open(roots[0] / "profiles" / "metal.yaml", "a") as f:  # other bytes, so no signature exists for them
+            f.write("customization:\n  extraKernelArgs: [builder.test=unsigned]\n")
+        unsigned = doit(roots[0], "imager", AMD64, "PUSH=1", f"REGISTRY={served.address}", "TAG=plain")
+        assert unsigned.code == 0, unsigned.text[-2000:]
+        missing = builder(tmp_path, "verify-image", f"{repository}:plain", "--key", str(pub))
+        assert missing.code == 1 and missing.last_line().endswith(".sig)") and " is not signed (no sha256-" in \
+            missing.last_line(), missing.text
+        with open(roots[0] / "profiles" / "iso.yaml", "a") as f:  # other content under t0 moves the tag
+            f.write("customization:\n  extraKernelArgs: [builder.test=moved]\n")
+        moved = doit(roots[0], "imager", AMD64, "PUSH=1", f"REGISTRY={served.address}", "TAG=t0")
+        assert moved.code == 0, moved.text[-2000:]
+        stale = builder(tmp_path, "verify-image", f"{repository}:t0@{records[0]['index']}", "--key", str(pub))
+        assert stale.code == 1 and " moved: it names sha256:" in stale.last_line(), stale.text
+    secret = "".join(key.read_text().splitlines()[1:-1])  # the key's base64 body
+    for root in roots:
+        for path in [*(root / "out").rglob("*"), *(root / ".builder").rglob("*"), *root.glob(".doit.db*")]:
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
