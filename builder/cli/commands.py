@@ -534,3 +534,40 @@ def verify_image(reference: str, key: Path, timeout: float) -> None:
 
         for entry in json.loads(pinned[1]).get("manifests", []):
             verify(str(entry["digest"]))
+
+
+@main.group("images")
+def images_group() -> None:
+    """The images and sources a build takes from outside (what an air-gapped site must mirror)."""
+
+
+@images_group.command("list")
+@click.option("--platform", "platform_spec", default=None, help="default: every platform")
+@click.option("-v", "--var", "pairs", multiple=True, metavar="NAME=value")
+@friendly
+def images_list(platform_spec: str | None, pairs: tuple[str, ...]) -> None:
+    """Every image and source the project's builds take, with its digest, one per line (talosctl image
+    default, for builder): `image REF IDENTITY WHERE` and `source URL sha256:HEX RECIPE-FILE`. An image the
+    engine does not have says so instead of a digest."""
+    from builder.core.platforms import PLATFORMS
+
+    project = _project(pairs, platform_spec or ",".join(PLATFORMS))
+    images: dict[str, str] = {}
+    sources: dict[str, tuple[str, str]] = {}
+    for platform in project.settings.platforms:
+        graph = project.graph(platform)
+        for recipe in graph.exported():
+            plan = project.plan(recipe.name, platform)
+            for ref, where in plan.images.items():
+                images.setdefault(ref, where)
+            for member in graph.closure(recipe.name):
+                for source in member.sources:
+                    sources.setdefault(source.url, (source.sha256, str(member.path)))
+    for ref, where in sorted(images.items()):
+        try:
+            identity = project.identities.image(ref, where=where)
+        except BuildError as exc:
+            identity = f"absent ({exc.message})"
+        click.echo(f"image   {ref}  {identity}  {where}")
+    for url, (sha256, path) in sorted(sources.items()):
+        click.echo(f"source  {url}  sha256:{sha256}  {path}")

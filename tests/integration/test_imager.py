@@ -370,3 +370,19 @@ def test_signed_pushes_verify_with_builder_and_openssl_and_the_key_is_nowhere(
         for path in [*(root / "out").rglob("*"), *(root / ".builder").rglob("*"), *root.glob(".doit.db*")]:
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
+
+
+def test_builder_images_list_names_every_image_and_source_with_its_digest(tmp_path: Path) -> None:
+    from .conftest import builder, copy_project
+
+    root = copy_project(tmp_path / "project")
+    listed = builder(root, "images", "list")
+    assert listed.code == 0, listed.text
+    lines = [line.split() for line in listed.stdout.splitlines()]
+    images = {words[1]: words for words in lines if words[0] == "image"}
+    assert {words[3] for words in images.values()} == {"TOOLCHAIN", "IMAGER"}
+    assert all(words[2].startswith("rootfs:sha256:") for words in images.values())
+    sources = {words[1]: words[2] for words in lines if words[0] == "source"}
+    kernel = next(url for url in sources if "/linux-source-" in url)
+    assert sources[kernel].removeprefix("sha256:") in (root / "recipes" / "kernel-build" / "pkg.yaml").read_text()
+    assert any(url.endswith("_arm64.deb") for url in sources) and any(url.endswith("_amd64.deb") for url in sources)
