@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from builder.core import run
+from builder.build.ociimage import default_tag
 from builder.core.errors import BuildError
 from builder.core.locations import Locations
 from builder.core.log import say
@@ -131,17 +131,6 @@ def _push(plan: Plan, workspace: Workspace, kit: backend.BuildKit, context: Path
                            seconds=seconds, where="PUSH", session=session)
     arches = ", ".join(str(e["platform"]["architecture"]) for e in entries)  # type: ignore[index]
     say(f"    {plan.label}: pushed {name}:{tag} ({arches}) {index.digest}")
-
-
-def default_tag(root: Path) -> str:
-    """TAG when none is given: git describe of the project (Talos's choice), else latest."""
-    try:
-        found = run.run(["git", "-C", str(root), "describe", "--tags", "--always", "--dirty"], capture=True,
-                        check=False, timeout=30)
-    except BuildError:
-        return "latest"
-    text = found.stdout.decode(errors="replace").strip()
-    return text if found.returncode == 0 and text else "latest"
 
 
 IMAGE_DETAILS = ".image.json"  # what an image recipe's export says of its archive, for the manifest

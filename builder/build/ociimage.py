@@ -15,12 +15,24 @@ import hashlib
 import json
 from pathlib import Path
 
+from builder.core import run
 from builder.core.errors import BuildError
 from builder.core.log import say
 from builder.host import oci
 from builder.resolve.plan import IMAGE_TREE, Plan, Workspace
 
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def default_tag(root: Path) -> str:
+    """TAG when none is given: git describe of the project (Talos's choice), else latest."""
+    try:
+        found = run.run(["git", "-C", str(root), "describe", "--tags", "--always", "--dirty"], capture=True,
+                        check=False, timeout=30)
+    except BuildError:
+        return "latest"
+    text = found.stdout.decode(errors="replace").strip()
+    return text if found.returncode == 0 and text else "latest"
 
 
 def base_ref(plan: Plan) -> str | None:
@@ -53,15 +65,16 @@ def _base_layer(plan: Plan, workspace: Workspace, ref: str, identity: str) -> oc
         if f"sha256:{digest.hexdigest()}" == known.get("digest") and packed.stat().st_size == known.get("size"):
             return oci.FileBlob(oci.LAYER_MEDIA, packed, known["digest"], known["size"])
     say(f"    {plan.label}: compressing the {ref} rootfs layer (once; kept in {workspace.locations.shown(cache)})")
-    plain = cache / f".{diff_id.removeprefix('sha256:')}.tar"
+    plain, part = cache / f".{diff_id.removeprefix('sha256:')}.tar", packed.with_suffix(".part")
     try:
         workspace.services.engine.save_layer(ref, diff_id, plain)
-        got, digest_text, size = oci.gzip_file(plain, packed.with_suffix(".part"))
-    finally:
+        got, digest_text, size = oci.gzip_file(plain, part)
+        if got != diff_id:
+            raise BuildError(f"{plan.label}: the layer of {ref} changed while it was read")
+        part.replace(packed)
+    finally:  # an interrupted compression leaves nothing behind
         plain.unlink(missing_ok=True)
-    if got != diff_id:
-        raise BuildError(f"{plan.label}: the layer of {ref} changed while it was read")
-    packed.with_suffix(".part").replace(packed)
+        part.unlink(missing_ok=True)
     record.write_text(json.dumps({"diff_id": diff_id, "digest": digest_text, "size": size}))
     return oci.FileBlob(oci.LAYER_MEDIA, packed, digest_text, size)
 
@@ -84,7 +97,8 @@ def assemble(plan: Plan, workspace: Workspace, inputs: dict[str, str], export: P
         diff_ids.insert(0, identity.removeprefix("rootfs:"))
         history.insert(0, f"builder: {spec.base} rootfs ({identity})")
     runtime: dict[str, object] = {
-        "Env": [PATH, f"SOURCE_DATE_EPOCH={epoch}", *(f"{k}={v}" for k, v in sorted(spec.env.items()))],
+        "Env": [*([] if "PATH" in spec.env else [PATH]), f"SOURCE_DATE_EPOCH={epoch}",
+                *(f"{k}={v}" for k, v in sorted(spec.env.items()))],
         "WorkingDir": spec.workdir,
     }
     if spec.entrypoint:
@@ -111,10 +125,11 @@ def push(plan: Plan, workspace: Workspace, manifest: oci.Blob, config: oci.Blob,
     from builder.host import outputs, registry
 
     spec, settings = plan.recipe.image, plan.settings
-    assert spec is not None and spec.name is not None
+    assert spec is not None and settings.registry is not None  # PUSH=1 needs REGISTRY (settings)
     seconds, session, where = settings.registry_timeout, workspace.services.registries, "PUSH"
-    tagged = registry.Reference.parse(spec.name, where)
-    repository = spec.name.rpartition(":")[0]
+    repository = f"{settings.registry}/{settings.username}/{plan.recipe.name}"  # as every pushed task's image
+    tag = (settings.tag or default_tag(workspace.root)) + (f"-{plan.flavor}" if plan.flavor else "")
+    tagged = registry.Reference.parse(f"{repository}:{tag}", where)
 
     def by_digest(digest: str) -> registry.Reference:
         return registry.Reference.parse(f"{repository}@{digest}", where)
@@ -129,7 +144,7 @@ def push(plan: Plan, workspace: Workspace, manifest: oci.Blob, config: oci.Blob,
         platform={"architecture": plan.platform.arch, "os": "linux"})}
     for record in outputs.read_manifest(workspace.out_dir).values():  # the other arches' pushed images
         image = record.get("image") or {}
-        if image.get("reference") == spec.name and image.get("pushed") and image["platform"] not in entries:
+        if image.get("pushed") == str(tagged) and image["platform"] not in entries:
             found = registry.descriptor(by_digest(str(image["manifest"])), seconds=seconds, where=where,
                                         session=session)
             if found is not None:
@@ -146,8 +161,8 @@ def push(plan: Plan, workspace: Workspace, manifest: oci.Blob, config: oci.Blob,
     signed = _sign(plan, workspace, repository, [manifest.digest, index.digest]) if settings.image_signing_key else []
     registry.push_manifest(tagged, index.media_type, index.data, seconds=seconds, where=where, session=session)
     arches = ", ".join(sorted(key.split("/")[1] for key in entries))
-    say(f"    {plan.label}: pushed {spec.name} ({arches}) {index.digest}" + (", signed" if signed else ""))
-    return {"pushed": True, "index": index.digest, "index_platforms": sorted(entries), "signatures": signed}
+    say(f"    {plan.label}: pushed {tagged} ({arches}) {index.digest}" + (", signed" if signed else ""))
+    return {"pushed": str(tagged), "index": index.digest, "index_platforms": sorted(entries), "signatures": signed}
 
 
 def _sign(plan: Plan, workspace: Workspace, repository: str, digests: list[str]) -> list[dict[str, str]]:

@@ -526,9 +526,11 @@ def verify_image(reference: str, key: Path, timeout: float) -> None:
                      lambda blob: registry.blob(signature, blob, seconds=timeout, where=where, session=session))
         click.echo(f"{repository}@{digest}: signed, the key verifies it")
 
-    verify(digest)
     pinned = registry.manifest(registry.Reference.parse(f"{repository}@{digest}", where), seconds=timeout,
                                where=where, session=session)
+    if pinned is None:
+        raise BuildError(f"{repository}@{digest} does not exist", where=where)
+    verify(digest)
     if pinned is not None and "index" in pinned[0]:
         import json
 

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass
 
 from builder.core.errors import BuildError
-from builder.scripts import media
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ AMD64 = Platform(
     gnu_triplet="x86_64-linux-gnu",
     qemu_binary="qemu-system-x86_64",
     qemu_machine=("-M", "q35"),
-    console=media.CONSOLES["amd64"],
+    console="ttyS0",
     uefi_code="/usr/share/OVMF/OVMF_CODE_4M.fd",
     uefi_vars="/usr/share/OVMF/OVMF_VARS_4M.fd",
     uefi_package="ovmf",
@@ -70,7 +69,7 @@ ARM64 = Platform(
     gnu_triplet="aarch64-linux-gnu",
     qemu_binary="qemu-system-aarch64",
     qemu_machine=("-M", "virt", "-cpu", "cortex-a57"),
-    console=media.CONSOLES["arm64"],
+    console="ttyAMA0",
     uefi_code="/usr/share/AAVMF/AAVMF_CODE.fd",
     uefi_vars="/usr/share/AAVMF/AAVMF_VARS.fd",
     uefi_package="qemu-efi-aarch64",

@@ -75,9 +75,10 @@ def signature_image(repository: str, digest: str, signature: bytes) -> Signature
 
 def _read_pem(path: Path, what: str, root: Path | None) -> bytes:
     shown = str(path)
-    if root is not None and path.is_symlink():
-        target = path.resolve()
-        if not target.is_relative_to(root.resolve()) and path.absolute().is_relative_to(root.absolute()):
+    if root is not None:  # a path in the project that leads out of it, by a link anywhere along it
+        lexical = Path(os.path.normpath(path.absolute()))
+        if lexical.is_relative_to(Path(os.path.normpath(root.absolute()))) and \
+                not path.resolve().is_relative_to(root.resolve()):
             raise BuildError(f"{shown} is a symlink out of the project; the key is not read", where=what)
     try:
         info = path.stat()

@@ -29,13 +29,25 @@ from pathlib import Path
 from typing import Any
 
 from builder.core.errors import BuildError, os_reason
-from builder.scripts import media
 
 PARTITION_BYTES = 1 << 20  # the disk layout's META partition
-COPY_BYTES = media.META_COPY_BYTES
-CMDLINE_KEY = media.META_CMDLINE_KEY
-decode = media.meta_decode
-key_name = media.meta_key_name
+COPY_BYTES = PARTITION_BYTES // 2  # the media module's META_COPY_BYTES (a test holds them equal)
+
+# The media module is imported where it is used: model is on every doit's path, a no-op's included, and the
+# module (the whole media assembly) costs milliseconds to import.
+
+
+def decode(copy: bytes) -> dict[int, bytes] | None:
+    """The values of one copy (trailing zeros allowed); None when it is not a valid copy."""
+    from builder.scripts import media
+
+    return media.meta_decode(copy)
+
+
+def key_name(key: int) -> str:
+    from builder.scripts import media
+
+    return media.meta_key_name(key)
 
 
 class MetaError(BuildError):
@@ -44,6 +56,8 @@ class MetaError(BuildError):
 
 def parse_key(key: object) -> int:
     """A META key: 0..255, written as a number (YAML reads 0xa as 10) or as text "0x0a"."""
+    from builder.scripts import media
+
     try:
         return media.meta_key(key)
     except media.MediaError as exc:
@@ -52,6 +66,8 @@ def parse_key(key: object) -> int:
 
 def encode(values: Mapping[int, bytes]) -> bytes:
     """One copy of ``values`` (key -> bytes); MetaError when it would not fit half the partition."""
+    from builder.scripts import media
+
     try:
         return media.meta_encode(values)
     except media.MediaError as exc:
@@ -66,6 +82,8 @@ def partition(values: Mapping[int, bytes]) -> bytes:
 
 def cmdline_word(values: Mapping[int, bytes]) -> str:
     """The kernel command-line word that carries ``values`` on an ISO ("" when there are none)."""
+    from builder.scripts import media
+
     encode(values)  # a MetaError first
     return media.meta_cmdline_word(values)
 

@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from builder.core.errors import RecipeError
 from builder.model import files, meta, yamlfile
-from builder.scripts import media
 
 PROFILES_DIR = "profiles"
 EXTENSIONS = {"xz": ".xz", "zstd": ".zst", "none": ""}
@@ -45,7 +44,6 @@ MAX_DISK_MIB = 2 * 1024 * 1024  # 2 TiB: a larger image is a typo, and would fil
 UNITS = {"": 1, "m": 1, "mi": 1, "mib": 1, "g": 1024, "gi": 1024, "gib": 1024, "t": 1024 * 1024,
          "ti": 1024 * 1024, "tib": 1024 * 1024}
 SIZE = re.compile(r"^\s*([0-9]{1,9})\s*([a-zA-Z]*)\s*$")
-MAX_CMDLINE = media.MAX_CMDLINE
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -72,6 +70,8 @@ def parse_size(value: Any) -> int:
 def check_kernel_args(words: list[str]) -> list[str]:
     """Kernel command-line words: printable, no quotes the boot loaders' parsers would take (the media
     module's rule, which the IMAGER image applies to its --extra-kernel-arg too)."""
+    from builder.scripts import media  # where it is used: model is on a no-op's path
+
     try:
         return media.check_kernel_args(words)
     except media.MediaError as exc:

@@ -321,7 +321,28 @@ class ImageSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        return v if v is None else check_image_reference(v)
+        if v is None:
+            return v
+        check_image_reference(v)
+        if "@" in v or ":" not in v.rsplit("/", 1)[-1]:
+            raise ValueError(f"{v!r}: expected NAME:TAG, the name docker load tags the image with (no digest)")
+        return v
+
+    @field_validator("entrypoint", "cmd")
+    @classmethod
+    def _words(cls, v: list[str]) -> list[str]:
+        for word in v:
+            if "\0" in word:
+                raise ValueError(f"{word!r} holds a NUL, which no process argument can")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _values(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if "\0" in value:
+                raise ValueError(f"{key}: the value holds a NUL, which no environment variable can")
+        return v
 
 
 class FileSpec(_Model):

@@ -43,6 +43,8 @@ class Reference:
 
         if len(text) > MAX_LENGTH:
             raise ValueError(f"longer than {MAX_LENGTH} characters")
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text):  # the grammar's $ takes a final newline
+            raise ValueError("it holds a space or a control character")
         try:
             parsed = grammar.Reference.parse_normalized_named(text)
         except (grammar.InvalidReference, digests.InvalidDigest, ValueError) as exc:

@@ -216,7 +216,8 @@ class Settings:
         return out
 
 
-PUSH_WORDS = frozenset({"PKGS_PREFIX", "PKGS", "PUSH", "REGISTRY", "IMAGE_REGISTRY", "IMAGE_SIGNING_KEY"})
+PUSH_WORDS = frozenset({"PKGS_PREFIX", "PKGS", "PUSH", "REGISTRY", "IMAGE_REGISTRY", "IMAGE_SIGNING_KEY", "TAG",
+                        "USERNAME"})
 
 
 def _packages(packages: Mapping[str, str], taken: Mapping[str, str]) -> None:
@@ -239,9 +240,10 @@ def _packages(packages: Mapping[str, str], taken: Mapping[str, str]) -> None:
     if taken.get("IMAGE_SIGNING_KEY") and not pushing:
         raise BuildError("IMAGE_SIGNING_KEY signs what PUSH=1 pushes; without PUSH=1 it would sign nothing",
                          where="IMAGE_SIGNING_KEY")
-    if registry:
-        Reference.parse(f"{registry}/{taken.get('USERNAME') or 'builder'}/name:{taken.get('TAG') or 'x'}",
-                        "REGISTRY")
+    if registry or taken.get("TAG") or taken.get("USERNAME"):  # the images' names: checked before any build
+        where = "REGISTRY" if registry else ("TAG" if taken.get("TAG") else "USERNAME")
+        user, tag = taken.get("USERNAME") or "builder", taken.get("TAG") or "x"
+        Reference.parse(f"{registry or 'localhost'}/{user}/name:{tag}", where)
 
 
 def _flavor(variables: dict[str, str], *, with_debug: bool) -> None:

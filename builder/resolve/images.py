@@ -200,7 +200,8 @@ def installer_profiles(profiles: list[Profile]) -> list[Profile]:
 
 
 def imager_recipe(profiles: list[Profile], platform: Platform, variables: Mapping[str, str],
-                  outputs: Mapping[str, list[str]], reference: str, name: str = IMAGER_RECIPE) -> Recipe:
+                  outputs: Mapping[str, list[str]], reference: str, name: str = IMAGER_RECIPE,
+                  host: Platform | None = None) -> Recipe:
     """The imager image for ``platform`` (Talos's make imager): the IMAGER image with the media module, the
     table of every profile and this platform's kernel and initramfs, run as ``docker run --rm -v DIR:/out
     IMAGE iso|disk|PROFILE --arch ... --extra-kernel-arg ... --meta ...``. Its media are doit's, byte for byte:
@@ -242,6 +243,9 @@ def imager_recipe(profiles: list[Profile], platform: Platform, variables: Mappin
     what = "imager" if name == IMAGER_RECIPE else "installer"
     recipe = Recipe.model_validate({
         "name": name,
+        # the IMAGER image holds the build machine's programs: an image on it is the build machine's arch's
+        # (asking for another arch is one line before any build: docs/release-pipeline.md)
+        "platforms": [(host or platform).docker],
         "description": f"the {what} image: IMAGER, the media module, {len(mine)} profile{'s' * (len(mine) != 1)} "
                        "and the boot assets",
         "variant": "imager",

@@ -145,7 +145,7 @@ class Project:
             if profiles and boots and name not in outputs:  # the imager and installer images, given a kernel
                 reference = (f"{settings.registry}/" if settings.registry else "") + \
                     f"{settings.username}/{name}:{settings.tag or 'latest'}"
-                made.append(imager_recipe(profiles, platform, variables, outputs, reference, name))
+                made.append(imager_recipe(profiles, platform, variables, outputs, reference, name, self.host))
         return made
 
     def prebuilt(self, platform: Platform) -> dict[str, tuple[str, str]]:

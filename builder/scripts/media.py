@@ -107,9 +107,9 @@ def meta_key(key: object) -> int:
         raise MediaError(f"META key {key!r} is not a number 0x00-0xff")
     if isinstance(key, int):
         number = key
-    elif isinstance(key, str) and re.fullmatch(r"0x[0-9a-fA-F]+", key.strip()):
+    elif isinstance(key, str) and re.fullmatch(r"0x[0-9a-fA-F]+", key.strip(), re.ASCII):
         number = int(key.strip(), 16)
-    elif isinstance(key, str) and key.strip().isdigit():
+    elif isinstance(key, str) and key.strip().isascii() and key.strip().isdigit():
         number = int(key.strip())
     else:
         raise MediaError(f"META key {key!r} is not a number 0x00-0xff (write it as 0x0a)")
@@ -500,17 +500,21 @@ def convert(medium: Medium, raw: Path, fmt: str) -> Path:
 def publish(made: Path, out: Path, compression: str) -> None:
     """``made`` compressed as asked (single-threaded, fixed settings) at ``out``, through a temporary name in
     the same directory, so that ``out`` is whole or absent."""
+    if compression != "none" and compression not in COMPRESSORS:
+        raise MediaError(f"unknown compression {compression!r}; expected none, xz or zstd")
     directory(out.parent)
     part = out.with_name(f".{out.name}.part")
-    if compression == "none":
-        copy(made, part)
-    elif compression in COMPRESSORS:
-        with open(made, "rb") as src, open(part, "wb") as dst:
-            run(COMPRESSORS[compression], out.name, stdin=src, stdout=dst)
-    else:
-        raise MediaError(f"unknown compression {compression!r}; expected none, xz or zstd")
-    part.chmod(0o644)
-    part.replace(out)
+    try:
+        if compression == "none":
+            copy(made, part)
+        else:
+            with open(made, "rb") as src, open(part, "wb") as dst:
+                run(COMPRESSORS[compression], out.name, stdin=src, stdout=dst)
+        part.chmod(0o644)
+        part.replace(out)
+    except BaseException:  # a full disk, a tool that failed, a signal: no half-written file is left
+        part.unlink(missing_ok=True)
+        raise
 
 
 def place_assets(assets: Sequence[Asset]) -> None:
@@ -688,6 +692,8 @@ def make(entries: Sequence[Entry], request: Request, epoch: int, work: Path) -> 
 
 
 MIN_DISK_MIB = ALIGN_MIB + EFI_MIB + BIOS_MIB + META_MIB + 1  # the layout and the backup GPT
+MAX_DISK_MIB = 2 * 1024 * 1024  # 2 TiB, as profiles allow: a larger disk is a typo
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
 SIZE_UNITS = {"": 1, "m": 1, "mib": 1, "g": 1024, "gib": 1024, "t": 1024 * 1024, "tib": 1024 * 1024}
 
 
@@ -696,7 +702,10 @@ def parse_size(text: str) -> int:
     match = re.fullmatch(r"\s*([0-9]{1,9})\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in SIZE_UNITS:
         raise MediaError(f"--size {text!r}: expected MiB, GiB or TiB, e.g. 1GiB")
-    return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    mib = int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    if mib > MAX_DISK_MIB:
+        raise MediaError(f"--size {text.strip()} is more than 2 TiB")
+    return mib
 
 
 def install(entries: Sequence[Entry], request: Request, target: Path, size: str | None, epoch: int,
@@ -712,7 +721,10 @@ def install(entries: Sequence[Entry], request: Request, target: Path, size: str 
         raise MediaError(f"{target} is a block device; the installer writes onto a file (not yet onto a device)")
     if target.exists() and not target.is_file():
         raise MediaError(f"{target} is not a file")
-    have = target.stat().st_size // MIB if target.is_file() else None
+    if not target.parent.is_dir():
+        raise MediaError(f"{target}: its directory {target.parent} does not exist")
+    length = target.stat().st_size if target.is_file() else None  # an existing file keeps its length
+    have = length // MIB if length is not None else None
     mib = parse_size(size) if size else (have if have is not None else entry.size_mib)
     if have is not None and mib > have:
         raise MediaError(f"{target} is {have} MiB, smaller than --size {mib} MiB")
@@ -735,14 +747,30 @@ def install(entries: Sequence[Entry], request: Request, target: Path, size: str 
     disk(medium, work, made, mib, entry.bootloader, assets, meta_encode(values) if values else b"")
     with open(made, "rb") as src, open(target, "r+b" if target.exists() else "wb") as dst:
         dst.truncate(0)
-        dst.truncate(mib * MIB)
-        position = 0
-        while block := src.read(MIB):  # the layout's zeros stay holes in the file
-            if block.count(0) != len(block):
-                dst.seek(position)
+        dst.truncate(max(mib * MIB, length or 0))
+        for start, end in data_extents(src.fileno(), mib * MIB):  # the layout's holes stay holes, unread
+            src.seek(start)
+            dst.seek(start)
+            while start < end and (block := src.read(min(MIB, end - start))):
                 dst.write(block)
-            position += len(block)
+                start += len(block)
     return target
+
+
+def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """The (start, end) byte ranges of ``fd`` that hold data (SEEK_DATA / SEEK_HOLE; the whole file where the
+    file system cannot say)."""
+    extents, position = [], 0
+    try:
+        while position < size:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            extents.append((start, end))
+            position = end
+    except OSError as exc:  # ENXIO: no data after position
+        if exc.errno != 6:
+            return [(0, size)]
+    return extents
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -770,8 +798,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH", "")
-    if not value.isdigit():
-        raise MediaError(f"SOURCE_DATE_EPOCH is {value!r}; expected a whole number of seconds")
+    if not value.isdigit() or len(value) > 12 or int(value) > MAX_EPOCH:
+        raise MediaError(f"SOURCE_DATE_EPOCH is {value[:40]!r}; expected a whole number of seconds up to {MAX_EPOCH} "
+                         "(9999-12-31)")
     return int(value)
 
 
@@ -788,6 +817,10 @@ def _table(path: Path) -> list[Entry]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
+    for number in (signal.SIGINT, signal.SIGTERM):  # as a container's PID 1, SIGTERM is ignored unless handled
+        signal.signal(number, _stop)
     args = _parser().parse_args(argv)
     request = Request(args.profile, args.arch, args.platform, tuple(args.extra_kernel_args), tuple(args.meta),
                       args.kernel, args.initramfs, args.files, args.output)
@@ -805,10 +838,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise MediaError(f"--disk and --size are for install, not {args.profile}")
             else:
                 make(table, request, epoch, Path(scratch))
-    except (MediaError, OSError) as exc:
+    except MediaError as exc:
         sys.stderr.write(f"{ERROR_MARK}{exc}\n")
         return 1
+    except OSError as exc:  # a full disk, a read-only mount: the file and the reason, in one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"{ERROR_MARK}{where}{exc.strerror or exc}\n")
+        return 1
+    except Stopped as exc:
+        sys.stderr.write(f"{ERROR_MARK}stopped by {exc.name}; nothing was published\n")
+        return 128 + exc.number
     return 0
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM: the work is abandoned, every ``finally`` runs (temporary files go)."""
+
+    def __init__(self, number: int) -> None:
+        import signal
+
+        self.number, self.name = number, signal.Signals(number).name
+        super().__init__(self.name)
+
+
+def _stop(number: int, _frame: object) -> None:
+    raise Stopped(number)
 
 
 if __name__ == "__main__":

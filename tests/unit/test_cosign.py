@@ -98,3 +98,6 @@ def test_an_rsa_or_encrypted_key_and_a_link_out_of_the_project_are_refused(tmp_p
     (project / "key.pem").symlink_to(key)
     with pytest.raises(BuildError, match="is a symlink out of the project; the key is not read"):
         cosign.load_private_key(project / "key.pem", root=project)
+    (project / "keys").symlink_to(tmp_path)  # a directory link along the way
+    with pytest.raises(BuildError, match="is a symlink out of the project; the key is not read"):
+        cosign.load_private_key(project / "keys" / "sign.key", root=project)

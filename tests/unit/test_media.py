@@ -244,7 +244,11 @@ def test_the_command_lines_meta_goes_over_the_profiles_per_key() -> None:
     (["kernel", "--arch", "amd64", "--kernel", "/nonexistent/vmlinuz"], None, "/nonexistent/vmlinuz does not exist"),
     (["iso", "--arch", "amd64", "--kernel", "/nonexistent/k", "--initramfs", "K"], None,
      "/nonexistent/k does not exist"),
-    (["cmdline", "--arch", "amd64"], {}, "SOURCE_DATE_EPOCH is ''; expected a whole number of seconds"),
+    (["cmdline", "--arch", "amd64"], {}, "SOURCE_DATE_EPOCH is ''; expected a whole number of seconds up to "
+     "253402300799 (9999-12-31)"),
+    (["cmdline", "--arch", "amd64"], {"SOURCE_DATE_EPOCH": "99999999999999999999"},
+     "SOURCE_DATE_EPOCH is '99999999999999999999'; expected a whole number of seconds up to 253402300799 "
+     "(9999-12-31)"),
     (["uboot", "--arch", "arm64", "--kernel", "K", "--initramfs", "K"], None,
      "overlays/b/overlay.yaml: assets.0: /nonexistent/u-boot.bin does not exist"),
     (["kernel", "--arch", "arm64"], None, "profile kernel is for amd64, not arm64"),
@@ -292,6 +296,10 @@ def test_a_table_that_is_not_one_is_named(tmp_path: Path, table: str, message: s
     (["install", "--arch", "amd64", "--disk", "/dev/null"], "/dev/null is not a file"),
     (["install", "--arch", "arm64", "--disk", "OUT/d.raw"], "profile metal is for amd64, not arm64"),
     (["iso", "--arch", "amd64", "--disk", "OUT/d.raw"], "--disk and --size are for install, not iso"),
+    (["install", "--arch", "amd64", "--disk", "OUT/d.raw", "--size", "99999999TiB"], "--size 99999999TiB is more "
+     "than 2 TiB"),
+    (["install", "--arch", "amd64", "--disk", "OUT/nodir/d.raw"], "OUT/nodir/d.raw: its directory OUT/nodir does not "
+     "exist"),
 ])
 def test_an_install_that_cannot_be_done_is_one_line_before_anything_is_written(
         tmp_path: Path, args: list[str], message: str) -> None:
@@ -310,3 +318,49 @@ def test_an_install_that_cannot_be_done_is_one_line_before_anything_is_written(
 
 def test_sizes_are_mebibytes_gibibytes_or_tebibytes() -> None:
     assert [media.parse_size(t) for t in ("512MiB", "1GiB", "2G", "1024", " 3 gib ")] == [512, 1024, 2048, 1024, 3072]
+
+
+def test_the_hosts_copies_of_the_modules_constants_agree_with_it() -> None:
+    """The host keeps two of the module's facts as literals, so that a no-op (which imports model and core,
+    not the module) stays cheap: each must be the module's."""
+    from builder.core.platforms import AMD64, ARM64
+    from builder.model import meta
+
+    assert {p.arch: p.console for p in (AMD64, ARM64)} == media.CONSOLES
+    assert meta.COPY_BYTES == media.META_COPY_BYTES and meta.PARTITION_BYTES == media.META_MIB * media.MIB
+
+
+def test_a_file_is_published_whole_or_not_at_all(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    made = tmp_path / "made"
+    made.write_bytes(b"x" * 1000)
+    with pytest.raises(media.MediaError):
+        media.publish(made, out / "a.xz", "lzip")
+    with pytest.raises(media.MediaError, match="could not make a.xz"):  # a compressor that fails midway
+        media.COMPRESSORS["broken"] = ["sh", "-c", "head -c 10; exit 3"]
+        try:
+            media.publish(made, out / "a.xz", "broken")
+        finally:
+            del media.COMPRESSORS["broken"]
+    assert list(out.iterdir()) == []  # no .part left
+
+
+def test_only_the_data_of_a_sparse_layout_is_copied(tmp_path: Path) -> None:
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.write(b"a" * 4096)
+        f.seek(100 << 20)
+        f.write(b"b" * 4096)
+        f.truncate(200 << 20)
+    with open(path, "rb") as f:
+        extents = media.data_extents(f.fileno(), 200 << 20)
+    assert sum(end - start for start, end in extents) < 2 << 20  # the holes are not read
+    assert extents[0][0] == 0 and any(start <= 100 << 20 < end for start, end in extents)
+
+
+def test_a_meta_key_is_written_in_ascii_digits_or_hex() -> None:
+    assert media.meta_key("0x0a") == 10 and media.meta_key("12") == 12 and media.meta_key(7) == 7
+    for key in ("١٢", "0x٠a", "-1", "0x100"):
+        with pytest.raises(media.MediaError):
+            media.meta_key(key)
