@@ -375,19 +375,11 @@ def push_manifest(ref: Reference, media_type: str, data: bytes, *, seconds: floa
 def descriptor(ref: Reference, *, seconds: float, where: str,
                session: Session) -> dict[str, object] | None:
     """``ref``'s manifest as a descriptor (mediaType, digest, size), or None when the registry has no such tag."""
-    answer = _request(ref, "GET", f"/v2/{ref.repository}/manifests/{ref.name}", seconds, where, f"asking for {ref}",
-                      scope=_scope(ref, "pull"), session=session)
-    if answer.status == 404:
+    found = manifest(ref, seconds=seconds, where=where, session=session)
+    if found is None:
         return None
-    if answer.status != 200:
-        raise _refused(ref, answer, f"asking for {ref}", where)
-    try:
-        media = json.loads(answer.body).get("mediaType") or answer.kind.split(";")[0]
-    except (ValueError, AttributeError):
-        raise BuildError(f"the registry {ref.registry} sent a manifest that is not JSON for {ref}",
-                         where=where) from None
-    return {"mediaType": media, "digest": "sha256:" + hashlib.sha256(answer.body).hexdigest(),
-            "size": len(answer.body)}
+    media, body = found
+    return {"mediaType": media, "digest": "sha256:" + hashlib.sha256(body).hexdigest(), "size": len(body)}
 
 
 def platform_digest(ref_text: str, platform: str, *, seconds: float, where: str,

@@ -112,14 +112,16 @@ def command(profile: Profile, arch: str, kernel: str, initramfs: str, extra: Ite
 def script(entry: Mapping[str, object], args: list[str]) -> str:
     """The step: write the module and the table entry, run the module with the imager's python3 (isolated
     from PYTHON* settings)."""
-    text = module()
-    document = json.dumps({"profiles": [entry]}, indent=1, sort_keys=True)
+    return _written(MODULE, TABLE, {"profiles": [entry]}) + f"python3 -I {MODULE} {shlex.join(args)}\n"
+
+
+def _written(module_path: str, table_path: str, table: Mapping[str, object]) -> str:
+    """Shell that writes the media module and ``table`` at those paths, each as a quoted here-document."""
+    text, document = module().rstrip(), json.dumps(table, indent=1, sort_keys=True)
     for part in (text, document):
         if f"\n{END}\n" in f"\n{part}\n":
             raise RecipeError(f"the media module or its table holds a line {END}, which ends the step's here-document")
-    return (f"cat >{MODULE} <<'{END}'\n{text.rstrip()}\n{END}\n"
-            f"cat >{TABLE} <<'{END}'\n{document}\n{END}\n"
-            f"python3 -I {MODULE} {shlex.join(args)}\n")
+    return f"cat >{module_path} <<'{END}'\n{text}\n{END}\ncat >{table_path} <<'{END}'\n{document}\n{END}\n"
 
 
 def meta_values(profile: Profile, command_line: Mapping[int, str]) -> dict[int, bytes]:
@@ -221,21 +223,15 @@ def imager_recipe(profiles: list[Profile], platform: Platform, variables: Mappin
             if "out" in asset:
                 asset["out"] = {arch: asset["out"][arch]}
         entries.append(entry)
-    document = json.dumps({"profiles": entries}, indent=1, sort_keys=True)
     files, overlays = [], sorted({p.overlay for p in mine if p.applied is not None and p.overlay})
     for profile in mine:
         if profile.applied is not None and profile.overlay in overlays:
             overlays.remove(profile.overlay)
             files += [{"src": f"{profile.applied.directory}/{a.file}", "dest": overlay_file(profile, a.file)}
                       for a in profile.applied.assets if a.file]
-    text = module()
-    for part in (text, document):
-        if f"\n{END}\n" in f"\n{part}\n":
-            raise RecipeError(f"the media module or its table holds a line {END}, which ends the step's here-document")
     lib, assets = f"/out{IMAGER_ROOT}", f"/out{ASSETS_ROOT}/{arch}"
     script = (f"install -d -m 0755 {lib} {assets}\n"
-              f"cat >{lib}/media.py <<'{END}'\n{text.rstrip()}\n{END}\n"
-              f"cat >{lib}/media.json <<'{END}'\n{document}\n{END}\n"
+              + _written(f"{lib}/media.py", f"{lib}/media.json", {"profiles": entries}) +
               f"install -m 0644 /artifacts/{kernel} {assets}/vmlinuz\n"
               f"install -m 0644 /artifacts/{initramfs} {assets}/initramfs.xz\n"
               f"if [ -d /pkg/overlays ]; then cp -R /pkg/overlays {lib}/; fi\n"
